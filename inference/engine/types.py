@@ -1,0 +1,63 @@
+"""The engine's public vocabulary: what a caller submits and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Union
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation settings. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """One stream of tokens to generate.
+
+    ``cache_key`` names a conversation whose KV cache may be reused for a later
+    request that extends the same token prefix. ``adapter`` names a LoRA adapter
+    registered with the engine; ``None`` is the base model.
+    """
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    adapter: str | None = None
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """New text for a request. ``text`` is a delta, never the whole reply."""
+
+    request_id: str
+    text: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    """The last event of every request, sent exactly once, even after a crash."""
+
+    request_id: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None
+    first_token_seconds: float | None = None
+    queue_seconds: float | None = None
+    decode_seconds: float | None = None
+    reused_prompt_tokens: int = 0
+
+
+EngineEvent = Union[TokenEvent, FinishEvent]
+EventCallback = Callable[[EngineEvent], None]
