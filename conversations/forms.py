@@ -1,0 +1,38 @@
+"""Forms for accounts and per-conversation settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
+
+from inference import registry
+
+
+class SignupForm(UserCreationForm[User]):
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("username",)
+
+
+class ConversationSettingsForm(forms.Form):
+    model_name = forms.ChoiceField(label="Model")
+    system_prompt = forms.CharField(
+        label="System prompt", required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    temperature = forms.FloatField(label="Temperature", min_value=0.0, max_value=2.0)
+    max_tokens = forms.IntegerField(label="Max reply tokens", min_value=1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model_name"].choices = registry.model_choices()
+        limit = settings.INFERENCE_MAX_TOKENS_LIMIT
+        self.fields["max_tokens"].max_value = limit
+        self.fields["max_tokens"].validators.append(forms.IntegerField(max_value=limit).validators[-1])
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(max_length=200, strip=True)

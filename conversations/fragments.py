@@ -1,0 +1,56 @@
+"""HTML fragments sent over the conversation websocket (htmx out-of-band swaps)."""
+
+from __future__ import annotations
+
+from django.template.loader import render_to_string
+from django.utils.html import format_html
+
+from conversations.models import Conversation, Message
+
+
+def delta(*, message_id: str, text: str) -> str:
+    # format_html escapes the model's text: a delta can never become markup.
+    return format_html('<span hx-swap-oob="beforeend:#m-{}-text">{}</span>', message_id, text)
+
+
+def snapshot(*, message_id: str, text: str) -> str:
+    return format_html(
+        '<div id="m-{}-text" class="msg-text is-streaming" hx-swap-oob="true">{}</div>', message_id, text
+    )
+
+
+def composer_error(text: str) -> str:
+    return format_html('<div id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{}</div>', text)
+
+
+def trimmed_notice(*, message_id: str, dropped: int) -> str:
+    return render_to_string(
+        "conversations/_trimmed_notice.html", {"message_id": message_id, "dropped": dropped, "oob": True}
+    )
+
+
+def turn_started(*, user_message_id: str, message_id: str) -> str:
+    messages = Message.objects.select_related("conversation").filter(public_id__in=[user_message_id, message_id])
+    by_id = {str(m.public_id): m for m in messages}
+    conversation = by_id[message_id].conversation
+    return render_to_string(
+        "conversations/_turn_started.html",
+        {
+            "user_message": by_id[user_message_id],
+            "reply": by_id[message_id],
+            "conversation": conversation,
+            "streaming": True,
+        },
+    )
+
+
+def reply_finished(*, message_id: str) -> str:
+    reply = Message.objects.select_related("conversation").get(public_id=message_id)
+    return render_to_string(
+        "conversations/_reply_finished.html",
+        {"message": reply, "conversation": reply.conversation, "streaming": False},
+    )
+
+
+def message_pk_for(*, conversation: Conversation | None, message_id: str) -> int:
+    return int(Message.objects.values_list("pk", flat=True).get(conversation=conversation, public_id=message_id))

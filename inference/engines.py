@@ -1,0 +1,65 @@
+"""One engine per base model per process, loaded lazily on first use.
+
+Loading blocks for seconds, so callers on the event loop reach ``engine_for``
+through ``asyncio.to_thread``. Fine-tuned adapters are attached to their base's
+engine, so every fine-tuned model shares one copy of the base weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from inference.engine.loading import LoadedModel, load_model
+from inference.engine.scheduler import Engine
+from inference.registry import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    engine: Engine
+    loaded: LoadedModel
+    adapters: set[str] = field(default_factory=set)
+
+
+_served: dict[str, ServedModel] = {}
+_lock = threading.Lock()
+
+
+def _start(base_source: str) -> ServedModel:
+    loaded = load_model(
+        base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=settings.INFERENCE_THREADS or None
+    )
+    engine = Engine(loaded, max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE, weights=settings.INFERENCE_WEIGHTS)
+    engine.start()
+    logger.info("Loaded %s in %.1f s", loaded.name, loaded.load_seconds)
+    return ServedModel(engine=engine, loaded=loaded)
+
+
+def engine_for(spec: ModelSpec) -> ServedModel:
+    """The running engine for ``spec``'s base model, with its adapter attached."""
+    with _lock:
+        served = _served.get(spec.base_source)
+        if served is None:
+            served = _served[spec.base_source] = _start(spec.base_source)
+        if spec.adapter_path and spec.id not in served.adapters:
+            served.engine.add_adapter(spec.id, spec.adapter_path)
+            served.adapters.add(spec.id)
+        return served
+
+
+def loaded_engines() -> dict[str, ServedModel]:
+    with _lock:
+        return dict(_served)
+
+
+def shutdown_all() -> None:
+    with _lock:
+        for served in _served.values():
+            served.engine.shutdown()
+        _served.clear()

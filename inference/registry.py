@@ -1,0 +1,57 @@
+"""Which models a user can pick, and where each one's weights come from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from inference.engine.loading import BUNDLED_DISPLAY_NAME, BUNDLED_MODEL
+
+BUNDLED_MODEL_ID = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the chat and the API name it.
+
+    ``base_source`` is what the engine loads (``"bundled"`` or a folder); a
+    fine-tuned model adds ``adapter_path`` on top of its base's weights.
+    """
+
+    id: str
+    label: str
+    base_source: str
+    adapter_path: str | None = None
+    owned_by: str = "parley"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-") or "model"
+
+
+def base_models() -> list[ModelSpec]:
+    models = [ModelSpec(id=BUNDLED_MODEL_ID, label=BUNDLED_DISPLAY_NAME, base_source=BUNDLED_MODEL)]
+    configured = settings.INFERENCE_MODEL
+    if configured != BUNDLED_MODEL:
+        name = Path(configured).name or configured
+        models.insert(0, ModelSpec(id=_slug(name), label=name, base_source=configured))
+    return models
+
+
+def default_model_id() -> str:
+    return base_models()[0].id
+
+
+def available_models() -> list[ModelSpec]:
+    return base_models()
+
+
+def model_get(model_id: str) -> ModelSpec | None:
+    return next((spec for spec in available_models() if spec.id == model_id), None)
+
+
+def model_choices() -> list[tuple[str, str]]:
+    return [(spec.id, spec.label) for spec in available_models()]

@@ -1,0 +1,122 @@
+"""Starting a turn: what is stored, what is refused, and how a reply ends."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from conversations import selectors, services
+from conversations.models import Conversation, Message
+
+
+@pytest.fixture
+def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
+    return services.conversation_create(owner=alice)
+
+
+def test_a_new_conversation_takes_the_defaults(chat, settings) -> None:  # type: ignore[no-untyped-def]
+    assert chat.model_name == "tiny-llama"
+    assert chat.system_prompt == settings.INFERENCE_DEFAULT_SYSTEM_PROMPT
+    assert chat.temperature == settings.INFERENCE_DEFAULT_TEMPERATURE
+    assert chat.max_tokens == settings.INFERENCE_DEFAULT_MAX_TOKENS
+
+
+def test_it_saves_the_user_message_and_a_streaming_reply(chat) -> None:  # type: ignore[no-untyped-def]
+    turn = services.turn_start(conversation=chat, text="  Hello there  ")
+    assert turn.user_message.content == "Hello there"
+    assert turn.assistant_message.status == Message.Status.STREAMING
+    assert turn.assistant_message.parent == turn.user_message
+    chat.refresh_from_db()
+    assert chat.active_leaf == turn.assistant_message
+
+
+def test_the_title_comes_from_the_first_message(chat) -> None:  # type: ignore[no-untyped-def]
+    services.turn_start(conversation=chat, text="How do\nI bake bread " + "at home " * 20)
+    chat.refresh_from_db()
+    assert chat.title.startswith("How do I bake bread at home")
+    assert len(chat.title) <= 60 and chat.title.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("", "Type a message"), ("   \n ", "Type a message"), ("x" * 8001, "limit is 8,000"), (42, "must be text")],
+)
+def test_it_refuses_bad_messages_and_stores_nothing(chat, text, reason) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError, match=reason):
+        services.turn_start(conversation=chat, text=text)
+    assert Message.objects.count() == 0
+    chat.refresh_from_db()
+    assert chat.title == ""
+
+
+def test_it_refuses_a_second_message_while_a_reply_streams(chat) -> None:  # type: ignore[no-untyped-def]
+    services.turn_start(conversation=chat, text="first")
+    with pytest.raises(ValidationError, match="Wait for the current reply"):
+        services.turn_start(conversation=chat, text="second")
+    assert Message.objects.filter(role="user").count() == 1
+
+
+def test_finishing_records_reason_and_token_counts(chat) -> None:  # type: ignore[no-untyped-def]
+    reply = services.turn_start(conversation=chat, text="hi").assistant_message
+    assert services.assistant_message_finish(
+        message_pk=reply.pk, content="Hello!", seq=3, finish_reason="length", prompt_tokens=12, completion_tokens=3
+    )
+    reply.refresh_from_db()
+    assert (reply.status, reply.finish_reason, reply.prompt_tokens, reply.completion_tokens) == (
+        "complete",
+        "length",
+        12,
+        3,
+    )
+    assert not services.assistant_message_finish(
+        message_pk=reply.pk, content="", seq=0, finish_reason="stop", prompt_tokens=0, completion_tokens=0
+    ), "a finished reply cannot be finished again"
+    reply.refresh_from_db()
+    assert reply.content == "Hello!"
+
+
+def test_an_error_keeps_the_conversation_usable(chat) -> None:  # type: ignore[no-untyped-def]
+    reply = services.turn_start(conversation=chat, text="hi").assistant_message
+    services.assistant_message_finish(
+        message_pk=reply.pk, content="", seq=0, finish_reason="error", prompt_tokens=None, completion_tokens=None,
+        error="The model failed.",
+    )
+    reply.refresh_from_db()
+    assert reply.status == "error" and reply.error == "The model failed."
+    services.turn_start(conversation=chat, text="again")
+    texts = [m.content for m in selectors.conversation_active_messages(conversation=chat)]
+    assert texts == ["hi", "", "again", ""]
+
+
+def test_stop_flags_only_a_streaming_reply(chat) -> None:  # type: ignore[no-untyped-def]
+    reply = services.turn_start(conversation=chat, text="hi").assistant_message
+    assert services.assistant_message_request_cancel(message=reply)
+    assert services.assistant_message_flush(message_pk=reply.pk, content="partial", seq=1) is True
+    services.assistant_message_finish(
+        message_pk=reply.pk, content="partial", seq=1, finish_reason="cancelled", prompt_tokens=5, completion_tokens=1
+    )
+    assert not services.assistant_message_request_cancel(message=reply)
+
+
+def test_rename_and_delete(chat) -> None:  # type: ignore[no-untyped-def]
+    services.conversation_rename(conversation=chat, title="  Bread   notes ")
+    assert Conversation.objects.get().title == "Bread notes"
+    with pytest.raises(ValidationError):
+        services.conversation_rename(conversation=chat, title="   ")
+    services.conversation_delete(conversation=chat)
+    assert not Conversation.objects.exists()
+
+
+def test_the_list_is_newest_first_and_only_mine(alice, bob) -> None:  # type: ignore[no-untyped-def]
+    first = services.conversation_create(owner=alice)
+    second = services.conversation_create(owner=alice)
+    services.conversation_create(owner=bob)
+    services.turn_start(conversation=first, text="bump")
+    assert list(selectors.conversation_list(owner=alice)) == [first, second]
+
+
+def test_settings_refuse_an_unknown_model(chat) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError, match="not available"):
+        services.conversation_update_settings(
+            conversation=chat, model_name="gpt-9", system_prompt="", temperature=0.5, max_tokens=10
+        )
