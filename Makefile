@@ -33,6 +33,7 @@ browser:
 
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py prepare_model
 	$(PY) manage.py recover_streams
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from inference.engine.loading import LoadedModel, load_model
-from inference.engine.scheduler import Engine
 from inference.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from inference.engine.loading import LoadedModel
+    from inference.engine.scheduler import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ _lock = threading.Lock()
 
 
 def _start(base_source: str) -> ServedModel:
+    # torch and the weights are imported on first use, never at Django start-up.
+    from inference.engine.loading import load_model
+    from inference.engine.scheduler import Engine
+
     loaded = load_model(
         base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=settings.INFERENCE_THREADS or None
     )
