@@ -1,0 +1,158 @@
+"""Accounts and the conversation pages, including their htmx partials."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from conversations import services
+from conversations.models import Conversation
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
+    return services.conversation_create(owner=alice)
+
+
+def test_a_newcomer_signs_up_and_lands_in_the_app(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        reverse("signup"),
+        {"username": "carol", "password1": "a long pass phrase 42", "password2": "a long pass phrase 42"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert response.context["user"].username == "carol"
+    assert b"Start a new chat" in response.content
+
+
+def test_signup_shows_what_was_wrong(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(reverse("signup"), {"username": "dave", "password1": "abc", "password2": "abd"})
+    assert response.status_code == 200
+    assert b"The two password fields didn" in response.content
+
+
+def test_login_and_logout(client, alice) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(reverse("login"), {"username": "alice", "password": "correct horse battery"}, follow=True)
+    assert response.context["user"] == alice
+    response = client.post(reverse("logout"), follow=True)
+    assert not response.context["user"].is_authenticated
+
+
+def test_pages_need_a_login(client, chat) -> None:  # type: ignore[no-untyped-def]
+    for url in [reverse("home"), reverse("conversation", args=[chat.public_id])]:
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_new_chat_opens_a_conversation(alice_client, alice) -> None:  # type: ignore[no-untyped-def]
+    response = alice_client.post(reverse("conversation_new"), **HTMX)
+    conversation = Conversation.objects.get(owner=alice)
+    assert response["HX-Redirect"] == reverse("conversation", args=[conversation.public_id])
+
+
+def test_the_page_shows_the_conversation_and_the_composer(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    services.turn_start(conversation=chat, text="What is **bold**?")
+    response = alice_client.get(reverse("conversation", args=[chat.public_id]))
+    page = response.content.decode()
+    assert f'ws-connect="/ws/c/{chat.public_id}/"' in page
+    assert 'aria-label="Message"' in page or '<label for="composer-input"' in page
+    assert "What is **bold**?" in page, "user text is shown as typed"
+    assert ">Stop</button>" in page, "a reply still streaming offers Stop after a reload"
+
+
+def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    reply = services.turn_start(conversation=chat, text="hi").assistant_message
+    services.assistant_message_finish(
+        message_pk=reply.pk,
+        content="Here is **bold** and code:\n\n```python\nprint('<b>')\n```\n<script>alert(1)</script>",
+        seq=1, finish_reason="stop", prompt_tokens=5, completion_tokens=9,
+    )
+    page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
+    assert "<strong>bold</strong>" in page
+    assert '<code class="language-python">' in page and "print('&lt;b&gt;')" in page
+    assert "<script>alert(1)</script>" not in page
+    assert "9 tokens" in page
+
+
+def test_rename_updates_the_sidebar_and_header(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    response = alice_client.post(reverse("conversation_rename", args=[chat.public_id]), {"title": "Bread"}, **HTMX)
+    body = response.content.decode()
+    assert f'id="conv-{chat.public_id}-title"' in body and 'hx-swap-oob="true">Bread<' in body
+    chat.refresh_from_db()
+    assert chat.title == "Bread"
+    response = alice_client.post(reverse("conversation_rename", args=[chat.public_id]), {"title": "  "}, **HTMX)
+    assert "cannot be empty" in response.content.decode()
+
+
+def test_delete_removes_it_and_goes_home(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    response = alice_client.post(reverse("conversation_delete", args=[chat.public_id]), **HTMX)
+    assert response["HX-Redirect"] == reverse("home")
+    assert not Conversation.objects.exists()
+
+
+def test_the_delete_button_asks_for_confirmation(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
+    assert 'hx-confirm="Delete this conversation? This cannot be undone."' in page
+
+
+def test_settings_are_saved_and_validated(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("conversation_settings", args=[chat.public_id])
+    good = {"model_name": "smollm2-135m-instruct", "system_prompt": "Be terse.", "temperature": "0.2", "max_tokens": "64"}
+    response = alice_client.post(url, good, **HTMX)
+    assert response.status_code == 200 and b"Saved." in response.content
+    chat.refresh_from_db()
+    assert (chat.model_name, chat.system_prompt, chat.temperature, chat.max_tokens) == (
+        "smollm2-135m-instruct", "Be terse.", 0.2, 64,
+    )
+    bad = {**good, "temperature": "7", "model_name": "gpt-9"}
+    response = alice_client.post(url, bad, **HTMX)
+    assert response.status_code == 422
+    assert b"less than or equal to 2" in response.content
+    assert b"Select a valid choice" in response.content
+    chat.refresh_from_db()
+    assert chat.temperature == 0.2, "a bad form changes nothing"
+
+
+def test_the_model_picker_lists_the_bundled_and_configured_models(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
+    assert '<option value="tiny-llama" selected>tiny-llama</option>' in page
+    assert '<option value="smollm2-135m-instruct">SmolLM2-135M-Instruct</option>' in page
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("conversation", "get"),
+        ("conversation_rename", "post"),
+        ("conversation_delete", "post"),
+        ("conversation_settings", "post"),
+    ],
+)
+def test_anyone_but_the_owner_gets_404(bob, chat, name, method) -> None:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(bob)
+    response = getattr(client, method)(reverse(name, args=[chat.public_id]), {"title": "mine now"})
+    assert response.status_code == 404
+    chat.refresh_from_db()
+    assert chat.title == ""
+
+
+def test_the_sidebar_lists_only_my_conversations(alice_client, alice, bob) -> None:  # type: ignore[no-untyped-def]
+    mine = services.conversation_create(owner=alice)
+    services.conversation_rename(conversation=mine, title="Mine")
+    theirs = services.conversation_create(owner=bob)
+    services.conversation_rename(conversation=theirs, title="Theirs")
+    page = alice_client.get(reverse("home")).content.decode()
+    assert "Mine" in page and "Theirs" not in page
