@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Union
+from typing import Literal, Union
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -46,7 +47,10 @@ class TokenEvent:
 
 @dataclass(frozen=True)
 class FinishEvent:
-    """The last event of every request, sent exactly once, even after a crash."""
+    """The last event of every request, sent exactly once, even after a crash.
+
+    ``completion_ids`` are the generated token ids (including a final EOS token).
+    """
 
     request_id: str
     finish_reason: FinishReason
@@ -57,6 +61,7 @@ class FinishEvent:
     queue_seconds: float | None = None
     decode_seconds: float | None = None
     reused_prompt_tokens: int = 0
+    completion_ids: tuple[int, ...] = ()
 
 
 EngineEvent = Union[TokenEvent, FinishEvent]

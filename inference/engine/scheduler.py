@@ -1,0 +1,542 @@
+"""The engine: one model thread, continuous batching, prefix reuse, LoRA adapters.
+
+Usage::
+
+    engine = Engine(load_model("bundled", cache_dir=Path(".cache/models")))
+    engine.start()
+    engine.submit(GenerationRequest("r1", prompt_ids), callback)   # events on the engine thread
+    text, finish = generate_text(engine, GenerationRequest("r2", prompt_ids))
+
+Every step of the model thread (``Engine._step``):
+1. apply what callers sent (submits, cancels) since the last step;
+2. admit the next queued request when a batch slot is free, restoring a cached prefix;
+3. prefill one chunk (at most ``prefill_chunk_tokens``) of the request being admitted;
+   when its prompt is done it samples its first token and joins the batch;
+4. decode one token for every active stream in ONE batched forward pass over a
+   ragged KV cache (per-row positions and attention mask; see ``kvcache``);
+5. streams that finish leave the batch at once (their cache rows are freed, their KV
+   kept in the prefix cache when they carry a ``cache_key``).
+
+Callbacks run on the engine thread and get ``TokenEvent`` deltas and exactly one
+``FinishEvent`` per request, also when the step loop fails (``finish_reason="error"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .detokenize import IncrementalDetokenizer, StopFilter
+from .kvcache import PrefixCache, RaggedKVCache
+from .lora import LoraAdapters
+from .sampling import make_generator, sample_batch, sample_row
+from .types import (
+    EngineEvent,
+    EventCallback,
+    FinishEvent,
+    FinishReason,
+    GenerationRequest,
+    TokenEvent,
+)
+from .weights import prepare_weights
+
+logger = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """A request the engine cannot serve; its message is shown to whoever sent it."""
+
+
+@dataclass(eq=False)
+class _Stream:
+    request: GenerationRequest
+    callback: EventCallback
+    submitted_at: float
+    tokens: list[int] = field(default_factory=list)
+    generated: int = 0
+    started_at: float | None = None
+    first_token_at: float | None = None
+    reused_tokens: int = 0
+    generator: torch.Generator | None = None
+    detokenizer: IncrementalDetokenizer | None = None
+    stops: StopFilter | None = None
+    cache: RaggedKVCache | None = None
+    row: int = 0
+    in_batch: bool = False
+    done: bool = False
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+
+class Engine:
+    """Serve a loaded causal LM to many concurrent requests from one model thread.
+
+    The engine takes ownership of ``loaded.model`` (int8 weights replace its linear
+    layers in place).
+    """
+
+    def __init__(
+        self,
+        loaded: Any,
+        *,
+        max_batch_size: int = 16,
+        prefill_chunk_tokens: int = 256,
+        prefix_cache_bytes: int = 512 * 2**20,
+        weights: str = "auto",
+    ) -> None:
+        if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
+            raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
+        self.tokenizer = loaded.tokenizer
+        self.model, self.weights = prepare_weights(loaded.model, weights)
+        self.model.eval()
+        self.context_length = int(loaded.context_length)
+        self.max_batch_size = max_batch_size
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self._shape = _cache_shape(self.model)
+        self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
+        self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
+        self.adapters = LoraAdapters(self.model)
+        self._prefixes = PrefixCache(prefix_cache_bytes)
+        self._batch = self._new_cache(max_batch_size)
+        self._active: list[_Stream] = []
+        self._queue: deque[_Stream] = deque()
+        self._prefilling: _Stream | None = None
+        self._streams: dict[str, _Stream] = {}
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._wake = threading.Condition()
+        self._model_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._closed = False
+        self.tokens_generated = 0
+        self.steps = 0
+
+    # -- public surface -------------------------------------------------------
+
+    def start(self) -> None:
+        """Warm the model up, then start the model thread (a daemon)."""
+        if self._thread is not None:
+            return
+        self._warm_up()
+        self._thread = threading.Thread(target=self._run, name="parley-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest, callback: EventCallback) -> None:
+        """Queue ``request``; returns at once. Events arrive through ``callback``."""
+        stream = _Stream(request=request, callback=callback, submitted_at=time.perf_counter())
+        with self._wake:
+            if not self._closed:
+                self._inbox.append(("submit", stream))
+                self._wake.notify()
+                return
+        self._finish(stream, "error", "The engine has shut down.")
+
+    def cancel(self, request_id: str) -> None:
+        """Stop ``request_id`` at the next step (``finish_reason="cancelled"``)."""
+        with self._wake:
+            self._inbox.append(("cancel", request_id))
+            self._wake.notify()
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Register a peft LoRA adapter folder under ``name`` (replacing one of that name)."""
+        loaded = self.adapters.load(name, Path(path))
+        with self._model_lock:
+            self.adapters.install(loaded)
+
+    def remove_adapter(self, name: str) -> None:
+        """Unregister ``name``; requests still using it end with an error."""
+        with self._model_lock:
+            self.adapters.remove(name)
+
+    def stats(self) -> dict:
+        return {
+            "active_streams": len(self._active),
+            "queued_requests": len(self._queue) + (1 if self._prefilling else 0),
+            "cached_prefixes": len(self._prefixes),
+            "cached_prefix_bytes": self._prefixes.nbytes,
+            "kv_cache_bytes": self._batch.nbytes(),
+            "tokens_generated": self.tokens_generated,
+            "steps": self.steps,
+            "weights": self.weights,
+            "adapters": sorted(self.adapters.names()),
+            "running": self._thread is not None and self._thread.is_alive(),
+        }
+
+    def shutdown(self) -> None:
+        """Stop the model thread; requests still in flight end as cancelled."""
+        with self._wake:
+            self._stopping = True
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._thread is None or not self._thread.is_alive():
+            self._abandon_all("cancelled", "The engine shut down.")
+
+    # -- the model thread -----------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                commands = self._wait_for_work()
+                if commands is None:
+                    return
+                try:
+                    self._apply(commands)
+                    self._step()
+                except Exception as exc:
+                    logger.exception("The engine step failed")
+                    self._abandon_all("error", f"The engine failed: {exc}")
+        finally:
+            self._abandon_all("cancelled", "The engine shut down.")
+
+    def _wait_for_work(self) -> list[tuple[str, Any]] | None:
+        with self._wake:
+            while not self._inbox and not self._has_work() and not self._stopping:
+                self._wake.wait()
+            if self._stopping:
+                return None
+            commands = list(self._inbox)
+            self._inbox.clear()
+            return commands
+
+    def _has_work(self) -> bool:
+        return bool(self._active or self._queue or self._prefilling)
+
+    def _apply(self, commands: list[tuple[str, Any]]) -> None:
+        for kind, payload in commands:
+            if kind == "submit":
+                self._accept_submission(payload)
+            elif kind == "cancel":
+                stream = self._streams.get(payload)
+                if stream is not None:
+                    self._finish(stream, "cancelled")
+
+    def _accept_submission(self, stream: _Stream) -> None:
+        try:
+            self._validate(stream.request)
+        except RequestError as exc:
+            self._emit(stream, self._finish_event(stream, "error", str(exc)))
+            return
+        self._streams[stream.request_id] = stream
+        self._queue.append(stream)
+
+    def _validate(self, request: GenerationRequest) -> None:
+        prompt, params = request.prompt_ids, request.params
+        if request.request_id in self._streams:
+            raise RequestError(f"A request with id {request.request_id!r} is already running.")
+        if not prompt:
+            raise RequestError("The prompt is empty.")
+        if any(not isinstance(t, int) or not 0 <= t < self.vocab_size for t in prompt):
+            raise RequestError(f"The prompt holds token ids outside 0..{self.vocab_size - 1}.")
+        if len(prompt) >= self.context_length:
+            raise RequestError(
+                f"The prompt has {len(prompt)} tokens; the model's context window holds "
+                f"{self.context_length}, with room needed for the reply."
+            )
+        if params.max_new_tokens < 1:
+            raise RequestError("max_new_tokens must be at least 1.")
+        if not math.isfinite(params.temperature) or params.temperature < 0:
+            raise RequestError("temperature must be 0 (greedy) or positive.")
+        if not 0 < params.top_p <= 1:
+            raise RequestError("top_p must be in (0, 1].")
+        if request.adapter is not None and request.adapter not in self.adapters.names():
+            raise RequestError(f"There is no adapter named {request.adapter!r}.")
+
+    def _step(self) -> None:
+        with self._model_lock:
+            self._drop_orphans()
+            self._admit()
+            if self._prefilling is not None:
+                self._guarded(self._prefill_chunk, [self._prefilling])
+            if self._active:
+                self._guarded(self._decode_step, list(self._active))
+        self.steps += 1
+
+    def _guarded(self, work: Any, streams: list[_Stream]) -> None:
+        """Run ``work``; if it raises, end only ``streams`` with an error."""
+        try:
+            work()
+        except Exception as exc:
+            logger.exception("Generation failed for %d request(s)", len(streams))
+            for stream in streams:
+                self._finish(stream, "error", f"Generation failed: {exc}")
+            if any(s.in_batch for s in streams):
+                self._reset_batch()
+
+    def _drop_orphans(self) -> None:
+        """Requests whose adapter was removed while they waited or ran."""
+        names = self.adapters.names()
+        for stream in list(self._streams.values()):
+            if stream.request.adapter is not None and stream.request.adapter not in names:
+                self._finish(stream, "error", f"The adapter {stream.request.adapter!r} was removed.")
+
+    # -- admission and prefill ------------------------------------------------
+
+    def _admit(self) -> None:
+        if self._prefilling is not None or not self._queue:
+            return
+        if len(self._active) >= self.max_batch_size:
+            return
+        stream = self._queue.popleft()
+        request = stream.request
+        stream.started_at = time.perf_counter()
+        stream.tokens = list(request.prompt_ids)
+        stream.generator = make_generator(request.params.seed)
+        stream.detokenizer = IncrementalDetokenizer(self.tokenizer, stream.tokens)
+        stream.stops = StopFilter(request.params.stop)
+        stream.cache = self._new_cache(1)
+        stream.cache.add_empty_row()
+        stream.row = 0
+        if request.cache_key is not None:
+            hit = self._prefixes.lookup(request.cache_key, stream.tokens, request.adapter)
+            if hit is not None:
+                stream.reused_tokens, layers = hit
+                stream.cache.load_prefix(0, layers)
+        self._prefilling = stream
+
+    def _prefill_chunk(self) -> None:
+        stream = self._prefilling
+        assert stream is not None and stream.cache is not None
+        done = stream.cache.lengths[0]
+        prompt = stream.tokens
+        chunk = prompt[done : done + self.prefill_chunk_tokens]
+        logits = self._forward(stream.cache, [chunk], [stream.request.adapter], prefill=True)
+        if stream.cache.lengths[0] < len(prompt):
+            return
+        # 1. The prompt is in the cache: join the batch, 2. take the first token.
+        self._prefilling = None
+        stream.row = self._batch.add_row(stream.cache, 0)
+        stream.cache = self._batch
+        stream.in_batch = True
+        self._active.append(stream)
+        assert stream.generator is not None
+        self._accept_token(stream, sample_row(logits[0], stream.request.params, stream.generator))
+
+    # -- decode ---------------------------------------------------------------
+
+    def _decode_step(self) -> None:
+        streams = list(self._active)
+        logits = self._forward(self._batch, [[s.tokens[-1]] for s in streams], [s.request.adapter for s in streams])
+        tokens = sample_batch(
+            logits,
+            [s.request.params for s in streams],
+            [s.generator for s in streams],  # type: ignore[misc]
+        )
+        for stream, token in zip(streams, tokens, strict=True):
+            self._accept_token(stream, token)
+
+    def _forward(
+        self,
+        cache: RaggedKVCache,
+        input_ids: list[list[int]],
+        adapters: list[str | None],
+        *,
+        prefill: bool = False,
+    ) -> torch.Tensor:
+        """One forward pass; returns the last position's logits ``[rows, vocab]``."""
+        ids = torch.tensor(input_ids, dtype=torch.long)
+        if prefill:
+            positions, mask = cache.begin_prefill(0, ids.shape[1])
+        else:
+            positions, mask = cache.begin_decode()
+        with torch.inference_mode(), self.adapters.batch(adapters):
+            output = self.model(
+                input_ids=ids,
+                position_ids=positions,
+                attention_mask=mask,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        cache.commit()
+        return output.logits[:, -1].float()
+
+    def _accept_token(self, stream: _Stream, token: int) -> None:
+        assert stream.detokenizer is not None and stream.stops is not None
+        now = time.perf_counter()
+        if stream.first_token_at is None:
+            stream.first_token_at = now
+        stream.tokens.append(token)
+        stream.generated += 1
+        self.tokens_generated += 1
+        if token in self.eos_token_ids:
+            self._send_text(stream, stream.stops.feed(stream.detokenizer.flush()) + stream.stops.finish())
+            self._finish(stream, "stop")
+            return
+        self._send_text(stream, stream.stops.feed(stream.detokenizer.push(token)))
+        if stream.stops.stopped:
+            self._finish(stream, "stop")
+        elif stream.generated >= stream.request.params.max_new_tokens or len(stream.tokens) >= self.context_length:
+            tail = stream.stops.feed(stream.detokenizer.flush())
+            if not stream.stops.stopped:
+                tail += stream.stops.finish()
+            self._send_text(stream, tail)
+            self._finish(stream, "stop" if stream.stops.stopped else "length")
+
+    def _send_text(self, stream: _Stream, text: str) -> None:
+        if text:
+            self._emit(stream, TokenEvent(stream.request_id, text, stream.generated))
+
+    # -- leaving --------------------------------------------------------------
+
+    def _finish(self, stream: _Stream, reason: FinishReason, error: str | None = None) -> None:
+        """End ``stream`` exactly once: free its cache row, keep its prefix, tell the caller."""
+        if stream.done:
+            return
+        stream.done = True
+        self._streams.pop(stream.request_id, None)
+        try:
+            if reason in ("stop", "length"):
+                self._keep_prefix(stream)
+        except Exception:
+            logger.exception("Could not keep the prefix of %s", stream.request_id)
+        finally:
+            self._leave(stream)
+            self._emit(stream, self._finish_event(stream, reason, error))
+
+    def _leave(self, stream: _Stream) -> None:
+        if stream in self._queue:
+            self._queue.remove(stream)
+        if self._prefilling is stream:
+            self._prefilling = None
+        if stream.in_batch:
+            stream.in_batch = False
+            moved = self._batch.remove_row(stream.row)
+            last = self._active.pop()
+            if moved is not None:
+                self._active[stream.row] = last
+                last.row = stream.row
+            self._batch.maybe_shrink()
+        stream.cache = None
+
+    def _keep_prefix(self, stream: _Stream) -> None:
+        key = stream.request.cache_key
+        if key is None or stream.cache is None:
+            return
+        known = stream.cache.lengths[stream.row]
+        layers = stream.cache.export_row(stream.row, known)
+        self._prefixes.put(key, stream.tokens[:known], stream.request.adapter, layers)
+
+    def _finish_event(self, stream: _Stream, reason: FinishReason, error: str | None) -> FinishEvent:
+        now = time.perf_counter()
+        return FinishEvent(
+            request_id=stream.request_id,
+            finish_reason=reason,
+            prompt_tokens=len(stream.request.prompt_ids),
+            completion_tokens=stream.generated,
+            error=error,
+            queue_seconds=_elapsed(stream.submitted_at, stream.started_at or now),
+            first_token_seconds=_elapsed(stream.submitted_at, stream.first_token_at),
+            decode_seconds=_elapsed(stream.first_token_at, now),
+            reused_prompt_tokens=stream.reused_tokens,
+            completion_ids=tuple(stream.tokens[len(stream.request.prompt_ids) :]),
+        )
+
+    def _emit(self, stream: _Stream, event: EngineEvent) -> None:
+        try:
+            stream.callback(event)
+        except Exception:
+            logger.exception("The callback for %s raised", stream.request_id)
+
+    def _abandon_all(self, reason: FinishReason, error: str) -> None:
+        with self._wake:
+            pending = [payload for kind, payload in self._inbox if kind == "submit"]
+            self._inbox.clear()
+        for stream in pending + list(self._streams.values()):
+            self._finish(stream, reason, error)
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        for stream in list(self._active):
+            if not stream.done:
+                self._finish(stream, "error", "The batch was reset after a failure.")
+        self._active = []
+        self._batch = self._new_cache(self.max_batch_size)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _new_cache(self, rows: int) -> RaggedKVCache:
+        layers, kv_heads, head_dim, dtype = self._shape
+        return RaggedKVCache(
+            num_layers=layers,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            dtype=dtype,
+            max_rows=rows,
+            max_length=self.context_length,
+        )
+
+    def _warm_up(self) -> None:
+        """Run a short prefill and a few batched decode steps so lazy setup happens now."""
+        cache = self._new_cache(2)
+        prompt = [t % self.vocab_size for t in range(1, 33)]
+        with self._model_lock:
+            for _ in range(2):
+                row = cache.add_empty_row()
+                single = self._new_cache(1)
+                single.add_empty_row()
+                self._forward(single, [prompt], [None], prefill=True)
+                cache.lengths.pop(row)
+                cache.add_row(single, 0)
+            for _ in range(3):
+                self._forward(cache, [[1], [2]], [None, None])
+
+
+def generate_text(engine: Engine, request: GenerationRequest, timeout: float | None = None) -> tuple[str, FinishEvent]:
+    """Submit ``request`` and block until it finishes; return ``(text, finish)``."""
+    parts: list[str] = []
+    finished: list[FinishEvent] = []
+    done = threading.Event()
+
+    def collect(event: EngineEvent) -> None:
+        if isinstance(event, TokenEvent):
+            parts.append(event.text)
+        else:
+            finished.append(event)
+            done.set()
+
+    engine.submit(request, collect)
+    if not done.wait(timeout):
+        engine.cancel(request.request_id)
+        done.wait()
+    return "".join(parts), finished[0]
+
+
+def _elapsed(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, end - start)
+
+
+def _cache_shape(model: Any) -> tuple[int, int, int, torch.dtype]:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    dtype = model.get_input_embeddings().weight.dtype
+    return config.num_hidden_layers, kv_heads, head_dim, dtype
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    candidates = [getattr(tokenizer, "eos_token_id", None)]
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        candidates.append(generation_config.eos_token_id)
+    for candidate in candidates:
+        if isinstance(candidate, int):
+            ids.add(candidate)
+        elif isinstance(candidate, (list, tuple)):
+            ids.update(int(c) for c in candidate)
+    return frozenset(ids)
