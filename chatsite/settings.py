@@ -111,7 +111,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("PARLEY_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -145,7 +145,7 @@ INFERENCE_MODE = env_choice("INFERENCE_MODE", "local", ("local", "remote"))
 INFERENCE_CHANNEL = env_str("INFERENCE_CHANNEL", "inference")
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0, minimum=0)
 INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
-INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "int8"))
+INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "fp32", ("auto", "fp32", "int8"))
 INFERENCE_DEFAULT_SYSTEM_PROMPT = env_str("INFERENCE_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
 INFERENCE_DEFAULT_TEMPERATURE = env_float("INFERENCE_DEFAULT_TEMPERATURE", 0.7, minimum=0.0, maximum=2.0)
 INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 512, minimum=1)

@@ -1,0 +1,107 @@
+"""A newcomer's first chat in real Chromium, on the real bundled model."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+_names = itertools.count()
+
+
+def sign_up(page, base_url: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{base_url}/accounts/signup/")
+    page.get_by_label("Username").fill(f"newcomer{next(_names)}{int(time.time())}")
+    page.get_by_label("Password", exact=True).fill("a long pass phrase 42")
+    page.get_by_label("Password confirmation").fill("a long pass phrase 42")
+    page.get_by_role("button", name="Sign up").click()
+    page.get_by_role("button", name="Start a new chat").wait_for()
+
+
+def start_chat(page) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_role("button", name="Start a new chat").click()
+    page.wait_for_url("**/c/*/")
+    page.locator("body:not(.is-offline) .chat").wait_for()
+
+
+def reply_locator(page):  # type: ignore[no-untyped-def]
+    return page.locator("article.msg-assistant").last
+
+
+def watch_growth(page, seconds: float) -> list[int]:  # type: ignore[no-untyped-def]
+    """Lengths of the streaming reply's text, sampled while it is still streaming."""
+    lengths: list[int] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        reply = reply_locator(page)
+        if reply.count() and reply.get_attribute("data-status") == "streaming":
+            lengths.append(len(reply.locator(".msg-text").inner_text()))
+        elif lengths:
+            break
+        page.wait_for_timeout(150)
+    return lengths
+
+
+def test_sign_up_chat_watch_it_stream_and_find_it_after_reload(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+    sign_up(page, parley_server)
+    start_chat(page)
+    page.get_by_label("Message").fill("Write three sentences about the sea.")
+    page.keyboard.press("Enter")
+    page.locator("article.msg-user").filter(has_text="Write three sentences about the sea.").wait_for()
+    lengths = watch_growth(page, seconds=90)
+    grown = sorted(set(length for length in lengths if length > 0))
+    assert len(grown) >= 3, f"the reply should grow in several steps while streaming, saw {lengths}"
+    page.locator("article.msg-assistant[data-status='complete']").wait_for(timeout=120_000)
+    final_text = reply_locator(page).locator(".msg-text").inner_text()
+    assert len(final_text) > 20
+    assert page.locator("#chat-title").inner_text().startswith("Write three sentences")
+    assert page.get_by_label("Message").input_value() == "", "the composer is cleared after sending"
+
+    page.reload()
+    kept = reply_locator(page)
+    assert kept.get_attribute("data-status") == "complete"
+    assert kept.locator(".msg-text").inner_text() == final_text
+    assert page.locator(".conversation-item").first.inner_text().startswith("Write three sentences")
+
+
+def test_shift_enter_adds_a_line_and_empty_messages_are_refused(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+    sign_up(page, parley_server)
+    start_chat(page)
+    box = page.get_by_label("Message")
+    box.fill("   ")
+    page.get_by_role("button", name="Send").click()
+    page.get_by_role("alert").filter(has_text="Type a message before sending.").wait_for()
+    box.fill("line one")
+    box.press("Shift+Enter")
+    box.type("line two")
+    assert box.input_value() == "line one\nline two"
+    assert page.locator("article.msg").count() == 0
+
+
+def test_stop_mid_reply_keeps_the_partial_reply(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+    sign_up(page, parley_server)
+    start_chat(page)
+    page.get_by_label("Message").fill("Write a very long story about a dragon who learns to bake bread.")
+    page.get_by_role("button", name="Send").click()
+    stop = page.get_by_role("button", name="Stop")
+    stop.wait_for()
+    page.wait_for_function(
+        "() => { const m = [...document.querySelectorAll('article.msg-assistant')].pop();"
+        " return m && m.querySelector('.msg-text').innerText.length > 40; }",
+        timeout=90_000,
+    )
+    stop.click()
+    page.locator("article.msg-assistant[data-status='complete']").wait_for(timeout=30_000)
+    reply = reply_locator(page)
+    partial = reply.locator(".msg-text").inner_text()
+    assert len(partial) > 40
+    assert reply.get_by_text("Stopped.").is_visible()
+    page.get_by_role("button", name="Send").wait_for()
+
+    page.reload()
+    reply = reply_locator(page)
+    assert reply.get_by_text("Stopped.").is_visible()
+    assert reply.locator(".msg-text").inner_text() == partial
