@@ -40,7 +40,6 @@ run: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check chatsite conversations inference bench tests manage.py
 	$(VENV)/bin/mypy conversations inference chatsite
 
 test: install browser lint

@@ -27,7 +27,17 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ("__str__", "owner", "model_name", "created_at", "updated_at")
     list_filter = ("model_name", "created_at")
     search_fields = ("title", "owner__username", "messages__content")
-    readonly_fields = ("public_id", "owner", "title", "model_name", "system_prompt", "temperature", "max_tokens", "created_at", "updated_at")
+    readonly_fields = (
+        "public_id",
+        "owner",
+        "title",
+        "model_name",
+        "system_prompt",
+        "temperature",
+        "max_tokens",
+        "created_at",
+        "updated_at",
+    )
     exclude = ("active_leaf",)
     inlines = [MessageInline]
 

@@ -28,10 +28,16 @@ class ConversationSettingsForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model_name"].choices = registry.model_choices()
+        model_field = self.fields["model_name"]
+        assert isinstance(model_field, forms.ChoiceField)
+        model_field.choices = registry.model_choices()
+
+    def clean_max_tokens(self) -> int:
+        value = int(self.cleaned_data["max_tokens"])
         limit = settings.INFERENCE_MAX_TOKENS_LIMIT
-        self.fields["max_tokens"].max_value = limit
-        self.fields["max_tokens"].validators.append(forms.IntegerField(max_value=limit).validators[-1])
+        if value > limit:
+            raise forms.ValidationError(f"Ensure this value is less than or equal to {limit}.")
+        return value
 
 
 class RenameForm(forms.Form):

@@ -17,9 +17,7 @@ class Conversation(models.Model):
     temperature = models.FloatField()
     max_tokens = models.PositiveIntegerField()
     # The last message of the branch the user is looking at; the model sees this path.
-    active_leaf = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    active_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from conversations.models import Conversation, Message
 
 
-def conversation_list(*, owner: AbstractBaseUser) -> QuerySet[Conversation]:
+def conversation_list(*, owner: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=owner).order_by("-updated_at", "-id")
 
 

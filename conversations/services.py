@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -14,7 +14,7 @@ from conversations.models import Conversation, Message
 from inference import registry
 
 
-def conversation_create(*, owner: AbstractBaseUser, model_name: str | None = None) -> Conversation:
+def conversation_create(*, owner: User, model_name: str | None = None) -> Conversation:
     return Conversation.objects.create(
         owner=owner,
         model_name=model_name or registry.default_model_id(),
@@ -139,4 +139,3 @@ def assistant_message_request_cancel(*, message: Message) -> bool:
     """Ask the generation job to stop; it keeps the partial reply."""
     updated = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(cancel_requested=True)
     return updated == 1
-

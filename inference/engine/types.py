@@ -11,13 +11,18 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-request generation settings. ``temperature == 0`` means greedy."""
+    """Per-request generation settings. ``temperature == 0`` means greedy.
+
+    ``ignore_eos`` keeps generating past end-of-sequence tokens (benchmarks use it to
+    get replies of a fixed length).
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False
 
 
 @dataclass

@@ -77,7 +77,10 @@ def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) 
     services.assistant_message_finish(
         message_pk=reply.pk,
         content="Here is **bold** and code:\n\n```python\nprint('<b>')\n```\n<script>alert(1)</script>",
-        seq=1, finish_reason="stop", prompt_tokens=5, completion_tokens=9,
+        seq=1,
+        finish_reason="stop",
+        prompt_tokens=5,
+        completion_tokens=9,
     )
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
     assert "<strong>bold</strong>" in page
@@ -109,12 +112,20 @@ def test_the_delete_button_asks_for_confirmation(alice_client, chat) -> None:  #
 
 def test_settings_are_saved_and_validated(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
     url = reverse("conversation_settings", args=[chat.public_id])
-    good = {"model_name": "smollm2-135m-instruct", "system_prompt": "Be terse.", "temperature": "0.2", "max_tokens": "64"}
+    good = {
+        "model_name": "smollm2-135m-instruct",
+        "system_prompt": "Be terse.",
+        "temperature": "0.2",
+        "max_tokens": "64",
+    }
     response = alice_client.post(url, good, **HTMX)
     assert response.status_code == 200 and b"Saved." in response.content
     chat.refresh_from_db()
     assert (chat.model_name, chat.system_prompt, chat.temperature, chat.max_tokens) == (
-        "smollm2-135m-instruct", "Be terse.", 0.2, 64,
+        "smollm2-135m-instruct",
+        "Be terse.",
+        0.2,
+        64,
     )
     bad = {**good, "temperature": "7", "model_name": "gpt-9"}
     response = alice_client.post(url, bad, **HTMX)

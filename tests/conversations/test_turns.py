@@ -78,7 +78,12 @@ def test_finishing_records_reason_and_token_counts(chat) -> None:  # type: ignor
 def test_an_error_keeps_the_conversation_usable(chat) -> None:  # type: ignore[no-untyped-def]
     reply = services.turn_start(conversation=chat, text="hi").assistant_message
     services.assistant_message_finish(
-        message_pk=reply.pk, content="", seq=0, finish_reason="error", prompt_tokens=None, completion_tokens=None,
+        message_pk=reply.pk,
+        content="",
+        seq=0,
+        finish_reason="error",
+        prompt_tokens=None,
+        completion_tokens=None,
         error="The model failed.",
     )
     reply.refresh_from_db()

@@ -20,8 +20,12 @@ from django.test import Client
 from chatsite.asgi import application
 
 DELTA = re.compile(r'<span hx-swap-oob="beforeend:#m-([0-9a-f-]+)-text">(.*?)</span>', re.S)
-SNAPSHOT = re.compile(r'<div id="m-([0-9a-f-]+)-text" class="msg-text is-streaming" hx-swap-oob="true">(.*?)</div>', re.S)
-FINISHED = re.compile(r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="(\w+)" hx-swap-oob="true">')
+SNAPSHOT = re.compile(
+    r'<div id="m-([0-9a-f-]+)-text" class="msg-text is-streaming" hx-swap-oob="true">(.*?)</div>', re.S
+)
+FINISHED = re.compile(
+    r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="(\w+)" hx-swap-oob="true">'
+)
 ERROR = re.compile(r'<div id="composer-error"[^>]*>(.*?)</div>', re.S)
 
 
@@ -73,7 +77,9 @@ def _session_cookie(user: Any) -> str:
     return client.cookies["sessionid"].value
 
 
-async def open_socket(user: Any, conversation: Any, *, origin: str = "http://127.0.0.1:8000") -> tuple[bool, int | None, ChatSocket]:
+async def open_socket(
+    user: Any, conversation: Any, *, origin: str = "http://127.0.0.1:8000"
+) -> tuple[bool, int | None, ChatSocket]:
     """Connect through the whole ASGI stack (origin check, session auth, routing)."""
     headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
     if user is not None:

@@ -25,7 +25,16 @@ class Command(BaseCommand):
         if not options["no_worker"]:
             worker = [sys.executable, "manage.py", "db_worker", "--queue-name", "default"]
             processes.append(subprocess.Popen(["nice", "-n", "10", *worker]))
-        web = [sys.executable, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "chatsite.asgi:application"]
+        web = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            options["host"],
+            "-p",
+            str(options["port"]),
+            "chatsite.asgi:application",
+        ]
         processes.append(subprocess.Popen(web))
         self.stdout.write(f"Parley is starting at http://{options['host']}:{options['port']}/ (Ctrl+C stops it)")
         try:
