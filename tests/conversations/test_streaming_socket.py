@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from channels.db import database_sync_to_async
 
 from conversations import services
 from conversations.models import Message
@@ -179,3 +180,27 @@ async def test_an_unavailable_model_fails_with_a_reason(alice, chat) -> None:  #
     reply = await reply_of(chat)
     assert reply.status == "error" and "no longer available" in reply.error
     await socket.close()
+
+
+async def test_the_chat_says_when_old_turns_were_left_out(alice, chat, settings) -> None:  # type: ignore[no-untyped-def]
+    # The tiny model has a 512-token window; seven long turns cannot all fit.
+    await database_sync_to_async(_long_history)(chat, turns=7)
+    chat.max_tokens = 16
+    await chat.asave()
+    _, _, socket = await open_socket(alice, chat)
+    await socket.send({"action": "send", "message": "and now?"})
+    await socket.until_finished(timeout=60)
+    await generation_wait_idle()
+    reply = await reply_of(chat)
+    assert reply.dropped_turns > 0
+    shown = "".join(socket.frames)
+    assert f"{reply.dropped_turns} earlier messages were left out" in shown
+    await socket.close()
+
+
+def _long_history(chat, *, turns: int) -> None:  # type: ignore[no-untyped-def]
+    for index in range(turns):
+        reply = services.turn_start(conversation=chat, text=f"question {index} " + "q" * 80).assistant_message
+        services.assistant_message_finish(
+            message_pk=reply.pk, content="a" * 80, seq=1, finish_reason="stop", prompt_tokens=1, completion_tokens=1
+        )

@@ -1,0 +1,73 @@
+"""The model loads once per process, lazily, from a safetensors cache or any local folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+
+from conversations import services
+from conversations.models import Message
+from inference import engines, registry
+from inference.engine.loading import ModelLoadError, resolve_source
+from inference.generation import generation_wait_idle
+from tests.conversations.wsclient import open_socket
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_django_start_up_loads_no_model_and_no_torch() -> None:
+    code = (
+        "import django, os, sys; os.environ['DJANGO_SETTINGS_MODULE']='chatsite.settings'; django.setup();"
+        "import chatsite.asgi, chatsite.urls;"
+        "from inference import engines; assert not engines.loaded_engines();"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_the_bundled_model_comes_from_its_safetensors_cache(settings) -> None:  # type: ignore[no-untyped-def]
+    folder = Path(resolve_source("bundled", settings.INFERENCE_CACHE_DIR))
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    before = (folder / "model.safetensors").stat().st_mtime
+    assert Path(resolve_source("bundled", settings.INFERENCE_CACHE_DIR)) == folder
+    assert (folder / "model.safetensors").stat().st_mtime == before, "converted once, not on every start"
+
+
+def test_a_folder_that_is_not_a_model_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not a transformers model folder"):
+        resolve_source(str(tmp_path), tmp_path)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_one_engine_serves_every_chat_of_a_model(alice) -> None:  # type: ignore[no-untyped-def]
+    engines.shutdown_all()
+    for _ in range(2):
+        chat = await database_sync_to_async(services.conversation_create)(owner=alice)
+        chat.max_tokens = 8
+        await chat.asave()
+        _, _, socket = await open_socket(alice, chat)
+        await socket.send({"action": "send", "message": "hi"})
+        await socket.until_finished(timeout=60)
+        await socket.close()
+    await generation_wait_idle()
+    served = engines.loaded_engines()
+    assert list(served) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings.INFERENCE_MODEL = str(tmp_path / "empty-folder")
+    (tmp_path / "empty-folder").mkdir()
+    chat = await database_sync_to_async(services.conversation_create)(owner=alice)
+    _, _, socket = await open_socket(alice, chat)
+    await socket.send({"action": "send", "message": "hi"})
+    await socket.until_finished(timeout=30)
+    await generation_wait_idle()
+    reply = await Message.objects.aget(conversation=chat, role="assistant")
+    assert reply.status == "error" and "failed" in reply.error
+    await socket.close()
