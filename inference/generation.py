@@ -22,14 +22,14 @@ from django.conf import settings
 
 from conversations import selectors, services
 from conversations.models import Message
-from inference import engines, registry
-from inference.engine.prompt import PromptTooLongError, fit_prompt
-from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+from inference import gateway, registry
+from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
+from inference.gateway import PromptTooLongError
 
 logger = logging.getLogger(__name__)
 
 _tasks: set[asyncio.Task[None]] = set()
-_running: dict[int, tuple[engines.ServedModel, str]] = {}
+_running: dict[int, gateway.Stream] = {}
 
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
@@ -102,66 +102,49 @@ class GenerationJob:
         finally:
             await self.finish(finish, error)
 
-    async def prepare(self) -> tuple[engines.ServedModel, GenerationRequest]:
+    async def generate(self) -> FinishEvent:
         spec = self.context.spec
         if spec is None:
             raise JobFailed(f"The model {self.context.model_name!r} is no longer available; pick another in Settings.")
-        served = await asyncio.to_thread(engines.engine_for, spec)
         try:
-            fitted = fit_prompt(
-                served.loaded.tokenizer,
-                self.context.messages,
-                context_length=served.loaded.context_length,
-                max_new_tokens=self.context.max_tokens,
+            stream = await gateway.open_stream(
+                spec=spec,
+                messages=self.context.messages,
+                params=SamplingParams(max_new_tokens=self.context.max_tokens, temperature=self.context.temperature),
+                request_id=self.request_id,
+                cache_key=f"{self.context.conversation_id}:{spec.id}",
             )
         except PromptTooLongError as exc:
             raise JobFailed(str(exc)) from exc
-        if fitted.dropped_messages:
+        _running[self.context.message_pk] = stream
+        if stream.fitted.dropped_messages:
             await database_sync_to_async(services.assistant_message_set_dropped_turns)(
-                message_pk=self.context.message_pk, dropped_turns=fitted.dropped_messages
+                message_pk=self.context.message_pk, dropped_turns=stream.fitted.dropped_messages
             )
-            await self.send({"type": "chat.trimmed", "dropped": fitted.dropped_messages})
-        request = GenerationRequest(
-            request_id=self.request_id,
-            prompt_ids=fitted.prompt_ids,
-            params=SamplingParams(max_new_tokens=fitted.max_new_tokens, temperature=self.context.temperature),
-            adapter=spec.id if spec.adapter_path else None,
-            cache_key=f"{self.context.conversation_id}:{spec.id}",
-        )
-        return served, request
+            await self.send({"type": "chat.trimmed", "dropped": stream.fitted.dropped_messages})
+        return await self.relay(stream)
 
-    async def generate(self) -> FinishEvent:
-        served, request = await self.prepare()
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[EngineEvent] = asyncio.Queue()
-
-        def deliver(event: EngineEvent) -> None:  # called on the engine thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        _running[self.context.message_pk] = (served, self.request_id)
-        served.engine.submit(request, deliver)
-        return await self.stream(served, events)
-
-    async def stream(self, served: engines.ServedModel, events: asyncio.Queue[EngineEvent]) -> FinishEvent:
+    async def relay(self, stream: gateway.Stream) -> FinishEvent:
+        """Forward deltas to the group; flush to the database and check Stop on a timer."""
         interval = settings.INFERENCE_FLUSH_INTERVAL_MS / 1000
         last_flush = time.monotonic()
-        while True:
-            try:
-                event = await asyncio.wait_for(events.get(), timeout=interval)
-            except TimeoutError:
-                event = None
-            if isinstance(event, FinishEvent):
-                return event
-            if isinstance(event, TokenEvent) and event.text:
-                self.text += event.text
-                self.seq += 1
-                await self.send({"type": "chat.delta", "seq": self.seq, "text": event.text})
-            if time.monotonic() - last_flush >= interval:
-                last_flush = time.monotonic()
-                if await database_sync_to_async(services.assistant_message_flush)(
-                    message_pk=self.context.message_pk, content=self.text, seq=self.seq
-                ):
-                    served.engine.cancel(self.request_id)
+        try:
+            while True:
+                event = await stream.next_event(timeout=interval)
+                if isinstance(event, FinishEvent):
+                    return event
+                if isinstance(event, TokenEvent) and event.text:
+                    self.text += event.text
+                    self.seq += 1
+                    await self.send({"type": "chat.delta", "seq": self.seq, "text": event.text})
+                if time.monotonic() - last_flush >= interval:
+                    last_flush = time.monotonic()
+                    if await database_sync_to_async(services.assistant_message_flush)(
+                        message_pk=self.context.message_pk, content=self.text, seq=self.seq
+                    ):
+                        stream.cancel()
+        finally:
+            stream.cancel()
 
     async def finish(self, event: FinishEvent | None, error: str) -> None:
         _running.pop(self.context.message_pk, None)
@@ -202,10 +185,9 @@ async def generation_dispatch(*, message_pk: int) -> None:
 
 def generation_cancel_local(*, message_pk: int) -> None:
     """Stop at once if the job runs here; other processes see the database flag."""
-    running = _running.get(message_pk)
-    if running is not None:
-        served, request_id = running
-        served.engine.cancel(request_id)
+    stream = _running.get(message_pk)
+    if stream is not None:
+        stream.cancel()
 
 
 async def generation_wait_idle(timeout: float = 30.0) -> None:

