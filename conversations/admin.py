@@ -24,14 +24,15 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
-    list_display = ("__str__", "owner", "model_name", "created_at", "updated_at")
-    list_filter = ("model_name", "created_at")
+    list_display = ("__str__", "owner", "model_name", "source", "created_at", "updated_at")
+    list_filter = ("source", "model_name", "created_at")
     search_fields = ("title", "owner__username", "messages__content")
     readonly_fields = (
         "public_id",
         "owner",
         "title",
         "model_name",
+        "source",
         "system_prompt",
         "temperature",
         "max_tokens",

@@ -9,6 +9,10 @@ from django.db import models
 
 
 class Conversation(models.Model):
+    class Source(models.TextChoices):
+        CHAT = "chat", "Chat"
+        API = "api", "API"
+
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
@@ -16,6 +20,8 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     temperature = models.FloatField()
     max_tokens = models.PositiveIntegerField()
+    # Where the conversation came from: the chat pages, or the HTTP API with "store": true.
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHAT)
     # The last message of the branch the user is looking at; the model sees this path.
     active_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
