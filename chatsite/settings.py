@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
@@ -142,6 +143,14 @@ CHAT_TITLE_CHARS = 60
 INFERENCE_MODEL = env_str("INFERENCE_MODEL", "bundled")
 INFERENCE_CACHE_DIR = Path(env_str("INFERENCE_CACHE_DIR", str(BASE_DIR / ".cache" / "models")))
 INFERENCE_MODE = env_choice("INFERENCE_MODE", "local", ("local", "remote"))
+if INFERENCE_MODE == "remote" and not REDIS_URL:
+    raise ImproperlyConfigured("INFERENCE_MODE=remote needs REDIS_URL: workers are reached through Redis.")
+# "synthetic" writes filler text without a model, to load-test the web tier.
+INFERENCE_BACKEND = env_choice("INFERENCE_BACKEND", "transformers", ("transformers", "synthetic"))
+INFERENCE_SYNTHETIC_TOKENS_PER_SECOND = env_float("INFERENCE_SYNTHETIC_TOKENS_PER_SECOND", 20.0, minimum=0.1)
+# A streaming reply whose job has not written to the database for this long is
+# taken as lost (its worker died) and marked failed.
+INFERENCE_STALE_AFTER_SECONDS = env_int("INFERENCE_STALE_AFTER_SECONDS", 20, minimum=2)
 INFERENCE_CHANNEL = env_str("INFERENCE_CHANNEL", "inference")
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0, minimum=0)
 INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
@@ -151,3 +160,22 @@ INFERENCE_DEFAULT_TEMPERATURE = env_float("INFERENCE_DEFAULT_TEMPERATURE", 0.7, 
 INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 512, minimum=1)
 INFERENCE_MAX_TOKENS_LIMIT = env_int("INFERENCE_MAX_TOKENS_LIMIT", 4096, minimum=1)
 INFERENCE_FLUSH_INTERVAL_MS = env_int("INFERENCE_FLUSH_INTERVAL_MS", 300, minimum=10)
+
+# --- Fine-tuning ----------------------------------------------------------------
+# Uploads larger or longer than these are refused with a message naming the limit.
+FINETUNE_MAX_UPLOAD_BYTES = env_int("FINETUNE_MAX_UPLOAD_BYTES", 20_000_000, minimum=1)
+FINETUNE_MAX_EXAMPLES = env_int("FINETUNE_MAX_EXAMPLES", 10_000, minimum=1)
+FINETUNE_MAX_ERRORS_SHOWN = env_int("FINETUNE_MAX_ERRORS_SHOWN", 50, minimum=1)
+# Trained adapters (or full models) are written here, one folder per job.
+FINETUNE_OUTPUT_DIR = Path(env_str("FINETUNE_OUTPUT_DIR", str(BASE_DIR / "finetuned")))
+FINETUNE_METHOD = env_choice("FINETUNE_METHOD", "lora", ("lora", "full"))
+# 0 means every core but one, so chat keeps a core while a job trains.
+FINETUNE_THREADS = env_int("FINETUNE_THREADS", 0, minimum=0)
+FINETUNE_NICENESS = env_int("FINETUNE_NICENESS", 10, minimum=0)
+FINETUNE_DEFAULT_VALIDATION_SPLIT = env_float("FINETUNE_DEFAULT_VALIDATION_SPLIT", 0.1, minimum=0.0, maximum=0.5)
+FINETUNE_EVAL_MAX_EXAMPLES = env_int("FINETUNE_EVAL_MAX_EXAMPLES", 50, minimum=1)
+FINETUNE_HEARTBEAT_SECONDS = env_int("FINETUNE_HEARTBEAT_SECONDS", 10, minimum=1)
+# A running job whose worker has not written a heartbeat for this long is marked failed.
+FINETUNE_STALE_AFTER_SECONDS = env_int("FINETUNE_STALE_AFTER_SECONDS", 120, minimum=5)
+# Training speed assumed for time estimates until a job on this machine has measured one.
+FINETUNE_TOKENS_PER_SECOND = env_float("FINETUNE_TOKENS_PER_SECOND", 130.0, minimum=0.001)
