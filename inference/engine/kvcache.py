@@ -57,8 +57,7 @@ class RaggedKVCache:
         self.values: list[torch.Tensor] = []
         self._row_capacity = 0
         self._capacity = 0
-        self._write_rows: torch.Tensor | None = None
-        self._write_positions: torch.Tensor | None = None
+        self._write_index = torch.zeros(0, dtype=torch.long)
         self._prefill: tuple[int, int] | None = None
         self._view_length = 0
         self._pending = 0
@@ -162,8 +161,11 @@ class RaggedKVCache:
         rows = self.rows
         self._ensure(rows, max(self.lengths) + 1)
         positions = torch.tensor(self.lengths, dtype=torch.long)
-        self._write_rows = torch.arange(rows)
-        self._write_positions = positions
+        # Flat row indices into a layer buffer viewed as [rows * heads * capacity, head_dim]:
+        # index_copy_ of whole head_dim rows is far cheaper than advanced-index assignment.
+        heads = torch.arange(self.kv_heads)
+        slots = (torch.arange(rows)[:, None] * self.kv_heads + heads[None, :]) * self._capacity
+        self._write_index = (slots + positions[:, None]).flatten()
         self._prefill = None
         self._view_length = max(self.lengths) + 1
         self._pending = 1
@@ -199,8 +201,9 @@ class RaggedKVCache:
             keys[row, :, start:end] = key_states[0]
             values[row, :, start:end] = value_states[0]
             return keys[row : row + 1, :, :end], values[row : row + 1, :, :end]
-        keys[self._write_rows, :, self._write_positions] = key_states[:, :, 0]
-        values[self._write_rows, :, self._write_positions] = value_states[:, :, 0]
+        flat = (-1, self.head_dim)
+        keys.view(flat).index_copy_(0, self._write_index, key_states.reshape(flat))
+        values.view(flat).index_copy_(0, self._write_index, value_states.reshape(flat))
         rows = self.rows
         return keys[:rows, :, : self._view_length], values[:rows, :, : self._view_length]
 

@@ -370,7 +370,7 @@ class Engine:
         stream.tokens.append(token)
         stream.generated += 1
         self.tokens_generated += 1
-        if token in self.eos_token_ids:
+        if token in self.eos_token_ids and not stream.request.params.ignore_eos:
             self._send_text(stream, stream.stops.feed(stream.detokenizer.flush()) + stream.stops.finish())
             self._finish(stream, "stop")
             return
