@@ -77,3 +77,87 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
+
+
+class MessageFeedback(models.Model):
+    """A user's thumbs up or down on an assistant reply; one per reply per user, changeable."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "Thumbs up"
+        DOWN = "down", "Thumbs down"
+
+    class Reason(models.TextChoices):
+        WRONG = "wrong", "Wrong or made up"
+        UNHELPFUL = "unhelpful", "Not helpful"
+        INCOMPLETE = "incomplete", "Cut off or incomplete"
+        UNSAFE = "unsafe", "Harmful or inappropriate"
+        OTHER = "other", "Something else"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="message_feedback")
+    rating = models.CharField(max_length=8, choices=Rating.choices)
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="one_feedback_per_message_and_user")]
+        indexes = [models.Index(fields=["rating", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on {self.message_id}"
+
+
+class GenerationRecord(models.Model):
+    """What the model was given for one reply and how long it took (the staff "inspect" view)."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="generation")
+    model_name = models.CharField(max_length=200)
+    # The prompt after context fitting and the chat template, exactly as tokenized.
+    prompt_text = models.TextField()
+    prompt_tokens = models.PositiveIntegerField()
+    prompt_messages = models.JSONField(default=list)
+    dropped_messages = models.PositiveIntegerField(default=0)
+    # SamplingParams as submitted (max_new_tokens already capped to the context window).
+    params = models.JSONField(default=dict)
+    queue_seconds = models.FloatField(null=True, blank=True)
+    first_token_seconds = models.FloatField(null=True, blank=True)
+    decode_seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"generation of {self.message_id}"
+
+
+class TranscriptTag(models.Model):
+    """A label a reviewer puts on a conversation ("good example", "hallucination"...)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=60)
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "name"], name="one_tag_name_per_conversation")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TranscriptView(models.Model):
+    """An audit record: a staff member opened a user's transcript."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="staff_views")
+    viewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Kept when the viewer's account is deleted, so the record still says who it was.
+    viewer_username = models.CharField(max_length=150)
+    what = models.CharField(max_length=40, default="transcript")
+    viewed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-viewed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.viewer_username} viewed {self.conversation_id} ({self.what})"
