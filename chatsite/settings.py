@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "conversations",
     "inference",
+    "apikeys",
 ]
 
 MIDDLEWARE = [
@@ -92,6 +93,12 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The cache holds API rate-limit counters; with Redis they are shared by every process.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
@@ -179,3 +186,9 @@ FINETUNE_HEARTBEAT_SECONDS = env_int("FINETUNE_HEARTBEAT_SECONDS", 10, minimum=1
 FINETUNE_STALE_AFTER_SECONDS = env_int("FINETUNE_STALE_AFTER_SECONDS", 120, minimum=5)
 # Training speed assumed for time estimates until a job on this machine has measured one.
 FINETUNE_TOKENS_PER_SECOND = env_float("FINETUNE_TOKENS_PER_SECOND", 130.0, minimum=0.001)
+
+# --- HTTP API (/v1/) ---------------------------------------------------------------
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 60, minimum=1)
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1_000_000, minimum=1024)
+API_MAX_CHOICES = env_int("API_MAX_CHOICES", 8, minimum=1)
+API_KEYS_PER_USER = env_int("API_KEYS_PER_USER", 50, minimum=1)

@@ -1,0 +1,1 @@
+"""API keys: users create, name and revoke the keys that programs use for /v1/."""
