@@ -35,6 +35,8 @@ _lock = threading.Lock()
 
 
 def _start(base_source: str) -> ServedModel:
+    if settings.INFERENCE_BACKEND == "synthetic":
+        return _start_synthetic(base_source)
     # torch and the weights are imported on first use, never at Django start-up.
     from inference.engine.loading import load_model
     from inference.engine.scheduler import Engine
@@ -44,6 +46,17 @@ def _start(base_source: str) -> ServedModel:
     engine.start()
     logger.info("Loaded %s in %.1f s", loaded.name, loaded.load_seconds)
     return ServedModel(engine=engine, loaded=loaded)
+
+
+def _start_synthetic(base_source: str) -> ServedModel:
+    """Real tokenizer and chat template, filler text instead of a model (load tests)."""
+    from inference.engine.loading import load_tokenizer
+    from inference.engine.synthetic import SyntheticEngine
+
+    loaded = load_tokenizer(base_source, cache_dir=settings.INFERENCE_CACHE_DIR)
+    engine = SyntheticEngine(tokens_per_second=settings.INFERENCE_SYNTHETIC_TOKENS_PER_SECOND)
+    engine.start()
+    return ServedModel(engine=engine, loaded=loaded)  # type: ignore[arg-type]
 
 
 def engine_for(spec: ModelSpec) -> ServedModel:

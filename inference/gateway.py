@@ -1,10 +1,14 @@
 """One way for Django code to run the model: open a stream, read its events, cancel it.
 
-Chat generation jobs and the HTTP API both go through ``open_stream``. It loads the
-engine for the model on first use (in a thread), fits the messages into the context
-window, submits the request and hands back an async iterator of engine events that
-ends with exactly one ``FinishEvent``. Leaving the iteration early (a client that
-disconnected) cancels the request, which frees its slot in the engine at once.
+Chat generation jobs and the HTTP API both go through ``open_stream``. It fits the
+messages into the context window, submits the request and hands back a stream whose
+events end with exactly one ``FinishEvent``. Leaving ``events()`` early (a client
+that disconnected) cancels the request, which frees its slot in the engine at once.
+
+With ``INFERENCE_MODE=local`` the engine runs in this process (loaded on first use,
+in a thread). With ``INFERENCE_MODE=remote`` the request travels over the channel
+layer to a generation worker (``manage.py runworker inference``), which runs it on
+its own engine and sends the events back to a reply channel of this process.
 """
 
 from __future__ import annotations
@@ -12,27 +16,35 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
 
 from inference import engines
 from inference.engine.prompt import ChatMessage, FittedPrompt, PromptTooLongError, fit_prompt
-from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, SamplingParams
-from inference.registry import ModelSpec
+from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+from inference.registry import ModelSpec, model_get
 
 __all__ = ["PromptTooLongError", "Stream", "open_stream"]
 
 
+class WorkerUnavailableError(RuntimeError):
+    """No generation worker answered."""
+
+
 @dataclass
 class Stream:
+    """Events of one request; subclasses say where they come from."""
+
     request_id: str
     fitted: FittedPrompt
-    served: engines.ServedModel
     queue: asyncio.Queue[EngineEvent] = field(default_factory=asyncio.Queue)
     finished: bool = False
 
     def cancel(self) -> None:
-        if not self.finished:
-            self.served.engine.cancel(self.request_id)
+        raise NotImplementedError
 
     async def next_event(self, timeout: float | None = None) -> EngineEvent | None:
         """The next event, or None if ``timeout`` seconds pass without one."""
@@ -55,15 +67,18 @@ class Stream:
             self.cancel()
 
 
-async def open_stream(
-    *,
-    spec: ModelSpec,
-    messages: list[ChatMessage],
-    params: SamplingParams,
-    request_id: str | None = None,
-    cache_key: str | None = None,
-) -> Stream:
-    """Start generating; raises PromptTooLongError (a sentence for the user) first."""
+@dataclass
+class LocalStream(Stream):
+    served: engines.ServedModel | None = None
+
+    def cancel(self) -> None:
+        if not self.finished and self.served is not None:
+            self.served.engine.cancel(self.request_id)
+
+
+async def open_local_stream(
+    *, spec: ModelSpec, messages: list[ChatMessage], params: SamplingParams, request_id: str, cache_key: str | None
+) -> LocalStream:
     served = await asyncio.to_thread(engines.engine_for, spec)
     fitted = fit_prompt(
         served.loaded.tokenizer,
@@ -71,14 +86,14 @@ async def open_stream(
         context_length=served.loaded.context_length,
         max_new_tokens=params.max_new_tokens,
     )
-    stream = Stream(request_id=request_id or f"req-{uuid.uuid4()}", fitted=fitted, served=served)
+    stream = LocalStream(request_id=request_id, fitted=fitted, served=served)
     loop = asyncio.get_running_loop()
 
     def deliver(event: EngineEvent) -> None:  # runs on the engine thread
         loop.call_soon_threadsafe(stream.queue.put_nowait, event)
 
     request = GenerationRequest(
-        request_id=stream.request_id,
+        request_id=request_id,
         prompt_ids=fitted.prompt_ids,
         params=replace(params, max_new_tokens=fitted.max_new_tokens),
         adapter=spec.id if spec.adapter_path else None,
@@ -86,3 +101,134 @@ async def open_stream(
     )
     served.engine.submit(request, deliver)
     return stream
+
+
+# -- Remote: the web process side -----------------------------------------------------
+
+
+@dataclass
+class RemoteStream(Stream):
+    reply_channel: str = ""
+    worker_channel: str = ""
+    pump: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        if self.finished or not self.worker_channel:
+            return
+        message = {"type": "stream.cancel", "request_id": self.request_id}
+        asyncio.get_running_loop().create_task(get_channel_layer().send(self.worker_channel, message))
+        self.finished = True
+        if self.pump is not None:
+            self.pump.cancel()
+
+    async def pump_events(self) -> None:
+        """Move events from the reply channel to the queue; a silent worker is an error."""
+        layer = get_channel_layer()
+        limit = settings.INFERENCE_STALE_AFTER_SECONDS
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(self.reply_channel), limit)
+            except TimeoutError:
+                error = "The generation worker stopped responding."
+                self.queue.put_nowait(FinishEvent(self.request_id, "error", len(self.fitted.prompt_ids), 0, error))
+                return
+            event = event_from_message(message)
+            self.queue.put_nowait(event)
+            if isinstance(event, FinishEvent):
+                return
+
+
+def event_to_message(event: EngineEvent) -> dict[str, Any]:
+    kind = "token" if isinstance(event, TokenEvent) else "finish"
+    return {"type": "stream.event", "kind": kind, "event": asdict(event)}
+
+
+def event_from_message(message: dict[str, Any]) -> EngineEvent:
+    if message["kind"] == "token":
+        return TokenEvent(**message["event"])
+    return FinishEvent(**message["event"])
+
+
+async def open_remote_stream(
+    *, spec: ModelSpec, messages: list[ChatMessage], params: SamplingParams, request_id: str, cache_key: str | None
+) -> RemoteStream:
+    layer = get_channel_layer()
+    reply_channel = await layer.new_channel("inference-reply.")
+    await layer.send(
+        settings.INFERENCE_CHANNEL,
+        {
+            "type": "stream.open",
+            "reply_channel": reply_channel,
+            "request_id": request_id,
+            "model_id": spec.id,
+            "messages": messages,
+            "params": {**asdict(params), "stop": list(params.stop)},
+            "cache_key": cache_key,
+        },
+    )
+    try:
+        opened = await asyncio.wait_for(layer.receive(reply_channel), settings.INFERENCE_STALE_AFTER_SECONDS)
+    except TimeoutError:
+        raise WorkerUnavailableError("No generation worker is available; try again shortly.") from None
+    if opened["type"] == "stream.refused":
+        raise PromptTooLongError(opened["error"]) if opened["too_long"] else WorkerUnavailableError(opened["error"])
+    fitted = FittedPrompt(**opened["fitted"])
+    stream = RemoteStream(
+        request_id=request_id, fitted=fitted, reply_channel=reply_channel, worker_channel=opened["worker_channel"]
+    )
+    stream.pump = asyncio.get_running_loop().create_task(stream.pump_events())
+    return stream
+
+
+# -- Remote: the worker side ------------------------------------------------------------
+
+
+async def serve_remote_stream(message: dict[str, Any], *, worker_channel: str, streams: dict[str, Stream]) -> None:
+    """Run one ``stream.open`` request on this worker's engine, replying event by event."""
+    layer = get_channel_layer()
+    reply_channel, request_id = message["reply_channel"], message["request_id"]
+    spec = model_get(message["model_id"])
+    params = SamplingParams(**{**message["params"], "stop": tuple(message["params"]["stop"])})
+    try:
+        if spec is None:
+            raise WorkerUnavailableError(f"The model {message['model_id']!r} is not available on this worker.")
+        stream = await open_local_stream(
+            spec=spec,
+            messages=message["messages"],
+            params=params,
+            request_id=request_id,
+            cache_key=message["cache_key"],
+        )
+    except (PromptTooLongError, WorkerUnavailableError) as exc:
+        too_long = isinstance(exc, PromptTooLongError)
+        await layer.send(reply_channel, {"type": "stream.refused", "error": str(exc), "too_long": too_long})
+        return
+    streams[request_id] = stream
+    try:
+        await layer.send(
+            reply_channel, {"type": "stream.opened", "fitted": asdict(stream.fitted), "worker_channel": worker_channel}
+        )
+        async for event in stream.events():
+            await layer.send(reply_channel, event_to_message(event))
+    finally:
+        streams.pop(request_id, None)
+
+
+async def open_stream(
+    *,
+    spec: ModelSpec,
+    messages: list[ChatMessage],
+    params: SamplingParams,
+    request_id: str | None = None,
+    cache_key: str | None = None,
+    local: bool | None = None,
+) -> Stream:
+    """Start generating; raises PromptTooLongError (a sentence for the user) first.
+
+    ``local`` forces this process's engine (generation workers and chat jobs already
+    running on one); by default ``INFERENCE_MODE`` decides.
+    """
+    request_id = request_id or f"req-{uuid.uuid4()}"
+    run_here = local if local is not None else settings.INFERENCE_MODE == "local"
+    opener = open_local_stream if run_here else open_remote_stream
+    return await opener(spec=spec, messages=messages, params=params, request_id=request_id, cache_key=cache_key)

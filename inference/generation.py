@@ -113,6 +113,7 @@ class GenerationJob:
                 params=SamplingParams(max_new_tokens=self.context.max_tokens, temperature=self.context.temperature),
                 request_id=self.request_id,
                 cache_key=f"{self.context.conversation_id}:{spec.id}",
+                local=True,
             )
         except PromptTooLongError as exc:
             raise JobFailed(str(exc)) from exc

@@ -120,3 +120,15 @@ def load_model(source: str, *, cache_dir: Path, threads: int | None = None) -> L
         context_length=context_length,
         load_seconds=time.perf_counter() - started,
     )
+
+
+def load_tokenizer(source: str, *, cache_dir: Path) -> LoadedModel:
+    """Only the tokenizer and the context length, for a model-free engine."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    started = time.perf_counter()
+    resolved = resolve_source(source, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(resolved)
+    config = AutoConfig.from_pretrained(resolved)
+    context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+    return LoadedModel(None, tokenizer, display_name(source), context_length, time.perf_counter() - started)
