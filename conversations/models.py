@@ -68,6 +68,9 @@ class Message(models.Model):
     # socket skip deltas it already has.
     stream_seq = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
+    # Refreshed by the generation job at every flush; a streaming reply whose
+    # heartbeat is older than INFERENCE_STALE_AFTER_SECONDS lost its worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
