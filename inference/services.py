@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Message
@@ -15,3 +19,27 @@ def streams_recover_abandoned(*, reason: str) -> int:
         error=reason,
         finished_at=timezone.now(),
     )
+
+
+def streams_fail_stale(*, conversation_pk: int | None = None) -> list[str]:
+    """Fail streaming replies whose job stopped beating (its worker died).
+
+    Returns the public ids of the replies it ended, so open sockets can show them.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.INFERENCE_STALE_AFTER_SECONDS)
+    stale = Message.objects.filter(status=Message.Status.STREAMING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    )
+    if conversation_pk is not None:
+        stale = stale.filter(conversation_id=conversation_pk)
+    ended: list[str] = []
+    for message in stale:
+        updated = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
+            status=Message.Status.ERROR,
+            finish_reason=Message.FinishReason.ERROR,
+            error="The generation worker stopped while writing this reply. Send your message again to retry.",
+            finished_at=timezone.now(),
+        )
+        if updated:
+            ended.append(str(message.public_id))
+    return ended

@@ -26,6 +26,7 @@ SNAPSHOT = re.compile(
 FINISHED = re.compile(
     r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="(\w+)" hx-swap-oob="true">'
 )
+STARTED = re.compile(r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="streaming"')
 ERROR = re.compile(r'<div id="composer-error"[^>]*>(.*?)</div>', re.S)
 
 
@@ -36,6 +37,7 @@ class ChatSocket:
     finished: dict[str, str] = field(default_factory=dict)
     frames: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    started: set[str] = field(default_factory=set)
     delta_count: int = 0
 
     async def send(self, payload: dict[str, Any]) -> None:
@@ -48,7 +50,9 @@ class ChatSocket:
         return frame
 
     def apply(self, frame: str) -> None:
+        self.started.update(STARTED.findall(frame))
         for message_id, text in SNAPSHOT.findall(frame):
+            self.started.add(message_id)
             self.texts[message_id] = html.unescape(text)
         for message_id, text in DELTA.findall(frame):
             self.texts[message_id] = self.texts.get(message_id, "") + html.unescape(text)
@@ -58,10 +62,13 @@ class ChatSocket:
         self.errors += [html.unescape(e) for e in ERROR.findall(frame) if e]
 
     async def until_finished(self, message_id: str | None = None, timeout: float = 30) -> str:
+        """Wait for ``message_id`` (or any reply this socket saw streaming) to end."""
         while True:
             await self.receive(timeout=timeout)
-            if (message_id and message_id in self.finished) or (message_id is None and self.finished):
-                return message_id or next(iter(self.finished))
+            candidates = [message_id] if message_id else sorted(self.started)
+            done = [candidate for candidate in candidates if candidate in self.finished]
+            if done:
+                return done[0]
 
     async def until_deltas(self, count: int, timeout: float = 10) -> None:
         while self.delta_count < count:
