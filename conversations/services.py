@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -10,7 +11,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from conversations.models import Conversation, Message
+from conversations.models import (
+    Conversation,
+    GenerationRecord,
+    Message,
+    MessageFeedback,
+    TranscriptTag,
+    TranscriptView,
+)
 from inference import registry
 
 
@@ -106,6 +114,10 @@ def assistant_message_flush(*, message_pk: int, content: str, seq: int) -> bool:
     return Message.objects.filter(pk=message_pk, cancel_requested=True).exists()
 
 
+def assistant_message_heartbeat(*, message_pk: int) -> None:
+    Message.objects.filter(pk=message_pk, status=Message.Status.STREAMING).update(heartbeat_at=timezone.now())
+
+
 def assistant_message_set_dropped_turns(*, message_pk: int, dropped_turns: int) -> None:
     Message.objects.filter(pk=message_pk).update(dropped_turns=dropped_turns)
 
@@ -139,3 +151,185 @@ def assistant_message_request_cancel(*, message: Message) -> bool:
     """Ask the generation job to stop; it keeps the partial reply."""
     updated = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(cancel_requested=True)
     return updated == 1
+
+
+# -- Branches: regenerate, edit, switch --------------------------------------------------
+
+
+def _conversation_lock_idle(conversation: Conversation) -> Conversation:
+    """Lock the conversation's row; refuse while one of its replies is still streaming."""
+    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    if locked.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ValidationError("Wait for the current reply to finish, or press Stop.")
+    return locked
+
+
+def _message_in(conversation: Conversation, message_id: object, role: str) -> Message:
+    message = None
+    try:
+        message = conversation.messages.filter(public_id=str(message_id), role=role).first()
+    except ValidationError:
+        pass  # not a UUID
+    if message is None:
+        raise ValidationError(
+            f"That {'reply' if role == Message.Role.ASSISTANT else 'message'} is not in this conversation."
+        )
+    return message
+
+
+def _reply_create(conversation: Conversation, parent: Message) -> Message:
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model_name=conversation.model_name,
+    )
+    conversation.active_leaf = reply
+    conversation.save(update_fields=["active_leaf", "updated_at"])
+    return reply
+
+
+def reply_regenerate(*, conversation: Conversation, message_id: object) -> Turn:
+    """A new reply to the same user message, as a sibling of ``message_id``; the old one stays."""
+    with transaction.atomic():
+        locked = _conversation_lock_idle(conversation)
+        original = _message_in(locked, message_id, Message.Role.ASSISTANT)
+        if original.parent is None:
+            raise ValidationError("That reply has no question to answer again.")
+        reply = _reply_create(locked, original.parent)
+    conversation.refresh_from_db()
+    return Turn(user_message=original.parent, assistant_message=reply)
+
+
+def message_edit(*, conversation: Conversation, message_id: object, text: object) -> Turn:
+    """Send an edited copy of a user message as a new branch, with a fresh reply."""
+    clean = message_text_clean(text=text)
+    with transaction.atomic():
+        locked = _conversation_lock_idle(conversation)
+        original = _message_in(locked, message_id, Message.Role.USER)
+        user_message = Message.objects.create(
+            conversation=locked, parent_id=original.parent_id, role=Message.Role.USER, content=clean
+        )
+        reply = _reply_create(locked, user_message)
+    conversation.refresh_from_db()
+    return Turn(user_message=user_message, assistant_message=reply)
+
+
+def branch_switch(*, conversation: Conversation, message_id: object) -> Message:
+    """Show the branch through ``message_id``: the active leaf becomes its newest descendant."""
+    from conversations.selectors import branch_newest_leaf
+
+    message = None
+    try:
+        message = conversation.messages.filter(public_id=str(message_id)).first()
+    except ValidationError:
+        pass
+    if message is None:
+        raise ValidationError("That message is not in this conversation.")
+    conversation.active_leaf = branch_newest_leaf(message=message)
+    conversation.save(update_fields=["active_leaf"])
+    return conversation.active_leaf
+
+
+def conversation_delete_all(*, owner: User) -> int:
+    """Delete every conversation of ``owner``; returns how many there were."""
+    with transaction.atomic():
+        count = Conversation.objects.filter(owner=owner).count()
+        Conversation.objects.filter(owner=owner).delete()
+    return count
+
+
+# -- Feedback ------------------------------------------------------------------------------
+
+FEEDBACK_COMMENT_CHARS = 2000
+
+
+def message_feedback_set(
+    *, message: Message, user: User, rating: str, reason: str = "", comment: str = ""
+) -> MessageFeedback | None:
+    """Record thumbs up or down on a reply (a reason only goes with down); "clear" removes it."""
+    if message.role != Message.Role.ASSISTANT or message.status == Message.Status.STREAMING:
+        raise ValidationError("Feedback is for finished replies.")
+    if rating == "clear":
+        MessageFeedback.objects.filter(message=message, user=user).delete()
+        return None
+    if rating not in MessageFeedback.Rating.values:
+        raise ValidationError("Choose thumbs up or thumbs down.")
+    if reason and reason not in MessageFeedback.Reason.values:
+        raise ValidationError("Choose one of the listed reasons.")
+    comment = comment.strip()
+    if len(comment) > FEEDBACK_COMMENT_CHARS:
+        raise ValidationError(f"Keep the comment under {FEEDBACK_COMMENT_CHARS:,} characters.")
+    if rating == MessageFeedback.Rating.UP:
+        reason, comment = "", ""
+    feedback, _ = MessageFeedback.objects.update_or_create(
+        message=message, user=user, defaults={"rating": rating, "reason": reason, "comment": comment}
+    )
+    return feedback
+
+
+# -- Generation records (the staff "inspect" view) -----------------------------------------
+
+
+def generation_record_start(
+    *, message_pk: int, model_name: str, tokenizer: Any, fitted: Any, params: Any
+) -> GenerationRecord:
+    """Keep the exact prompt a reply was generated from, and the settings it ran with.
+
+    ``fitted`` is the engine's FittedPrompt and ``params`` the SamplingParams as
+    submitted; ``max_new_tokens`` is recorded after capping to the context window.
+    """
+    from inference.engine.prompt import render_text
+
+    settings_used = {**asdict(params), "stop": list(params.stop), "max_new_tokens": fitted.max_new_tokens}
+    record, _ = GenerationRecord.objects.update_or_create(
+        message_id=message_pk,
+        defaults={
+            "model_name": model_name,
+            "prompt_text": render_text(tokenizer, fitted.messages),
+            "prompt_tokens": len(fitted.prompt_ids),
+            "prompt_messages": list(fitted.messages),
+            "dropped_messages": fitted.dropped_messages,
+            "params": settings_used,
+        },
+    )
+    return record
+
+
+def generation_record_finish(
+    *,
+    message_pk: int,
+    queue_seconds: float | None,
+    first_token_seconds: float | None,
+    decode_seconds: float | None,
+) -> None:
+    GenerationRecord.objects.filter(message_id=message_pk).update(
+        queue_seconds=queue_seconds, first_token_seconds=first_token_seconds, decode_seconds=decode_seconds
+    )
+
+
+# -- Staff review ----------------------------------------------------------------------------
+
+TAG_CHARS = 60
+
+
+def transcript_view_record(*, conversation: Conversation, viewer: User, what: str = "transcript") -> None:
+    """Audit: a staff member opened this user's transcript (or one reply's prompt)."""
+    TranscriptView.objects.create(
+        conversation=conversation, viewer=viewer, viewer_username=viewer.get_username(), what=what
+    )
+
+
+def transcript_tag_add(*, conversation: Conversation, name: str, added_by: User) -> TranscriptTag:
+    clean = " ".join(name.split()).lower()
+    if not clean:
+        raise ValidationError("A tag needs a name.")
+    if len(clean) > TAG_CHARS:
+        raise ValidationError(f"Keep tags under {TAG_CHARS} characters.")
+    tag, _ = TranscriptTag.objects.get_or_create(conversation=conversation, name=clean, defaults={"added_by": added_by})
+    return tag
+
+
+def transcript_tag_remove(*, conversation: Conversation, name: str) -> None:
+    TranscriptTag.objects.filter(conversation=conversation, name=name).delete()

@@ -92,6 +92,7 @@ class GenerationJob:
     async def run(self) -> None:
         finish: FinishEvent | None = None
         error = ""
+        beat = asyncio.get_running_loop().create_task(self.beat())
         try:
             finish = await self.generate()
         except JobFailed as exc:
@@ -100,7 +101,15 @@ class GenerationJob:
             logger.exception("Generation failed for message %s", self.context.message_pk)
             error = f"The model failed while writing this reply ({type(exc).__name__})."
         finally:
+            beat.cancel()
             await self.finish(finish, error)
+
+    async def beat(self) -> None:
+        """Tell other processes this job is alive, also while the model loads."""
+        pause = max(1.0, settings.INFERENCE_STALE_AFTER_SECONDS / 4)
+        while True:
+            await database_sync_to_async(services.assistant_message_heartbeat)(message_pk=self.context.message_pk)
+            await asyncio.sleep(pause)
 
     async def generate(self) -> FinishEvent:
         spec = self.context.spec
@@ -110,7 +119,7 @@ class GenerationJob:
             stream = await gateway.open_stream(
                 spec=spec,
                 messages=self.context.messages,
-                params=SamplingParams(max_new_tokens=self.context.max_tokens, temperature=self.context.temperature),
+                params=self.sampling_params(),
                 request_id=self.request_id,
                 cache_key=f"{self.context.conversation_id}:{spec.id}",
                 local=True,
@@ -118,12 +127,32 @@ class GenerationJob:
         except PromptTooLongError as exc:
             raise JobFailed(str(exc)) from exc
         _running[self.context.message_pk] = stream
+        await self.record_prompt(stream)
         if stream.fitted.dropped_messages:
             await database_sync_to_async(services.assistant_message_set_dropped_turns)(
                 message_pk=self.context.message_pk, dropped_turns=stream.fitted.dropped_messages
             )
             await self.send({"type": "chat.trimmed", "dropped": stream.fitted.dropped_messages})
         return await self.relay(stream)
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(max_new_tokens=self.context.max_tokens, temperature=self.context.temperature)
+
+    async def record_prompt(self, stream: gateway.Stream) -> None:
+        """Keep the exact prompt and settings for the staff "inspect" view; never fails the reply."""
+        served = getattr(stream, "served", None)
+        if served is None:
+            return
+        try:
+            await database_sync_to_async(services.generation_record_start)(
+                message_pk=self.context.message_pk,
+                model_name=self.context.model_name,
+                tokenizer=served.loaded.tokenizer,
+                fitted=stream.fitted,
+                params=self.sampling_params(),
+            )
+        except Exception:
+            logger.exception("Could not record the prompt of message %s", self.context.message_pk)
 
     async def relay(self, stream: gateway.Stream) -> FinishEvent:
         """Forward deltas to the group; flush to the database and check Stop on a timer."""
@@ -161,6 +190,13 @@ class GenerationJob:
             completion_tokens=event.completion_tokens if event else None,
             error=error if reason == "error" else "",
         )
+        if event is not None:
+            await database_sync_to_async(services.generation_record_finish)(
+                message_pk=self.context.message_pk,
+                queue_seconds=event.queue_seconds,
+                first_token_seconds=event.first_token_seconds,
+                decode_seconds=event.decode_seconds,
+            )
         await self.send({"type": "chat.finished"})
 
 
