@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
+from conversations import selectors
 from conversations.models import Conversation, Message
 
 
@@ -45,11 +46,21 @@ def turn_started(*, user_message_id: str, message_id: str) -> str:
 
 
 def reply_finished(*, message_id: str) -> str:
-    reply = Message.objects.select_related("conversation").get(public_id=message_id)
+    reply = Message.objects.select_related("conversation__owner").get(public_id=message_id)
+    [view] = selectors.message_views(messages=[reply], user=reply.conversation.owner)
     return render_to_string(
         "conversations/_reply_finished.html",
-        {"message": reply, "conversation": reply.conversation, "streaming": False},
+        {"message": reply, "view": view, "conversation": reply.conversation, "streaming": False},
     )
+
+
+def branch_started(*, conversation_pk: int, message_id: str) -> tuple[str, int]:
+    """The whole message list again (a regenerated or edited branch), and the new reply's seq."""
+    conversation = Conversation.objects.select_related("owner").get(pk=conversation_pk)
+    page = selectors.conversation_message_page(conversation=conversation, user=conversation.owner)
+    seq = next((v.message.stream_seq for v in page.views if str(v.message.public_id) == message_id), 0)
+    html = render_to_string("conversations/_branch_started.html", {"conversation": conversation, "page": page})
+    return html, seq
 
 
 def message_pk_for(*, conversation: Conversation | None, message_id: str) -> int:

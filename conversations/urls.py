@@ -11,4 +11,12 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation_rename"),
     path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation_delete"),
     path("c/<uuid:conversation_id>/settings/", views.conversation_settings, name="conversation_settings"),
+    path("c/<uuid:conversation_id>/messages/", views.conversation_messages, name="conversation_messages"),
+    path("c/<uuid:conversation_id>/switch/", views.branch_switch, name="branch_switch"),
+    path("c/<uuid:conversation_id>/export.md", views.conversation_export, {"kind": "md"}, name="export_markdown"),
+    path("c/<uuid:conversation_id>/export.json", views.conversation_export, {"kind": "json"}, name="export_json"),
+    path("m/<uuid:message_id>/feedback/", views.message_feedback, name="message_feedback"),
+    path("search/", views.conversation_search, name="conversation_search"),
+    path("settings/", views.account_settings, name="account_settings"),
+    path("settings/delete-conversations/", views.conversations_delete_all, name="conversations_delete_all"),
 ]

@@ -7,16 +7,17 @@ from uuid import UUID
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from conversations import selectors, services
 from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, MessageFeedback
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -60,11 +61,11 @@ def conversation_new(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 def conversation_detail(request: HtmxHttpRequest, conversation_id: UUID) -> HttpResponse:
     conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
-    messages_list = selectors.conversation_active_messages(conversation=conversation)
+    page = selectors.conversation_message_page(conversation=conversation, user=request.user)
     context = {
         **_page_context(request, conversation),
-        "messages_list": messages_list,
-        "has_streaming": any(m.status == Message.Status.STREAMING for m in messages_list),
+        "page": page,
+        "has_streaming": conversation.messages.filter(status=Message.Status.STREAMING).exists(),
         "settings_form": _settings_form(conversation),
     }
     return render(request, "conversations/conversation.html", context)
@@ -131,3 +132,102 @@ def conversation_settings(request: HtmxHttpRequest, conversation_id: UUID) -> Ht
         {"conversation": conversation, "settings_form": form, "saved": saved},
         status=status,
     )
+
+
+@login_required
+@require_GET
+def conversation_messages(request: HtmxHttpRequest, conversation_id: UUID) -> HttpResponse:
+    """The page of the active branch before ``?before=<message id>`` (scrolling up)."""
+    conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
+    before = request.GET.get("before") or None
+    page = selectors.conversation_message_page(conversation=conversation, user=request.user, before=before)
+    return render(request, "conversations/_message_page.html", {"conversation": conversation, "page": page})
+
+
+@login_required
+@require_POST
+def branch_switch(request: HtmxHttpRequest, conversation_id: UUID) -> HttpResponse:
+    """Show another sibling's branch; answers with the re-rendered message list."""
+    conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
+    target = request.POST.get("message", "")
+    try:
+        services.branch_switch(conversation=conversation, message_id=target)
+    except ValidationError as exc:
+        return HttpResponse(" ".join(exc.messages), status=400)
+    if not request.htmx:
+        return redirect("conversation", conversation_id=conversation.public_id)
+    page = selectors.conversation_message_page(conversation=conversation, user=request.user, include=target)
+    return render(request, "conversations/_message_list.html", {"conversation": conversation, "page": page})
+
+
+@login_required
+@require_POST
+def message_feedback(request: HtmxHttpRequest, message_id: UUID) -> HttpResponse:
+    """Thumbs up or down on a reply (down takes an optional reason); pressing it again clears it."""
+    message = selectors.message_get_for_owner(owner=request.user, public_id=message_id)
+    error = ""
+    try:
+        services.message_feedback_set(message=message, user=request.user, **_feedback_fields(request.POST))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
+    if not request.htmx:
+        return redirect("conversation", conversation_id=message.conversation.public_id)
+    feedback = MessageFeedback.objects.filter(message=message, user=request.user).first()  # type: ignore[misc]
+    context = {"message": message, "feedback": feedback, "feedback_error": error, "reasons": MessageFeedback.Reason}
+    return render(request, "conversations/_feedback.html", context, status=400 if error else 200)
+
+
+def _feedback_fields(data: QueryDict) -> dict[str, str]:
+    return {
+        "rating": data.get("rating", ""),
+        "reason": data.get("reason", ""),
+        "comment": data.get("comment", ""),
+    }
+
+
+@login_required
+@require_GET
+def conversation_export(request: HtmxHttpRequest, conversation_id: UUID, kind: str) -> HttpResponse:
+    """Download the active branch as Markdown, or as JSON in the chat training format."""
+    conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
+    name = slugify(conversation.title)[:60] or "conversation"
+    if kind == "json":
+        body, content_type = selectors.conversation_export_json(conversation=conversation), "application/json"
+    else:
+        body, content_type = selectors.conversation_export_markdown(conversation=conversation), "text/markdown"
+    response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.{kind}"'
+    return response
+
+
+@login_required
+@require_GET
+def conversation_search(request: HtmxHttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "")
+    hits = selectors.conversation_search(owner=request.user, query=query)
+    context = {"query": query, "hits": hits, "searched": bool(selectors.search_terms(query))}
+    if request.htmx:
+        return render(request, "conversations/_search_results.html", context)
+    return render(request, "conversations/search.html", {**_page_context(request, None), **context})
+
+
+@login_required
+@require_GET
+def account_settings(request: HtmxHttpRequest) -> HttpResponse:
+    count = selectors.conversation_list(owner=request.user).count()  # type: ignore[arg-type]
+    return render(request, "settings.html", {**_page_context(request, None), "conversation_count": count})
+
+
+@login_required
+@require_POST
+def conversations_delete_all(request: HtmxHttpRequest) -> HttpResponse:
+    if request.POST.get("confirm") != "delete":
+        count = selectors.conversation_list(owner=request.user).count()  # type: ignore[arg-type]
+        context = {
+            **_page_context(request, None),
+            "conversation_count": count,
+            "delete_error": 'Type "delete" to confirm.',
+        }
+        return render(request, "settings.html", context, status=400)
+    deleted = services.conversation_delete_all(owner=request.user)  # type: ignore[arg-type]
+    return redirect(f"{reverse('account_settings')}?deleted={deleted}")

@@ -1,4 +1,4 @@
-/* Parley's small bit of browser code: the composer's keys and scrolling.
+/* Parley's small bit of browser code: the composer's keys, scrolling and copy buttons.
    Everything else is htmx (pages, partials, and the websocket's out-of-band swaps). */
 (function () {
   "use strict";
@@ -32,6 +32,8 @@
       autosize(input);
       var list = messages();
       if (list) list._parleyFollow = true;
+    } else if (messages() && messages().contains(event.target)) {
+      messages()._parleyFollow = true;  // regenerate or edit: the new reply is at the end
     }
   });
 
@@ -43,6 +45,35 @@
   document.addEventListener("htmx:wsAfterMessage", function () {
     var list = messages();
     if (list && following) { scrollToEnd(list); list._parleyFollow = false; }
+  });
+
+  // Copy buttons: a message's own text (data-copy-text) or one code block (data-copy-code).
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed"; area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    try { document.execCommand("copy"); } finally { area.remove(); }
+    return Promise.resolve();
+  }
+
+  function flashCopied(button) {
+    var label = button.textContent;
+    button.textContent = "Copied";
+    button.classList.add("is-copied");
+    setTimeout(function () { button.textContent = label; button.classList.remove("is-copied"); }, 1500);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy-text], [data-copy-code]");
+    if (!button) return;
+    var text = button.hasAttribute("data-copy-code")
+      ? button.parentElement.querySelector("pre").innerText
+      : button.getAttribute("data-copy-text");
+    copyText(text).then(function () { flashCopied(button); });
   });
 
   document.addEventListener("htmx:wsOpen", function () { document.body.classList.remove("is-offline"); });

@@ -84,7 +84,8 @@ def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) 
     )
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
     assert "<strong>bold</strong>" in page
-    assert '<code class="language-python">' in page and "print('&lt;b&gt;')" in page
+    assert '<code class="language-python">' in page and '<span class="nb">print</span>' in page, "code is highlighted"
+    assert "&lt;b&gt;" in page and "<b>" not in page
     assert "<script>alert(1)</script>" not in page
     assert "9 tokens" in page
 
