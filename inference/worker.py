@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from channels.consumer import AsyncConsumer
@@ -26,6 +27,7 @@ class GenerationWorkerConsumer(AsyncConsumer):
     tasks: set[asyncio.Task[None]]
 
     async def generate(self, event: dict[str, Any]) -> None:
+        logger.info("Generation worker %d took reply %s", os.getpid(), event["message_pk"])
         generation_start_local(message_pk=int(event["message_pk"]))
 
     async def stream_open(self, message: dict[str, Any]) -> None:

@@ -1,0 +1,85 @@
+"""Many machines on one: two daphne processes and two generation workers on the local
+PostgreSQL and a private Redis, with chats through both web processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import TINY_MODEL_DIR
+from tests.scaleout.cluster import Browser, ChatSocket, Cluster
+from tests.tiny_model import save_tiny_model
+
+pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    save_tiny_model(TINY_MODEL_DIR)
+    env = {"INFERENCE_MODEL": str(TINY_MODEL_DIR), "INFERENCE_STALE_AFTER_SECONDS": "6", "CHAT_SOCKET_WATCH_SECONDS": "1"}
+    running = Cluster(tmp_path_factory.mktemp("cluster"), extra_env=env).start(webs=2, workers=2)
+    yield running
+    running.stop()
+
+
+def workers_used(cluster: Cluster) -> set[str]:
+    return {name for name in ("worker0", "worker1") if re.search(r"took reply \d+", cluster.log(name))}
+
+
+def reply_errors(cluster: Cluster) -> list[str]:
+    with psycopg.connect(cluster.env["DATABASE_URL"]) as conn:
+        return [row[0] for row in conn.execute("select error from conversations_message where status = 'error'")]
+
+
+async def chat_once(cluster: Cluster, web: str, user: str, question: str) -> tuple[str, ChatSocket]:
+    browser = Browser(cluster.url(web))
+    await asyncio.to_thread(browser.sign_up, user)
+    conversation_id = await asyncio.to_thread(browser.new_chat, max_tokens="24")
+    async with ChatSocket(browser, cluster.url(web), conversation_id) as socket:
+        await socket.send(question)
+        message_id = await socket.until_finished(timeout=120)
+    return message_id, socket
+
+
+async def test_concurrent_chats_through_both_web_processes_on_both_workers(cluster: Cluster) -> None:
+    for attempt in range(3):
+        chats = [
+            chat_once(cluster, f"web{index % 2}", f"user{attempt}x{index}", f"Question {index}?") for index in range(8)
+        ]
+        results = await asyncio.gather(*chats)
+        for message_id, socket in results:
+            assert socket.finished[message_id] == "complete", reply_errors(cluster)
+            assert socket.texts[message_id], "every chat got a streamed reply"
+        if workers_used(cluster) == {"worker0", "worker1"}:
+            break
+    assert workers_used(cluster) == {"worker0", "worker1"}, "both generation workers served chats"
+    with psycopg.connect(cluster.env["DATABASE_URL"]) as conn:
+        statuses = conn.execute("select status, count(*) from conversations_message group by status").fetchall()
+    assert dict(statuses).get("streaming", 0) == 0
+    assert dict(statuses)["complete"] >= 16
+
+
+async def test_a_reply_generated_on_a_worker_streams_to_sockets_on_both_web_processes(cluster: Cluster) -> None:
+    browser = Browser(cluster.url("web0"))
+    await asyncio.to_thread(browser.sign_up, "watcher")
+    conversation_id = await asyncio.to_thread(browser.new_chat, max_tokens="40")
+    async with (
+        ChatSocket(browser, cluster.url("web0"), conversation_id) as here,
+        ChatSocket(browser, cluster.url("web1"), conversation_id) as there,
+    ):
+        await here.send("Tell me something.")
+        message_id = await here.until_finished(timeout=120)
+        await there.until(lambda: message_id in there.finished, timeout=60)
+    assert here.texts[message_id] == there.texts[message_id] != ""
+
+
+def test_the_processes_share_nothing_but_postgres_and_redis(cluster: Cluster) -> None:
+    env = cluster.env
+    assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
+    assert Path(cluster.workdir).exists()
+    assert all(process.poll() is None for process in cluster.processes.values()), "every process is still up"
