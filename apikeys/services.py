@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -39,7 +39,7 @@ def api_key_name_clean(*, name: object) -> str:
     return name
 
 
-def api_key_create(*, owner: AbstractBaseUser, name: object) -> NewApiKey:
+def api_key_create(*, owner: User, name: object) -> NewApiKey:
     clean_name = api_key_name_clean(name=name)
     limit = settings.API_KEYS_PER_USER
     if ApiKey.objects.filter(owner=owner, revoked_at__isnull=True).count() >= limit:

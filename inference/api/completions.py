@@ -1,0 +1,216 @@
+"""Chat completions: a validated request in, gateway streams out, OpenAI shapes back.
+
+``completion_open`` starts one engine stream per choice (so errors such as a prompt
+that cannot fit surface before any byte is sent); ``completion_collect`` waits for
+the whole reply and ``completion_chunks`` yields OpenAI chunk objects as tokens
+arrive. Leaving ``completion_chunks`` early (a client that disconnected) cancels
+its engine request at once through the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference import gateway
+from inference.api.errors import ApiError
+from inference.api.schemas import ChatRequest
+from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
+from inference.registry import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class Completion:
+    """One request's streams and what they produced so far."""
+
+    id: str
+    model: str
+    created: int
+    streams: list[gateway.Stream]
+    choices: list[Choice] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def sampling_params(request: ChatRequest, index: int) -> SamplingParams:
+    """Choice ``index``'s settings; with a seed, each choice gets its own (seed + index)."""
+    return SamplingParams(
+        max_new_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=request.stop,
+        seed=None if request.seed is None else request.seed + index,
+    )
+
+
+async def completion_open(*, spec: ModelSpec, request: ChatRequest) -> Completion:
+    """Submit every choice to the engine; raise ApiError before anything was sent."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    streams: list[gateway.Stream] = []
+    try:
+        for index in range(request.n):
+            streams.append(
+                await gateway.open_stream(
+                    spec=spec,
+                    messages=request.messages,
+                    params=sampling_params(request, index),
+                    request_id=f"{completion_id}-{index}",
+                )
+            )
+    except gateway.PromptTooLongError as exc:
+        _cancel_all(streams)
+        raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from exc
+    except gateway.WorkerUnavailableError as exc:
+        _cancel_all(streams)
+        raise ApiError(503, str(exc)) from exc
+    except Exception as exc:
+        _cancel_all(streams)
+        logger.exception("Could not start the model %s", spec.id)
+        raise ApiError(503, f"The model {spec.id!r} could not be started; try again shortly.") from exc
+    choices = [Choice(index=index) for index in range(request.n)]
+    return Completion(completion_id, spec.id, int(time.time()), streams, choices)
+
+
+def _cancel_all(streams: list[gateway.Stream]) -> None:
+    for stream in streams:
+        stream.cancel()
+
+
+def finish_error(event: FinishEvent) -> ApiError | None:
+    """The ApiError for a request that ended badly, or None for stop and length."""
+    if event.finish_reason == "error":
+        return ApiError(500, f"The model failed while writing the reply: {event.error or 'unknown error'}.")
+    if event.finish_reason == "cancelled":
+        return ApiError(503, "The model stopped before finishing the reply (the server is shutting down).")
+    return None
+
+
+def _record_finish(completion: Completion, choice: Choice, event: FinishEvent) -> None:
+    problem = finish_error(event)
+    if problem is not None:
+        raise problem
+    choice.finish_reason = event.finish_reason
+    completion.prompt_tokens = event.prompt_tokens
+    completion.completion_tokens += event.completion_tokens
+
+
+async def _collect_choice(completion: Completion, index: int) -> None:
+    choice = completion.choices[index]
+    async for event in completion.streams[index].events():
+        if isinstance(event, TokenEvent):
+            choice.text += event.text
+        else:
+            _record_finish(completion, choice, event)
+
+
+async def completion_collect(*, completion: Completion) -> Completion:
+    """Wait for every choice; cancels the others if one fails."""
+    try:
+        await asyncio.gather(*(_collect_choice(completion, index) for index in range(len(completion.streams))))
+    finally:
+        _cancel_all(completion.streams)
+    return completion
+
+
+def completion_body(completion: Completion) -> dict[str, Any]:
+    """The ``chat.completion`` object."""
+    return {
+        "id": completion.id,
+        "object": "chat.completion",
+        "created": completion.created,
+        "model": completion.model,
+        "choices": [
+            {
+                "index": choice.index,
+                "message": {"role": "assistant", "content": choice.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+            for choice in completion.choices
+        ],
+        "usage": completion.usage(),
+        "system_fingerprint": None,
+    }
+
+
+def _chunk(completion: Completion, choices: list[dict[str, Any]], include_usage: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": completion.id,
+        "object": "chat.completion.chunk",
+        "created": completion.created,
+        "model": completion.model,
+        "system_fingerprint": None,
+        "choices": choices,
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def _delta(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+async def completion_chunks(*, completion: Completion, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    """``chat.completion.chunk`` objects for the first choice, as the engine writes.
+
+    The first carries the role, the next ones content deltas, the last an empty delta
+    with the finish reason; with ``include_usage`` a final chunk with ``choices: []``
+    carries the token counts. Raises ApiError if the model fails mid-way.
+    """
+    choice = completion.choices[0]
+    yield _chunk(completion, [_delta(0, {"role": "assistant", "content": ""})], include_usage)
+    async for event in completion.streams[0].events():
+        if isinstance(event, TokenEvent):
+            if event.text:
+                choice.text += event.text
+                yield _chunk(completion, [_delta(0, {"content": event.text})], include_usage)
+        else:
+            _record_finish(completion, choice, event)
+    yield _chunk(completion, [_delta(0, {}, choice.finish_reason)], include_usage)
+    if include_usage:
+        yield {**_chunk(completion, [], include_usage), "usage": completion.usage()}
+
+
+def seed_body(completion: Completion, content: str, finish_reason: str | None, usage: bool) -> dict[str, Any]:
+    """The seed API's shape, for a whole reply or (with ``usage`` False) one delta."""
+    return {
+        "chat_completion": {"message": {"role": "assistant", "content": content}, "finish_reason": finish_reason},
+        "token_usage": {
+            "prompt": completion.prompt_tokens,
+            "completion": completion.completion_tokens,
+            "total": completion.prompt_tokens + completion.completion_tokens,
+        }
+        if usage
+        else None,
+    }
+
+
+async def seed_chunks(*, completion: Completion) -> AsyncIterator[dict[str, Any]]:
+    """The seed API's stream: one event per delta, then one with the finish reason and usage."""
+    async for chunk in completion_chunks(completion=completion, include_usage=False):
+        choices = chunk["choices"]
+        if choices and choices[0]["delta"].get("content"):
+            yield seed_body(completion, choices[0]["delta"]["content"], None, usage=False)
+    yield seed_body(completion, "", completion.choices[0].finish_reason, usage=True)

@@ -1,0 +1,158 @@
+"""The /v1/ endpoints: authenticate, rate-limit, parse, delegate, shape the reply.
+
+Every view goes through ``api_endpoint``, which turns ApiError into OpenAI's error
+shape and anything unexpected into a 500 with a plain sentence (the traceback goes
+to the log, never to the client).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from apikeys.models import ApiKey
+from inference import registry
+from inference.api import completions, openapi
+from inference.api.auth import api_key_from_request, rate_limit_check
+from inference.api.errors import ApiError, error_response, not_found
+from inference.api.schemas import ChatRequest, parse_chat_request, parse_json_body, parse_seed_request
+from inference.api.services import api_transcript_store
+from inference.api.sse import sse_response
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[HttpResponseBase]]
+
+
+def api_endpoint(*methods: str, authenticated: bool = True) -> Callable[[Handler], Callable[..., Any]]:
+    """Wrap an async handler ``(request, api_key, **url_kwargs)``; see the module docstring."""
+
+    def decorate(handler: Handler) -> Callable[..., Any]:
+        @csrf_exempt
+        @functools.wraps(handler)
+        async def view(request: HttpRequest, **kwargs: Any) -> HttpResponseBase:
+            try:
+                if request.method not in methods:
+                    raise ApiError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}.")
+                api_key = await api_key_from_request(request) if authenticated else None
+                if api_key is not None:
+                    await rate_limit_check(api_key=api_key)
+                return await handler(request, api_key, **kwargs)
+            except ApiError as exc:
+                return error_response(exc)
+            except Http404:
+                return error_response(not_found(f"Nothing is found at {request.path}."))
+            except Exception:
+                logger.exception("The API view %s failed", handler.__name__)
+                return error_response(ApiError(500, "The server failed while handling this request; try again."))
+
+        return view
+
+    return decorate
+
+
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object in the body, or 413 over ``API_MAX_BODY_BYTES`` and 400 if malformed."""
+    limit = settings.API_MAX_BODY_BYTES
+    declared = request.headers.get("Content-Length", "")
+    too_big = ApiError(413, f"The request body is larger than the limit of {limit:,} bytes.", code="body_too_large")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(raw) > limit:
+        raise too_big
+    return parse_json_body(raw)
+
+
+async def _model_spec(model_id: str, param: str | None = "model") -> registry.ModelSpec:
+    spec = await sync_to_async(registry.model_get)(model_id)
+    if spec is None:
+        raise not_found(
+            f"The model {model_id!r} does not exist or you do not have access to it; GET /v1/models lists them.",
+            param=param,
+            code="model_not_found",
+        )
+    return spec
+
+
+def model_object(spec: registry.ModelSpec) -> dict[str, Any]:
+    # Base models have no creation date of their own; 0 says so rather than inventing one.
+    return {
+        "id": spec.id,
+        "object": "model",
+        "created": int(getattr(spec, "created", 0) or 0),
+        "owned_by": spec.owned_by,
+    }
+
+
+async def _with_store(
+    events: AsyncIterator[dict[str, Any]], *, api_key: ApiKey, request: ChatRequest, completion: completions.Completion
+) -> AsyncIterator[dict[str, Any]]:
+    """Pass the events on; once the reply is complete, keep the transcript if asked."""
+    async for event in events:
+        yield event
+    if request.store:
+        await sync_to_async(api_transcript_store)(owner=api_key.owner, request=request, completion=completion)
+
+
+async def _run(api_key: ApiKey, chat: ChatRequest) -> completions.Completion:
+    spec = await _model_spec(chat.model)
+    return await completions.completion_open(spec=spec, request=chat)
+
+
+@api_endpoint("POST")
+async def chat_completions(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    chat = parse_chat_request(read_json(request))
+    completion = await _run(api_key, chat)
+    if chat.stream:
+        events = completions.completion_chunks(completion=completion, include_usage=chat.include_usage)
+        return sse_response(_with_store(events, api_key=api_key, request=chat, completion=completion))
+    await completions.completion_collect(completion=completion)
+    if chat.store:
+        await sync_to_async(api_transcript_store)(owner=api_key.owner, request=chat, completion=completion)
+    return JsonResponse(completions.completion_body(completion))
+
+
+@api_endpoint("POST")
+async def seed_chat_completions(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    """The seed's own shape: ``x-api-key`` and ``{"model", "messages", "stream"}``."""
+    chat = parse_seed_request(read_json(request))
+    completion = await _run(api_key, chat)
+    if chat.stream:
+        return sse_response(completions.seed_chunks(completion=completion), done_marker=False)
+    await completions.completion_collect(completion=completion)
+    choice = completion.choices[0]
+    return JsonResponse(completions.seed_body(completion, choice.text, choice.finish_reason, usage=True))
+
+
+@api_endpoint("GET")
+async def models_list(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    specs = await sync_to_async(registry.available_models)()
+    return JsonResponse({"object": "list", "data": [model_object(spec) for spec in specs]})
+
+
+@api_endpoint("GET")
+async def model_detail(request: HttpRequest, api_key: ApiKey, model_id: str) -> HttpResponseBase:
+    return JsonResponse(model_object(await _model_spec(model_id, param=None)))
+
+
+@api_endpoint("GET", authenticated=False)
+async def openapi_json(request: HttpRequest, api_key: None) -> HttpResponseBase:
+    return JsonResponse(openapi.openapi_document(server_url=request.build_absolute_uri("/v1")))
+
+
+@csrf_exempt
+async def not_found_view(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Unknown paths under /v1/ answer in the API's shape, not with an HTML page."""
+    return error_response(not_found(f"Unknown API path {request.path}; see /v1/openapi.json."))
