@@ -226,7 +226,7 @@ def conversations_delete_all(request: HtmxHttpRequest) -> HttpResponse:
         context = {
             **_page_context(request, None),
             "conversation_count": count,
-            "delete_error": 'Type "delete" to confirm.',
+            "delete_error": "Type the word delete in the box to confirm.",
         }
         return render(request, "settings.html", context, status=400)
     deleted = services.conversation_delete_all(owner=request.user)  # type: ignore[arg-type]
