@@ -30,11 +30,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    # Before "channels", so its resilient ``runworker`` replaces channels' command.
+    "inference",
     "channels",
     "django_tasks",
     "django_tasks_db",
     "conversations",
-    "inference",
     "apikeys",
 ]
 

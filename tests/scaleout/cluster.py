@@ -100,7 +100,7 @@ class Cluster:
         return result.stdout
 
     def spawn(self, name: str, command: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it
+        log = open(self.workdir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def start_redis(self) -> None:
@@ -119,7 +119,9 @@ class Cluster:
     def start_web(self, name: str) -> None:
         port = self.web_ports.get(name) or free_port()
         self.web_ports[name] = port
-        self.spawn(name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"])
+        self.spawn(
+            name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
+        )
         wait_for_port(port)
 
     def start_worker(self, name: str) -> None:
@@ -177,9 +179,13 @@ class Browser:
 
 
 DELTA = re.compile(r'<span hx-swap-oob="beforeend:#m-([0-9a-f-]+)-text">(.*?)</span>', re.S)
-SNAPSHOT = re.compile(r'<div id="m-([0-9a-f-]+)-text" class="msg-text is-streaming" hx-swap-oob="true">(.*?)</div>', re.S)
+SNAPSHOT = re.compile(
+    r'<div id="m-([0-9a-f-]+)-text" class="msg-text is-streaming" hx-swap-oob="true">(.*?)</div>', re.S
+)
 STARTED = re.compile(r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="streaming"')
-FINISHED = re.compile(r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="(\w+)" hx-swap-oob="true">')
+FINISHED = re.compile(
+    r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="(\w+)" hx-swap-oob="true">'
+)
 
 
 @dataclass

@@ -21,7 +21,11 @@ pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     save_tiny_model(TINY_MODEL_DIR)
-    env = {"INFERENCE_MODEL": str(TINY_MODEL_DIR), "INFERENCE_STALE_AFTER_SECONDS": "6", "CHAT_SOCKET_WATCH_SECONDS": "1"}
+    env = {
+        "INFERENCE_MODEL": str(TINY_MODEL_DIR),
+        "INFERENCE_STALE_AFTER_SECONDS": "6",
+        "CHAT_SOCKET_WATCH_SECONDS": "1",
+    }
     running = Cluster(tmp_path_factory.mktemp("cluster"), extra_env=env).start(webs=2, workers=2)
     yield running
     running.stop()
