@@ -7,6 +7,7 @@ PostgreSQL and Redis; ``INFERENCE_MODE=remote`` sends generation to worker proce
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -37,6 +38,8 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "conversations",
     "apikeys",
+    "csp",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -49,6 +52,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into a clear 429 page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -127,12 +138,48 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(env_str("PARLEY_MEDIA_ROOT", str(BASE_DIR / "media")))
 
+# --- Security ---------------------------------------------------------------------
+# PARLEY_HTTPS=true is production behind TLS: secure cookies, HSTS, HTTPS redirects.
+PARLEY_HTTPS = env_bool("PARLEY_HTTPS", False)
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("PARLEY_SECURE_COOKIES", not DEBUG and env_bool("PARLEY_HTTPS", False))
+SESSION_COOKIE_SECURE = env_bool("PARLEY_SECURE_COOKIES", PARLEY_HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+if PARLEY_HTTPS and SECRET_KEY.startswith("parley-dev-only"):
+    raise ImproperlyConfigured("Set PARLEY_SECRET_KEY to a long random value in production (PARLEY_HTTPS=true).")
+if PARLEY_HTTPS:
+    SECURE_SSL_REDIRECT = env_bool("PARLEY_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("PARLEY_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("PARLEY_HSTS_PRELOAD", False)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Pages run no inline script; everything is served from this origin (django-csp).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Login throttling (django-axes): a username from one address is locked for a while
+# after too many failed attempts.
+AXES_ENABLED = env_bool("PARLEY_LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = env_int("PARLEY_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("PARLEY_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = env_int("PARLEY_PROXY_COUNT", 0, minimum=0) or None
 
 LOGGING = {
     "version": 1,
@@ -144,6 +191,8 @@ LOGGING = {
 # --- Chat -----------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 8000, minimum=1)
 CHAT_TITLE_CHARS = 60
+CHAT_MESSAGES_PER_MINUTE = env_int("CHAT_MESSAGES_PER_MINUTE", 20, minimum=1)
+CHAT_MAX_CONCURRENT_STREAMS = env_int("CHAT_MAX_CONCURRENT_STREAMS", 3, minimum=1)
 # Messages rendered when a conversation opens; older ones load as the user scrolls up.
 CHAT_INITIAL_MESSAGES = env_int("CHAT_INITIAL_MESSAGES", 40, minimum=2)
 # How often an open conversation socket checks on its replies (see consumers.watch).

@@ -168,3 +168,23 @@ def test_the_sidebar_lists_only_my_conversations(alice_client, alice, bob) -> No
     services.conversation_rename(conversation=theirs, title="Theirs")
     page = alice_client.get(reverse("home")).content.decode()
     assert "Mine" in page and "Theirs" not in page
+
+
+def test_login_attempts_are_throttled(client, alice) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(4):
+        response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+        assert response.status_code == 200 and b"Please enter a correct username" in response.content
+    response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    assert response.status_code == 429, "the fifth failure locks the account on this address"
+    response = client.post(reverse("login"), {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 429
+    assert b"Too many failed logins" in response.content
+
+
+def test_pages_carry_a_content_security_policy(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    response = alice_client.get(reverse("conversation", args=[chat.public_id]))
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "<script>" not in response.content.decode(), "no inline scripts"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
