@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -87,9 +88,7 @@ def turn_start(*, conversation: Conversation, text: object) -> Turn:
     """Save the user's message and an empty streaming reply in one transaction."""
     clean = message_text_clean(text=text)
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if locked.messages.filter(status=Message.Status.STREAMING).exists():
-            raise ValidationError("Wait for the current reply to finish, or press Stop.")
+        locked = _conversation_lock_idle(conversation)
         user_message = Message.objects.create(
             conversation=locked, parent_id=locked.active_leaf_id, role=Message.Role.USER, content=clean
         )
@@ -161,7 +160,23 @@ def _conversation_lock_idle(conversation: Conversation) -> Conversation:
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
     if locked.messages.filter(status=Message.Status.STREAMING).exists():
         raise ValidationError("Wait for the current reply to finish, or press Stop.")
+    _owner_limits_check(owner_id=locked.owner_id)
     return locked
+
+
+def _owner_limits_check(*, owner_id: int) -> None:
+    """Per-user limits, counted in the database so every process agrees."""
+    mine = Message.objects.filter(conversation__owner_id=owner_id, role=Message.Role.ASSISTANT)
+    streaming = mine.filter(status=Message.Status.STREAMING).count()
+    if streaming >= settings.CHAT_MAX_CONCURRENT_STREAMS:
+        raise ValidationError(
+            f"You already have {streaming} replies being written; wait for one to finish or stop it."
+        )
+    recent = mine.filter(created_at__gte=timezone.now() - timedelta(minutes=1)).count()
+    if recent >= settings.CHAT_MESSAGES_PER_MINUTE:
+        raise ValidationError(
+            f"You can send {settings.CHAT_MESSAGES_PER_MINUTE} messages a minute; wait a moment and try again."
+        )
 
 
 def _message_in(conversation: Conversation, message_id: object, role: str) -> Message:

@@ -125,3 +125,25 @@ def test_settings_refuse_an_unknown_model(chat) -> None:  # type: ignore[no-unty
         services.conversation_update_settings(
             conversation=chat, model_name="gpt-9", system_prompt="", temperature=0.5, max_tokens=10
         )
+
+
+def test_messages_per_minute_are_limited(chat, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHAT_MESSAGES_PER_MINUTE = 3
+    for index in range(3):
+        reply = services.turn_start(conversation=chat, text=f"message {index}").assistant_message
+        services.assistant_message_finish(
+            message_pk=reply.pk, content="ok", seq=1, finish_reason="stop", prompt_tokens=1, completion_tokens=1
+        )
+    with pytest.raises(ValidationError, match="3 messages a minute"):
+        services.turn_start(conversation=chat, text="one too many")
+    assert Message.objects.filter(role="user").count() == 3, "the refused message is not stored"
+
+
+def test_concurrent_streams_per_user_are_limited(alice, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHAT_MAX_CONCURRENT_STREAMS = 2
+    chats = [services.conversation_create(owner=alice) for _ in range(3)]
+    services.turn_start(conversation=chats[0], text="one")
+    services.turn_start(conversation=chats[1], text="two")
+    with pytest.raises(ValidationError, match="already have 2 replies being written"):
+        services.turn_start(conversation=chats[2], text="three")
+    assert not chats[2].messages.exists()
