@@ -154,7 +154,7 @@ if PARLEY_HTTPS:
     SECURE_SSL_REDIRECT = env_bool("PARLEY_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("PARLEY_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("PARLEY_HSTS_PRELOAD", False)
+    SECURE_HSTS_PRELOAD = env_bool("PARLEY_HSTS_PRELOAD", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Pages run no inline script; everything is served from this origin (django-csp).
 CONTENT_SECURITY_POLICY = {
