@@ -11,6 +11,7 @@ from django.conf import settings
 from inference.engine.loading import BUNDLED_DISPLAY_NAME, BUNDLED_MODEL
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
+FINE_TUNED_PREFIX = "ft:"
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,31 @@ def default_model_id() -> str:
 
 
 def available_models() -> list[ModelSpec]:
-    return base_models()
+    """Base models, then every visible fine-tuned model whose base is available (one query)."""
+    bases = base_models()
+    return bases + fine_tuned_models(bases)
+
+
+def fine_tuned_models(bases: list[ModelSpec]) -> list[ModelSpec]:
+    from inference.models import FineTunedModel  # the registry is imported before apps are ready
+
+    sources = {spec.id: spec.base_source for spec in bases}
+    rows = FineTunedModel.objects.filter(hidden=False, base_model__in=sources).values_list(
+        "public_id", "label", "base_model", "adapter_path", "method"
+    )
+    specs = []
+    for model_id, label, base_id, path, method in rows:
+        if method == "full":  # a whole model folder: it is its own base
+            specs.append(ModelSpec(id=model_id, label=label, base_source=path))
+        else:
+            specs.append(ModelSpec(id=model_id, label=label, base_source=sources[base_id], adapter_path=path))
+    return specs
 
 
 def model_get(model_id: str) -> ModelSpec | None:
-    return next((spec for spec in available_models() if spec.id == model_id), None)
+    """The model named ``model_id``; only fine-tuned ids ("ft:...") touch the database."""
+    models = available_models() if model_id.startswith(FINE_TUNED_PREFIX) else base_models()
+    return next((spec for spec in models if spec.id == model_id), None)
 
 
 def model_choices() -> list[tuple[str, str]]:

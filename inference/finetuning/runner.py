@@ -1,0 +1,224 @@
+"""The body of the training task: claim a queued job, train, evaluate, register the model.
+
+It runs in a django-tasks worker (``manage.py db_worker``), or inline from
+``manage.py finetune --wait`` when no worker picks the job up. Training takes
+``FINETUNE_THREADS`` threads (by default every core but one) at a lower priority
+(``FINETUNE_NICENESS``), so chat on the same machine stays responsive. Every step's
+metrics go to the database; a heartbeat thread proves the worker is alive while it
+loads, trains and evaluates; any exception marks the job failed with a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from inference.engine.datasets import Example, Hyperparameters
+from inference.finetuning import bases, selectors, services
+from inference.finetuning.errors import FineTuningError
+from inference.models import FineTuningJob
+
+logger = logging.getLogger(__name__)
+EVALUATION_ROWS = 8
+
+
+def training_threads() -> int:
+    """FINETUNE_THREADS, or every core but one (at least one)."""
+    return settings.FINETUNE_THREADS or max(1, (os.cpu_count() or 1) - 1)
+
+
+def finetune_job_execute(*, job_pk: int) -> str:
+    """Run one job to its end; returns its final status. A job not queued is left alone."""
+    job = FineTuningJob.objects.select_related("training_file", "validation_file").filter(pk=job_pk).first()
+    if job is None:
+        return "missing"
+    threads = training_threads()
+    if not services.job_claim(job=job, threads=threads):
+        return job.status
+    with _heartbeat(job.pk):
+        try:
+            _run(job, threads)
+        except _Cancelled:
+            services.event_add(job=job, message=f"Training stopped at step {job.step}; nothing was saved.")
+        except FineTuningError as exc:
+            services.job_fail(job=job, code=exc.code or "invalid", message=str(exc))
+        except Exception as exc:
+            logger.exception("Fine-tuning job %s failed", job.public_id)
+            services.job_fail(job=job, code="training_failed", message=f"Training failed: {exc}")
+    job.refresh_from_db()
+    return job.status
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Recorder:
+    """The training loop's callbacks: metrics and progress into the database, cancel checks."""
+
+    def __init__(self, job: FineTuningJob) -> None:
+        self.job = job
+
+    def step(
+        self, step: int, total: int, epoch: int, loss: float, lr: float, tokens: int, elapsed: float, eta: float
+    ) -> None:
+        self.job.step = step
+        services.job_record_step(
+            job=self.job, step=step, total_steps=total, epoch=epoch, loss=loss, lr=lr, elapsed=elapsed, eta=eta
+        )
+
+    def epoch(self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None) -> None:
+        services.job_record_epoch(
+            job=self.job, epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=val_accuracy
+        )
+
+    def cancelled(self) -> bool:
+        return not FineTuningJob.objects.filter(pk=self.job.pk, status=FineTuningJob.Status.RUNNING).exists()
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise _Cancelled
+
+
+def _run(job: FineTuningJob, threads: int) -> None:
+    from inference.engine.loading import load_model
+    from inference.engine.training import TrainingCancelled, TrainingConfig, train
+
+    recorder = _Recorder(job)
+    # 1. What to train on: the base weights, the examples, the resolved settings.
+    base = bases.training_base(job.base_model)
+    if base is None:
+        raise FineTuningError(f"The model {job.base_model} is no longer available.", code="model_not_found")
+    examples = selectors.job_examples(job=job, base_source=base.base_source)
+    services.event_add(
+        job=job,
+        message=f"{len(examples.train)} training examples, {len(examples.validation)} held out for validation.",
+    )
+    hyper = job.hyperparameters
+    config = TrainingConfig.from_hyperparameters(
+        Hyperparameters(hyper["n_epochs"], hyper["batch_size"], hyper["learning_rate_multiplier"]),
+        base_model=base.base_source,
+        method=job.method,
+        seed=job.seed,
+        init_adapter=base.init_adapter if job.method == "lora" else None,
+        threads=threads,
+        niceness=settings.FINETUNE_NICENESS,
+    )
+    if job.method == "full" and base.init_adapter:
+        raise FineTuningError(
+            "Full fine-tuning cannot start from a LoRA model; pick a base model.", code="invalid_model"
+        )
+    # 2. Train: a fresh copy of the base, never the one a chat engine is serving.
+    loaded = load_model(base.base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=threads)
+    output_dir = Path(settings.FINETUNE_OUTPUT_DIR) / job.public_id
+    try:
+        result = train(
+            config,
+            examples.train,
+            output_dir=output_dir,
+            base=loaded,
+            validation=examples.validation,
+            on_progress=recorder.step,
+            on_epoch_end=recorder.epoch,
+            should_cancel=recorder.cancelled,
+        )
+    except TrainingCancelled:
+        raise _Cancelled from None
+    services.event_add(
+        job=job,
+        message=f"Training finished in {result.train_seconds:.0f} s ({result.examples_per_second:.2f} examples/s).",
+    )
+    # 3. Evaluate base and fine-tuned on the held-out examples, then register the model.
+    recorder.check()
+    evaluation = _evaluate(job, loaded, base, output_dir, examples.validation, threads)
+    recorder.check()
+    services.job_succeed(
+        job=job,
+        output_dir=output_dir,
+        root_base_id=base.root_id,
+        trained_tokens=result.trained_tokens,
+        tokens_per_second=result.tokens_per_second,
+        evaluation=evaluation,
+    )
+
+
+def _evaluate(
+    job: FineTuningJob, loaded: Any, base: bases.TrainingBase, output_dir: Path, held_out: list[Example], threads: int
+) -> dict[str, Any]:
+    from inference.engine.evaluation import adapter_applied, evaluate
+    from inference.engine.loading import load_model
+
+    held_out = held_out[: settings.FINETUNE_EVAL_MAX_EXAMPLES]
+    if not held_out:
+        services.event_add(job=job, message="No held-out examples: evaluation skipped.")
+        return {}
+    services.event_add(job=job, message=f"Evaluating base and fine-tuned models on {len(held_out)} held-out examples.")
+    starting = adapter_applied(loaded.model, base.init_adapter) if base.init_adapter else nullcontext(loaded.model)
+    with starting as model:
+        before = evaluate(model, loaded.tokenizer, held_out)
+    if job.method == "full":
+        tuned = load_model(str(output_dir), cache_dir=settings.INFERENCE_CACHE_DIR, threads=threads)
+        after = evaluate(tuned.model, tuned.tokenizer, held_out)
+    else:
+        with adapter_applied(loaded.model, output_dir) as model:
+            after = evaluate(model, loaded.tokenizer, held_out)
+    services.event_add(
+        job=job,
+        message=f"Exact match {before.exact_match:.0%} before, {after.exact_match:.0%} after; "
+        f"token accuracy {before.token_accuracy:.0%} before, {after.token_accuracy:.0%} after.",
+    )
+    return evaluation_as_json(before, after)
+
+
+def evaluation_as_json(before: Any, after: Any) -> dict[str, Any]:
+    def scores(result: Any) -> dict[str, float | None]:
+        return {
+            "exact_match": result.exact_match,
+            "token_accuracy": result.token_accuracy,
+            "loss": None if math.isnan(result.loss) else result.loss,
+        }
+
+    rows = [
+        {
+            "prompt": b.prompt,
+            "expected": b.expected,
+            "base": b.answer,
+            "fine_tuned": a.answer,
+            "base_exact": b.exact,
+            "fine_tuned_exact": a.exact,
+        }
+        for b, a in zip(before.rows[:EVALUATION_ROWS], after.rows[:EVALUATION_ROWS], strict=True)
+    ]
+    return {"examples": before.examples, "base": scores(before), "fine_tuned": scores(after), "rows": rows}
+
+
+@contextmanager
+def _heartbeat(job_pk: int) -> Any:
+    """Write the job's heartbeat every FINETUNE_HEARTBEAT_SECONDS until the block ends."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.FINETUNE_HEARTBEAT_SECONDS):
+                try:
+                    services.job_heartbeat(job_pk=job_pk)
+                except Exception:  # a busy database must not kill training
+                    logger.warning("Could not write the heartbeat of job %s", job_pk, exc_info=True)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"finetune-heartbeat-{job_pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

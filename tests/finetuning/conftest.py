@@ -1,0 +1,51 @@
+"""Fine-tuning fixtures: people with and without the permission, small datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+WORDS = ["cat", "dog", "bird", "fish", "frog", "mole", "lynx", "wolf"]
+
+
+@pytest.fixture(autouse=True)
+def _finetune_settings(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
+    settings.FINETUNE_NICENESS = 0  # never lower the test runner's own priority
+    settings.FINETUNE_THREADS = 2
+    settings.FINETUNE_HEARTBEAT_SECONDS = 3600
+
+
+def jsonl(rows: list[dict[str, object]]) -> bytes:
+    return ("\n".join(json.dumps(row) for row in rows) + "\n").encode()
+
+
+def shout_pairs(words: list[str] = WORDS) -> bytes:
+    return jsonl([{"prompt": f"Shout {w}", "completion": w.upper()} for w in words])
+
+
+@pytest.fixture
+def admin_user(db) -> User:  # type: ignore[no-untyped-def]
+    return User.objects.create_superuser("root", password="correct horse battery")
+
+
+@pytest.fixture
+def finetuner(db) -> User:  # type: ignore[no-untyped-def]
+    user = User.objects.create_user("carol", password="correct horse battery", is_staff=True)
+    user.groups.add(Group.objects.get(name="Fine-tuners"))
+    return user
+
+
+@pytest.fixture
+def plain_staff(db) -> User:  # type: ignore[no-untyped-def]
+    return User.objects.create_user("dave", password="correct horse battery", is_staff=True)
+
+
+@pytest.fixture
+def shout_file(admin_user):  # type: ignore[no-untyped-def]
+    from inference.finetuning import services
+
+    return services.training_file_create(filename="shout.jsonl", data=shout_pairs(), created_by=admin_user)

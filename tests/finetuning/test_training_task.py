@@ -1,0 +1,105 @@
+"""The training task on the tiny model: metrics per step, evaluation, a registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from inference import registry
+from inference.finetuning import runner, selectors, services
+from inference.models import FineTunedModel, FineTuningJob
+from inference.tasks import finetune_job_run
+
+pytestmark = pytest.mark.django_db
+
+Status = FineTuningJob.Status
+
+
+def queued_job(shout_file, **options):  # type: ignore[no-untyped-def]
+    defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 10, "validation_split": 0.25, "seed": 1}
+    return services.finetune_job_create(
+        training_file=shout_file, base_model="tiny-llama", enqueue=False, **{**defaults, **options}
+    )
+
+
+def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_file) -> None:  # type: ignore[no-untyped-def]
+    job = queued_job(shout_file, suffix="shout")
+    assert finetune_job_run.call(job_pk=job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert (job.step, job.total_steps, job.epoch, job.threads) == (9, 9, 3, 2)
+    assert job.started_at <= job.finished_at and job.trained_tokens > 0 and job.tokens_per_second > 0
+    losses = list(selectors.job_metrics(job=job).values_list("train_loss", flat=True))
+    assert len(losses) == 9 and losses[-1] < losses[0]
+    epochs = selectors.job_epoch_rows(job=job)
+    assert [row.epoch for row in epochs] == [1, 2, 3]
+    assert all(row.val_loss is not None and 0 <= row.val_token_accuracy <= 1 for row in epochs)
+    assert epochs[-1].epoch_train_loss < epochs[0].epoch_train_loss
+    assert job.evaluation["examples"] == 2
+    assert set(job.evaluation["base"]) == {"exact_match", "token_accuracy", "loss"}
+    assert {"prompt", "expected", "base", "fine_tuned"} <= set(job.evaluation["rows"][0])
+    model = FineTunedModel.objects.get()
+    assert job.fine_tuned_model == model.public_id == f"ft:tiny-llama:shout:{job.public_id[-8:].lower()}"
+    assert (Path(model.adapter_path) / "adapter_config.json").exists()
+    assert Path(model.adapter_path).parent == Path(settings.FINETUNE_OUTPUT_DIR)
+    assert model.hyperparameters == job.hyperparameters and model.training_file == shout_file
+    spec = registry.model_get(model.public_id)
+    assert spec is not None and spec.adapter_path == model.adapter_path
+    assert spec.base_source == registry.model_get("tiny-llama").base_source  # type: ignore[union-attr]
+    messages = [event.message for event in job.events.all()]
+    assert any(m.startswith("Epoch 3 done: training loss") for m in messages)
+    assert messages[-1] == f"New fine-tuned model {model.public_id} is ready to chat with."
+
+
+def test_a_fine_tuned_model_can_be_trained_further(shout_file) -> None:  # type: ignore[no-untyped-def]
+    first = queued_job(shout_file, n_epochs=1)
+    runner.finetune_job_execute(job_pk=first.pk)
+    first.refresh_from_db()
+    second = services.finetune_job_create(
+        training_file=shout_file, base_model=first.fine_tuned_model, n_epochs=1, suffix="more", enqueue=False
+    )
+    assert runner.finetune_job_execute(job_pk=second.pk) == "succeeded"
+    second.refresh_from_db()
+    assert second.fine_tuned_model.startswith("ft:tiny-llama:more:")  # still runs on the tiny base
+
+
+def test_cancel_during_training_stops_it_and_keeps_nothing(shout_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    job = queued_job(shout_file)
+    record_step = services.job_record_step
+
+    def cancel_after_two(**kwargs):  # type: ignore[no-untyped-def]
+        record_step(**kwargs)
+        if kwargs["step"] == 2:
+            services.finetune_job_cancel(job=FineTuningJob.objects.get(pk=job.pk))
+
+    monkeypatch.setattr(services, "job_record_step", cancel_after_two)
+    assert runner.finetune_job_execute(job_pk=job.pk) == "cancelled"
+    job.refresh_from_db()
+    assert job.step == 2 and job.metrics.count() == 2
+    assert not FineTunedModel.objects.exists()
+    assert not (Path(settings.FINETUNE_OUTPUT_DIR) / job.public_id).exists()
+    assert job.events.last().message == "Training stopped at step 2; nothing was saved."
+
+
+def test_a_crash_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from inference.engine import training
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("no room for the optimizer state")
+
+    monkeypatch.setattr(training, "train", crash)
+    job = queued_job(shout_file)
+    assert runner.finetune_job_execute(job_pk=job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error_code == "training_failed"
+    assert job.error_message == "Training failed: no room for the optimizer state"
+    assert job.events.last().level == "error"
+
+
+def test_training_leaves_a_core_for_chat_by_default(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings.FINETUNE_THREADS = 0
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert runner.training_threads() == 1
+    settings.FINETUNE_THREADS = 3
+    assert runner.training_threads() == 3
