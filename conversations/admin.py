@@ -1,49 +1,309 @@
-"""Transcript review for staff: conversations and their messages, read-only."""
+"""Transcript review for staff: conversations read as chats, tagged, exported, turned into training data.
+
+Nobody changes what users wrote here: conversations, messages and feedback are
+read-only for every staff member. The "Transcript reviewers" group (migration 0004)
+grants exactly view + tag. Every opening of a transcript or of a reply's prompt, and
+every export, is recorded as a ``TranscriptView`` (who, when, what).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
-from conversations.models import Conversation, Message
+from conversations import selectors, services, training_data
+from conversations.models import Conversation, Message, MessageFeedback, TranscriptView
+
+PREVIEW_EXAMPLES = 5
 
 
-class MessageInline(admin.TabularInline[Message, Conversation]):
-    model = Message
-    fields = ("created_at", "role", "content", "status", "finish_reason", "prompt_tokens", "completion_tokens", "error")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    ordering = ("created_at", "id")
+class FeedbackFilter(admin.SimpleListFilter):
+    title = "feedback"
+    parameter_name = "feedback"
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("down", "Any thumbs down"), ("up", "Any thumbs up"), ("none", "No feedback")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in {"down", "up"}:
+            return queryset.filter(messages__feedback__rating=value).distinct()
+        if value == "none":
+            return queryset.exclude(messages__feedback__isnull=False)
+        return queryset
+
+
+class FinishReasonFilter(admin.SimpleListFilter):
+    title = "replies that ended with"
+    parameter_name = "finish_reason"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("error", "An error"), ("length", "The token limit"), ("cancelled", "Stop")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(messages__finish_reason=self.value()).distinct()
+        return queryset
 
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
-    list_display = ("__str__", "owner", "model_name", "source", "created_at", "updated_at")
-    list_filter = ("source", "model_name", "created_at")
-    search_fields = ("title", "owner__username", "messages__content")
-    readonly_fields = (
-        "public_id",
+    list_display = (
+        "__str__",
         "owner",
-        "title",
         "model_name",
         "source",
-        "system_prompt",
-        "temperature",
-        "max_tokens",
         "created_at",
         "updated_at",
+        "message_count",
+        "feedback_summary",
+        "tag_list",
     )
-    exclude = ("active_leaf",)
-    inlines = [MessageInline]
+    list_filter = (
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        "model_name",
+        "source",
+        "created_at",
+        FeedbackFilter,
+        FinishReasonFilter,
+        "tags__name",
+    )
+    search_fields = ("owner__username", "title", "messages__content")
+    actions = ["export_jsonl", "build_training_dataset"]
+    list_per_page = 50
+
+    # -- Permissions: read and tag, never edit ------------------------------------------
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # -- The list ---------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .prefetch_related("tags")
+            .annotate(
+                n_messages=Count("messages", distinct=True),
+                n_up=Count("messages__feedback", filter=Q(messages__feedback__rating="up"), distinct=True),
+                n_down=Count("messages__feedback", filter=Q(messages__feedback__rating="down"), distinct=True),
+            )
+        )
+
+    @admin.display(description="messages", ordering="n_messages")
+    def message_count(self, obj: Any) -> int:
+        return int(obj.n_messages)
+
+    @admin.display(description="feedback", ordering="n_down")
+    def feedback_summary(self, obj: Any) -> str:
+        if not obj.n_up and not obj.n_down:
+            return "–"
+        return f"👍 {obj.n_up} · 👎 {obj.n_down}"
+
+    @admin.display(description="tags")
+    def tag_list(self, obj: Conversation) -> str:
+        return ", ".join(tag.name for tag in obj.tags.all())
+
+    # -- One transcript, as a chat -----------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        inspect = self.admin_site.admin_view(self.inspect_view)
+        return [
+            path("<path:object_id>/inspect/<uuid:message_id>/", inspect, name="conversations_conversation_inspect"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        conversation = self._conversation(request, object_id)
+        if request.method == "POST":
+            return self._tag_action(request, conversation)
+        services.transcript_view_record(conversation=conversation, viewer=request.user)  # type: ignore[arg-type]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Transcript: {conversation}",
+            "conversation": conversation,
+            "entries": selectors.transcript_entries(conversation=conversation),
+            "tags": list(conversation.tags.all()),
+            "can_tag": request.user.has_perm("conversations.add_transcripttag"),
+            "can_untag": request.user.has_perm("conversations.delete_transcripttag"),
+            "views": TranscriptView.objects.filter(conversation=conversation)[:10],
+        }
+        return TemplateResponse(request, "admin/conversations/transcript.html", context)
+
+    def _conversation(self, request: HttpRequest, object_id: str) -> Conversation:
+        conversation = get_object_or_404(Conversation.objects.select_related("owner"), pk=object_id)
+        if not self.has_view_permission(request, conversation):
+            raise PermissionDenied
+        return conversation
+
+    def _tag_action(self, request: HttpRequest, conversation: Conversation) -> HttpResponse:
+        if "remove_tag" in request.POST:
+            if not request.user.has_perm("conversations.delete_transcripttag"):
+                raise PermissionDenied
+            services.transcript_tag_remove(conversation=conversation, name=request.POST["remove_tag"])
+        else:
+            if not request.user.has_perm("conversations.add_transcripttag"):
+                raise PermissionDenied
+            try:
+                services.transcript_tag_add(
+                    conversation=conversation,
+                    name=request.POST.get("tag", ""),
+                    added_by=request.user,  # type: ignore[arg-type]
+                )
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        return HttpResponseRedirect(request.path)
+
+    def inspect_view(self, request: HttpRequest, object_id: str, message_id: Any) -> HttpResponse:
+        """The exact prompt one reply was generated from, its settings and its timing."""
+        conversation = self._conversation(request, object_id)
+        reply = get_object_or_404(
+            Message.objects.select_related("generation", "conversation"),
+            conversation=conversation,
+            public_id=message_id,
+            role=Message.Role.ASSISTANT,
+        )
+        services.transcript_view_record(conversation=conversation, viewer=request.user, what="inspect")  # type: ignore[arg-type]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "What the model received",
+            "conversation": conversation,
+            "inspection": selectors.reply_inspection(reply=reply),
+            "record": getattr(reply, "generation", None),
+        }
+        return TemplateResponse(request, "admin/conversations/inspect.html", context)
+
+    # -- Actions ---------------------------------------------------------------------------
+
+    @admin.action(description="Export selected transcripts as JSONL")
+    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        lines = []
+        for conversation in queryset.select_related("owner").order_by("id"):
+            services.transcript_view_record(conversation=conversation, viewer=request.user, what="export")  # type: ignore[arg-type]
+            lines.append(json.dumps(selectors.transcript_as_record(conversation=conversation), ensure_ascii=False))
+        response = HttpResponse("".join(line + "\n" for line in lines), content_type="application/jsonl")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="transcripts-{stamp}.jsonl"'
+        return response
+
+    @admin.action(description="Build a fine-tuning dataset from selected conversations")
+    def build_training_dataset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        conversations = list(queryset.order_by("id"))
+        for conversation in conversations:
+            services.transcript_view_record(conversation=conversation, viewer=request.user, what="dataset")  # type: ignore[arg-type]
+        examples = training_data.examples_from_conversations(conversations=conversations)
+        return dataset_response(self, request, examples, "build_training_dataset", len(conversations))
+
+
+def dataset_response(
+    model_admin: admin.ModelAdmin[Any], request: HttpRequest, examples: list[Any], action: str, picked: int
+) -> HttpResponse:
+    """Download the JSONL, or preview it with the upload validator's verdict."""
+    data = training_data.examples_jsonl(examples)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    if request.POST.get("download"):
+        response = HttpResponse(data, content_type="application/jsonl")
+        response["Content-Disposition"] = f'attachment; filename="transcripts-dataset-{stamp}.jsonl"'
+        return response
+    parsed = training_data.dataset_validate(data=data) if data else None
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "title": "Fine-tuning dataset from transcripts",
+        "action": action,
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "picked": picked,
+        "examples": len(examples),
+        "preview": [
+            json.dumps({"messages": chat}, ensure_ascii=False, indent=2) for chat in examples[:PREVIEW_EXAMPLES]
+        ],
+        "parsed": parsed,
+        "size": len(data),
+    }
+    return TemplateResponse(request, "admin/conversations/dataset_preview.html", context)
+
+
+@admin.register(MessageFeedback)
+class MessageFeedbackAdmin(admin.ModelAdmin[MessageFeedback]):
+    """Rated replies: filter (say, thumbs up on one model) and build a dataset from them."""
+
+    list_display = ("reply_excerpt", "rating", "reason", "comment", "user", "reply_model", "updated_at", "transcript")
+    list_filter = ("rating", "reason", "message__model_name", "updated_at", "message__conversation__source")
+    search_fields = ("user__username", "message__content", "comment")
+    actions = ["build_training_dataset"]
+    list_select_related = ("message", "user", "message__conversation")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="reply")
+    def reply_excerpt(self, obj: MessageFeedback) -> str:
+        text = " ".join(obj.message.content.split())
+        return text[:80] + ("…" if len(text) > 80 else "")
+
+    @admin.display(description="model", ordering="message__model_name")
+    def reply_model(self, obj: MessageFeedback) -> str:
+        return obj.message.model_name
+
+    @admin.display(description="transcript")
+    def transcript(self, obj: MessageFeedback) -> str:
+        url = reverse("admin:conversations_conversation_change", args=[obj.message.conversation_id])
+        return format_html('<a href="{}#m-{}">open</a>', url, obj.message.public_id)
+
+    @admin.action(description="Build a fine-tuning dataset from the selected thumbs-up replies")
+    def build_training_dataset(self, request: HttpRequest, queryset: QuerySet[MessageFeedback]) -> HttpResponse:
+        liked = queryset.filter(rating=MessageFeedback.Rating.UP).select_related("message__conversation")
+        replies = {item.message.pk: item.message for item in liked.order_by("message_id")}
+        for conversation in {reply.conversation for reply in replies.values()}:
+            services.transcript_view_record(conversation=conversation, viewer=request.user, what="dataset")  # type: ignore[arg-type]
+        examples = training_data.examples_from_replies(replies=replies.values())
+        return dataset_response(self, request, examples, "build_training_dataset", queryset.count())
+
+
+@admin.register(TranscriptView)
+class TranscriptViewAdmin(admin.ModelAdmin[TranscriptView]):
+    """The audit trail: who opened which user's transcript, and when."""
+
+    list_display = ("viewed_at", "viewer_username", "what", "conversation", "owner")
+    list_filter = ("what", "viewed_at", "viewer_username")
+    search_fields = ("viewer_username", "conversation__owner__username")
+    list_select_related = ("conversation__owner",)
+
+    @admin.display(description="user")
+    def owner(self, obj: TranscriptView) -> str:
+        return obj.conversation.owner.get_username()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -313,3 +313,96 @@ def conversation_export_markdown(*, conversation: Conversation) -> str:
     for message in conversation_chat_messages(conversation=conversation):
         lines += [f"## {names[message['role']]}", "", message["content"].rstrip(), ""]
     return "\n".join(lines)
+
+
+# -- Staff review (admin) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One message of a transcript as staff see it: every branch, the active one marked."""
+
+    message: Message
+    active: bool
+    position: int
+    count: int
+    feedback: list[MessageFeedback]
+    depth: int
+
+
+def transcript_entries(*, conversation: Conversation) -> list[TranscriptEntry]:
+    """Every message of the tree, depth first (a branch follows its predecessor's subtree)."""
+    messages = list(Message.objects.filter(conversation=conversation).select_related("generation").order_by("id"))
+    children: dict[int | None, list[Message]] = {}
+    for message in messages:
+        children.setdefault(message.parent_id, []).append(message)
+    feedback: dict[int, list[MessageFeedback]] = {}
+    for item in MessageFeedback.objects.filter(message__conversation=conversation).select_related("user"):
+        feedback.setdefault(item.message_id, []).append(item)
+    active = set(_path_ids(conversation=conversation))
+    entries: list[TranscriptEntry] = []
+    stack = [(m, 0) for m in reversed(children.get(None, []))]
+    while stack:
+        message, depth = stack.pop()
+        family = children.get(message.parent_id, [])
+        entry = TranscriptEntry(
+            message, message.pk in active, family.index(message) + 1, len(family), feedback.get(message.pk, []), depth
+        )
+        entries.append(entry)
+        stack += [(child, depth + 1) for child in reversed(children.get(message.pk, []))]
+    return entries
+
+
+@dataclass(frozen=True)
+class PromptInspection:
+    reply: Message
+    left_out: list[Message]  # turns dropped to fit the context window, oldest first
+    tokens_per_second: float | None
+
+
+def reply_inspection(*, reply: Message) -> PromptInspection:
+    history = message_path(leaf=reply.parent)
+    record = getattr(reply, "generation", None)
+    dropped = record.dropped_messages if record is not None else reply.dropped_turns
+    speed = None
+    if record is not None and record.decode_seconds and reply.completion_tokens:
+        speed = reply.completion_tokens / record.decode_seconds
+    return PromptInspection(reply=reply, left_out=history[:dropped], tokens_per_second=speed)
+
+
+def transcript_as_record(*, conversation: Conversation) -> dict[str, object]:
+    """A whole transcript (every branch, feedback included) as one JSON-ready object."""
+    entries = transcript_entries(conversation=conversation)
+    public_ids = {entry.message.pk: str(entry.message.public_id) for entry in entries}
+    return {
+        "id": str(conversation.public_id),
+        "title": conversation.title,
+        "user": conversation.owner.get_username(),
+        "model": conversation.model_name,
+        "source": conversation.source,
+        "created_at": conversation.created_at.isoformat(),
+        "system_prompt": conversation.system_prompt,
+        "active_messages": conversation_chat_messages(conversation=conversation),
+        "messages": [_entry_record(entry, public_ids) for entry in entries],
+    }
+
+
+def _entry_record(entry: TranscriptEntry, public_ids: dict[int, str]) -> dict[str, object]:
+    message = entry.message
+    return {
+        "id": str(message.public_id),
+        "parent": public_ids.get(message.parent_id) if message.parent_id else None,
+        "role": message.role,
+        "content": message.content,
+        "created_at": message.created_at.isoformat(),
+        "active": entry.active,
+        "status": message.status,
+        "finish_reason": message.finish_reason,
+        "model": message.model_name,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "feedback": [
+            {"user": f.user.get_username(), "rating": f.rating, "reason": f.reason, "comment": f.comment}
+            for f in entry.feedback
+        ],
+    }

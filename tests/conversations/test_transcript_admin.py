@@ -1,0 +1,191 @@
+"""Staff transcript review in the Django admin: read as a chat, tag, inspect, audit, export, datasets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+from django.urls import reverse
+
+from conversations import services
+from conversations.models import Conversation, GenerationRecord, Message, MessageFeedback, TranscriptView
+from inference.engine.datasets import parse_dataset
+from inference.generation import generation_run
+from tests.fakes import ScriptedEngine
+
+LIST = "admin:conversations_conversation_changelist"
+
+
+def client_for(user) -> Client:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def reviewer(db) -> User:  # type: ignore[no-untyped-def]
+    user = User.objects.create_user("rita", password="reviewer pass 123", is_staff=True)
+    user.groups.add(Group.objects.get(name="Transcript reviewers"))
+    return user
+
+
+def finish(reply: Message, text: str, reason: str = "stop") -> None:
+    services.assistant_message_finish(
+        message_pk=reply.pk, content=text, seq=1, finish_reason=reason, prompt_tokens=12, completion_tokens=3
+    )
+
+
+@pytest.fixture
+def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
+    chat = services.conversation_create(owner=alice)
+    first = services.turn_start(conversation=chat, text="What is the capital of Peru?")
+    finish(first.assistant_message, "Lima.")
+    second = services.turn_start(conversation=chat, text="And of Chile?")
+    finish(second.assistant_message, "Buenos Aires.")
+    MessageFeedback.objects.create(
+        message=second.assistant_message, user=alice, rating="down", reason="wrong", comment="That is Argentina"
+    )
+    MessageFeedback.objects.create(message=first.assistant_message, user=alice, rating="up")
+    retry = services.reply_regenerate(conversation=chat, message_id=second.assistant_message.public_id)
+    finish(retry.assistant_message, "Santiago.")
+    return chat
+
+
+@pytest.fixture
+def other_chat(bob) -> Conversation:  # type: ignore[no-untyped-def]
+    chat = services.conversation_create(owner=bob)
+    turn = services.turn_start(conversation=chat, text="Write a poem")
+    finish(turn.assistant_message, "", reason="error")
+    return chat
+
+
+def change_url(chat: Conversation) -> str:
+    return reverse("admin:conversations_conversation_change", args=[chat.pk])
+
+
+@pytest.mark.django_db
+def test_the_list_shows_counts_and_feedback_and_filters(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(reviewer)
+    page = client.get(reverse(LIST)).content.decode()
+    assert "👍 1 · 👎 1" in page and ">5<" in page, "feedback summary and message count"
+    down = client.get(reverse(LIST), {"feedback": "down"}).content.decode()
+    assert "What is the capital of Peru?" in down and "Write a poem" not in down
+    errors = client.get(reverse(LIST), {"finish_reason": "error"}).content.decode()
+    assert "Write a poem" in errors and "capital of Peru" not in errors
+    by_text = client.get(reverse(LIST), {"q": "Santiago"}).content.decode()
+    assert "capital of Peru" in by_text and "Write a poem" not in by_text
+    by_user = client.get(reverse(LIST), {"q": "bob"}).content.decode()
+    assert "Write a poem" in by_user and "capital of Peru" not in by_user
+    assert client.get(reverse(LIST), {"source__exact": "api"}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_transcript_reads_as_a_chat_with_branches_and_feedback_and_is_audited(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+    page = client_for(reviewer).get(change_url(chat)).content.decode()
+    assert "What is the capital of Peru?" in page and "Santiago." in page and "Buenos Aires." in page
+    assert "branch 1 of 2" in page and "branch 2 of 2" in page
+    assert page.count("not on the active path") == 1, "the replaced reply is marked"
+    assert "Wrong or made up" in page and "That is Argentina" in page
+    assert "reply 3 tokens" in page and "inspect" in page
+    fields = set(re.findall(r'<(?:input|textarea|select)[^>]*name="([^"]+)"', page))
+    assert fields <= {"csrfmiddlewaretoken", "tag", "remove_tag"}, "nothing editable but the tag box"
+    view = TranscriptView.objects.get()
+    assert (view.viewer, view.conversation, view.what) == (reviewer, chat, "transcript")
+
+
+@pytest.mark.django_db
+def test_a_reviewer_can_tag_but_cannot_change_or_delete(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(reviewer)
+    client.post(change_url(chat), {"tag": "  Geography  Error "})
+    assert list(chat.tags.values_list("name", flat=True)) == ["geography error"]
+    client.post(change_url(chat), {"title": "Hacked", "tag": ""})
+    chat.refresh_from_db()
+    assert chat.title == "What is the capital of Peru?"
+    delete = reverse("admin:conversations_conversation_delete", args=[chat.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert Conversation.objects.filter(pk=chat.pk).exists()
+    assert client.get("/admin/conversations/message/").status_code == 404, "messages are not editable rows"
+    feedback = MessageFeedback.objects.first()
+    assert feedback is not None
+    change_feedback = reverse("admin:conversations_messagefeedback_change", args=[feedback.pk])
+    client.post(change_feedback, {"rating": "up"})
+    feedback.refresh_from_db()
+    assert feedback.rating == "down"
+    assert client.get(reverse("admin:conversations_transcriptview_changelist")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_users_without_staff_access_get_nothing(alice, chat) -> None:  # type: ignore[no-untyped-def]
+    response = client_for(alice).get(change_url(chat))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    plain_staff = User.objects.create_user("sam", password="staff pass 123", is_staff=True)
+    assert client_for(plain_staff).get(change_url(chat)).status_code == 403
+    assert client_for(plain_staff).get(reverse(LIST)).status_code == 403
+    assert not TranscriptView.objects.exists()
+
+
+@pytest.mark.django_db
+def test_export_selected_transcripts_as_jsonl(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
+    response = client_for(reviewer).post(
+        reverse(LIST), {"action": "export_jsonl", "_selected_action": [chat.pk, other_chat.pk], "index": 0}
+    )
+    assert response["Content-Disposition"].startswith('attachment; filename="transcripts-')
+    records = [json.loads(line) for line in response.content.decode().splitlines()]
+    assert [r["user"] for r in records] == ["alice", "bob"]
+    assert len(records[0]["messages"]) == 5 and records[0]["active_messages"][-1]["content"] == "Santiago."
+    down = [m for m in records[0]["messages"] if m["feedback"] and m["feedback"][0]["rating"] == "down"]
+    assert down[0]["content"] == "Buenos Aires." and down[0]["active"] is False
+    assert TranscriptView.objects.filter(what="export").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_dataset_from_selected_conversations_is_previewed_validated_and_downloaded(
+    reviewer, chat, other_chat
+) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(reviewer)
+    form = {"action": "build_training_dataset", "_selected_action": [chat.pk, other_chat.pk], "index": 0}
+    preview = client.post(reverse(LIST), form).content.decode()
+    assert "1 example in the chat format from 2 selected items" in preview, "the failed reply gives no example"
+    assert "Valid: it passes the same checks as an uploaded file." in preview
+    download = client.post(reverse(LIST), {**form, "download": "1"})
+    parsed = parse_dataset(download.content, format="chat")
+    assert parsed.ok and len(parsed.examples) == 1
+    assert [m.content for m in parsed.examples[0].messages][-2:] == ["And of Chile?", "Santiago."]
+
+
+@pytest.mark.django_db
+def test_a_dataset_from_thumbs_up_replies(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+    ids = list(MessageFeedback.objects.values_list("pk", flat=True))
+    response = client_for(reviewer).post(
+        reverse("admin:conversations_messagefeedback_changelist"),
+        {"action": "build_training_dataset", "_selected_action": ids, "index": 0, "download": "1"},
+    )
+    parsed = parse_dataset(response.content, format="chat")
+    assert parsed.ok and len(parsed.examples) == 1, "only the thumbs-up reply is used"
+    assert [m.content for m in parsed.examples[0].messages][1:] == ["What is the capital of Peru?", "Lima."]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_inspect_shows_the_exact_prompt_settings_and_timing(reviewer, alice, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+    from channels.db import database_sync_to_async
+
+    engine = scripted_engine(ScriptedEngine(["Fine", "."], delay=0.01))
+    chat = await database_sync_to_async(services.conversation_create)(owner=alice)
+    chat.temperature = 0.3
+    await chat.asave()
+    turn = await database_sync_to_async(services.turn_start)(conversation=chat, text="How are you?")
+    await generation_run(message_pk=turn.assistant_message.pk)
+    record = await GenerationRecord.objects.aget(message=turn.assistant_message)
+    assert record.prompt_tokens == len(engine.requests[0].prompt_ids)
+    assert "How are you?" in record.prompt_text and chat.system_prompt in record.prompt_text
+    assert record.params["temperature"] == 0.3 and record.dropped_messages == 0
+
+    url = reverse("admin:conversations_conversation_inspect", args=[chat.pk, turn.assistant_message.public_id])
+    page = await database_sync_to_async(lambda: client_for(reviewer).get(url).content.decode())()
+    assert f"{record.prompt_tokens} prompt tokens" in page and "nothing was left out" in page
+    assert "How are you?" in page and "<th>temperature</th><td>0.3</td>" in page
+    assert "Tokens per second" in page
+    assert await TranscriptView.objects.filter(what="inspect", viewer=reviewer).aexists()
