@@ -342,9 +342,9 @@ def engine_follow_up(engine: Engine, tokenizer: Any, messages: list[dict[str, st
 def weights_study(batch_sizes: tuple[int, ...] = (1, 16)) -> dict[str, dict[int, float]]:
     """Milliseconds per batched decode step for fp32, int8 and torch.compile'd fp32."""
     results: dict[str, dict[int, float]] = {}
-    for form in ("fp32", "int8", "compile"):
+    for form in ("fp32", "int8-head", "int8", "compile"):
         loaded = load_model("bundled", cache_dir=CACHE_DIR)
-        engine = Engine(loaded, weights="int8" if form == "int8" else "fp32")
+        engine = Engine(loaded, weights="fp32" if form == "compile" else form)
         if form == "compile":
             engine.model.forward = torch.compile(engine.model.forward, dynamic=True)
         results[form] = {}
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="32 new tokens per reply (under two minutes)")
     parser.add_argument("--new-tokens", type=int, default=None)
-    parser.add_argument("--weights", default="auto", choices=("auto", "fp32", "int8"))
+    parser.add_argument("--weights", default="auto", choices=("auto", "fp32", "int8-head", "int8"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--weights-study", action="store_true", help="also time fp32, int8 and torch.compile steps")
     args = parser.parse_args(argv)

@@ -1,30 +1,39 @@
-"""The form the model's weights are served in: fp32 or int8 dynamic quantization.
+"""The form the model's weights are served in: fp32, or int8 dynamic quantization.
 
-Measured on the 2-core AVX2 CPU this project runs on (see docs/performance.md, section
-"Inference engine", and ``python -m bench.inference``): int8 dynamic quantization of
-every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels)
-makes the vocabulary head ~10x and the layer matmuls 2-4x faster than fp32 at batch
-sizes 1-16 and for prefill; weight-only int8 (``torch._weight_int8pack_mm``) was
-10-100x slower than fp32 here, and ``torch.compile`` of the batched step was slower
-than eager with a long compile. So ``"auto"`` means int8 where a quantized CPU engine
-exists, fp32 otherwise.
+Measured on the 2-core AVX2 CPU this project runs on (docs/performance.md, section
+"Inference engine"; ``python -m bench.inference --weights-study``):
 
-Trade-off, stated plainly: dynamic quantization picks one activation scale per
-matmul input, i.e. per batch, so with int8 weights a request's logits can differ in the
-last bits depending on which requests share its step; greedy output then can differ
-from the same request run alone after some tokens. Use ``weights="fp32"`` where
-bit-for-bit reproducibility across batch compositions matters.
+- int8 dynamic quantization (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86
+  kernels) makes the vocabulary head ~10x faster than fp32 and the layer matmuls 2-4x
+  faster at batch sizes 1-16 and in prefill. Weight-only int8
+  (``torch._weight_int8pack_mm``) was 10-100x slower than fp32 here, and
+  ``torch.compile`` of the batched step slower than eager after a long compile.
+- Quality, SmolLM2-135M-Instruct, greedy next token of 6 chat prompts x 40 positions
+  (teacher-forced on the fp32 continuation): every linear int8 agrees with fp32 on
+  only 38 % (per-tensor weights) / 48 % (per-channel) of positions -- answers change
+  from the first words. The vocabulary head alone int8 agrees on 86 % (per-tensor);
+  int8 in the transformer layers is what derails it (their activations have outliers
+  that one per-batch activation scale cannot carry).
+
+So the modes are ``"fp32"`` (exact), ``"int8-head"`` (only the vocabulary head int8,
+per-channel), ``"int8"`` (every linear int8, per-channel: fastest, clearly lower
+quality) and ``"auto"``, which picks ``"int8-head"`` on a CPU with a quantized engine
+and fp32 elsewhere. A test bounds its divergence from fp32 on the bundled model.
+
+Dynamic quantization picks one activation scale per matmul input, i.e. per batch, so
+with int8 a request's logits can differ in the last bits depending on which requests
+share its step. Use ``weights="fp32"`` where bit-for-bit reproducibility across batch
+compositions matters.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-WeightsMode = Literal["auto", "fp32", "int8"]
-WEIGHT_MODES = ("auto", "fp32", "int8")
+WEIGHT_MODES = ("auto", "fp32", "int8-head", "int8")
 
 
 def int8_supported() -> bool:
@@ -37,17 +46,29 @@ def resolve_weights(mode: str, model: Any) -> str:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {mode!r}.")
     on_cpu = next(model.parameters()).device.type == "cpu"
     if mode == "auto":
-        return "int8" if on_cpu and int8_supported() else "fp32"
-    if mode == "int8" and not (on_cpu and int8_supported()):
+        return "int8-head" if on_cpu and int8_supported() else "fp32"
+    if mode.startswith("int8") and not (on_cpu and int8_supported()):
         raise ValueError("int8 weights need a CPU with the x86/fbgemm quantized engine.")
     return mode
 
 
+def _linear_names(model: Any, mode: str) -> set[str]:
+    head = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and (mode == "int8" or module is head):
+            names.add(name)
+    return names
+
+
 def prepare_weights(model: Any, mode: str) -> tuple[Any, str]:
-    """Return ``(model, chosen_mode)``; int8 replaces every ``nn.Linear`` in place."""
+    """Return ``(model, chosen_mode)``; int8 modes replace linear layers in place."""
     chosen = resolve_weights(mode, model)
-    if chosen == "int8":
+    if chosen.startswith("int8"):
+        # Per-output-channel weight scales: closer to fp32 than one scale per matrix.
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        spec = {name: qconfig for name in _linear_names(model, chosen)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
     return model, chosen
