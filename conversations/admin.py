@@ -18,12 +18,13 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations import selectors, services, training_data
 from conversations.models import Conversation, Message, MessageFeedback, TranscriptView
+from inference.finetuning.errors import FineTuningError
 
 PREVIEW_EXAMPLES = 5
 
@@ -225,6 +226,10 @@ def dataset_response(
         response = HttpResponse(data, content_type="application/jsonl")
         response["Content-Disposition"] = f'attachment; filename="transcripts-dataset-{stamp}.jsonl"'
         return response
+    if request.POST.get("save") and data:
+        saved = _save_training_file(model_admin, request, data)
+        if saved is not None:
+            return saved
     parsed = training_data.dataset_validate(data=data) if data else None
     context = {
         **model_admin.admin_site.each_context(request),
@@ -239,8 +244,26 @@ def dataset_response(
         ],
         "parsed": parsed,
         "size": len(data),
+        "can_save": request.user.has_perm("inference.can_finetune"),
     }
     return TemplateResponse(request, "admin/conversations/dataset_preview.html", context)
+
+
+def _save_training_file(model_admin: admin.ModelAdmin[Any], request: HttpRequest, data: bytes) -> HttpResponse | None:
+    """Store the dataset as a training file and go to it; None (with a message) if refused."""
+    if not request.user.has_perm("inference.can_finetune"):
+        raise PermissionDenied
+    try:
+        file = training_data.dataset_save(data=data, created_by=request.user)  # type: ignore[arg-type]
+    except FineTuningError as exc:
+        problems = "; ".join(getattr(exc, "problems", [])[:5])
+        model_admin.message_user(request, f"{exc} {problems}".strip(), messages.ERROR)
+        return None
+    model_admin.message_user(request, f"Saved as training file {file.public_id}: launch a fine-tuning job from it.")
+    try:
+        return HttpResponseRedirect(reverse("admin:inference_finetuning_file", args=[file.public_id]))
+    except NoReverseMatch:  # the fine-tuning admin pages are not installed
+        return HttpResponseRedirect(reverse("admin:index"))
 
 
 @admin.register(MessageFeedback)

@@ -2,24 +2,26 @@
 
 Staff pick conversations (their active branch) or replies rated thumbs up (the branch
 leading to each reply). Only turns whose reply finished normally are used (no errors,
-no replies cut off by the token limit or by Stop). The result is checked with the same
-parser and limits as an uploaded file (``inference.engine.datasets.parse_dataset``)
-with the default model's tokenizer, so what the preview accepts is what a job accepts.
+no replies cut off by the token limit or by Stop). The result is checked by the upload
+validator (``inference.finetuning.validation.dataset_parse``: same parser, limits and
+tokenizer), so what the preview accepts is what "Save as training file" accepts.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable
-from typing import Any
 
-from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
 
 from conversations import selectors
 from conversations.models import Conversation, Message
 from inference import registry
-from inference.engine.datasets import ParsedDataset, parse_dataset
+from inference.engine.datasets import ParsedDataset
+from inference.finetuning.services import training_file_create
+from inference.finetuning.validation import dataset_parse
+from inference.models import TrainingFile
 
 ChatExample = list[dict[str, str]]
 
@@ -75,23 +77,16 @@ def examples_jsonl(examples: list[ChatExample]) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer(source: str) -> tuple[Any, int]:
-    from inference.engine.loading import load_tokenizer
-
-    loaded = load_tokenizer(source, cache_dir=settings.INFERENCE_CACHE_DIR)
-    return loaded.tokenizer, loaded.context_length
-
-
 def dataset_validate(*, data: bytes) -> ParsedDataset:
     """Check ``data`` exactly as an upload is checked, against the default model."""
-    tokenizer, context_length = _tokenizer(registry.base_models()[0].base_source)
-    return parse_dataset(
-        data,
-        format="chat",
-        tokenizer=tokenizer,
-        context_length=context_length,
-        max_bytes=settings.FINETUNE_MAX_UPLOAD_BYTES,
-        max_examples=settings.FINETUNE_MAX_EXAMPLES,
-        max_errors=settings.FINETUNE_MAX_ERRORS_SHOWN,
-    )
+    return dataset_parse(data=data, base_source=registry.base_models()[0].base_source)
+
+
+def dataset_save(*, data: bytes, created_by: User) -> TrainingFile:
+    """Store the dataset as a training file, ready to launch a fine-tuning job from.
+
+    Raises ``inference.finetuning.errors.DatasetRejected`` (with the problems) and
+    stores nothing if the upload checks refuse it.
+    """
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return training_file_create(filename=f"transcripts-{stamp}.jsonl", data=data, created_by=created_by)

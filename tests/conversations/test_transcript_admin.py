@@ -189,3 +189,39 @@ async def test_inspect_shows_the_exact_prompt_settings_and_timing(reviewer, alic
     assert "How are you?" in page and "<th>temperature</th><td>0.3</td>" in page
     assert "Tokens per second" in page
     assert await TranscriptView.objects.filter(what="inspect", viewer=reviewer).aexists()
+
+
+@pytest.mark.django_db
+def test_a_transcript_dataset_is_saved_as_a_training_file_and_trains_the_tiny_model(  # type: ignore[no-untyped-def]
+    reviewer, chat, other_chat, alice, settings, tmp_path
+) -> None:
+    from inference.finetuning import services as finetuning
+    from inference.models import FineTuningJob, TrainingFile
+    from inference.tasks import finetune_job_run
+
+    settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
+    settings.FINETUNE_NICENESS = 0
+    settings.FINETUNE_THREADS = 2
+    settings.FINETUNE_HEARTBEAT_SECONDS = 3600
+    second = services.conversation_create(owner=alice)
+    turn = services.turn_start(conversation=second, text="Say hello")
+    finish(turn.assistant_message, "Hello!")
+    form = {"action": "build_training_dataset", "_selected_action": [chat.pk, other_chat.pk, second.pk], "index": 0}
+
+    refused = client_for(reviewer).post(reverse(LIST), {**form, "save": "1"})
+    assert refused.status_code == 403, "reviewers read transcripts; launching training needs the fine-tuning permission"
+    reviewer.groups.add(Group.objects.get(name="Fine-tuners"))
+    preview = client_for(reviewer).post(reverse(LIST), form).content.decode()
+    assert "Save as training file" in preview
+    response = client_for(reviewer).post(reverse(LIST), {**form, "save": "1"})
+    assert response.status_code == 302
+    file = TrainingFile.objects.get()
+    assert (file.format, file.status, file.created_by) == ("chat", "processed", reviewer)
+    assert file.stats["examples"] == 2
+
+    job = finetuning.finetune_job_create(
+        training_file=file, base_model="tiny-llama", n_epochs=1, batch_size=1, validation_split=0.0, enqueue=False
+    )
+    assert finetune_job_run.call(job_pk=job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.status == FineTuningJob.Status.SUCCEEDED and job.trained_tokens > 0
