@@ -111,6 +111,7 @@ class FineTuningJob(models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("can_finetune", "Can fine-tune models")]
+        verbose_name = "fine-tuning job"
 
     def __str__(self) -> str:
         return self.public_id
@@ -181,6 +182,7 @@ class FineTunedModel(models.Model):
 
     class Meta:
         ordering = ["created_at"]
+        verbose_name = "fine-tuned model"
 
     def __str__(self) -> str:
         return self.label
