@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from inference.models import FineTuningJob
 
 logger = logging.getLogger(__name__)
 EVALUATION_ROWS = 8
+Observer = Callable[[FineTuningJob], None]
 
 
 def training_threads() -> int:
@@ -35,8 +37,12 @@ def training_threads() -> int:
     return settings.FINETUNE_THREADS or max(1, (os.cpu_count() or 1) - 1)
 
 
-def finetune_job_execute(*, job_pk: int) -> str:
-    """Run one job to its end; returns its final status. A job not queued is left alone."""
+def finetune_job_execute(*, job_pk: int, observer: Observer | None = None) -> str:
+    """Run one job to its end; returns its final status. A job not queued is left alone.
+
+    ``observer`` (e.g. ``manage.py finetune --wait``) is called with the job after
+    every recorded step and epoch.
+    """
     job = FineTuningJob.objects.select_related("training_file", "validation_file").filter(pk=job_pk).first()
     if job is None:
         return "missing"
@@ -45,7 +51,7 @@ def finetune_job_execute(*, job_pk: int) -> str:
         return job.status
     with _heartbeat(job.pk):
         try:
-            _run(job, threads)
+            _run(job, threads, observer)
         except _Cancelled:
             services.event_add(job=job, message=f"Training stopped at step {job.step}; nothing was saved.")
         except FineTuningError as exc:
@@ -64,8 +70,14 @@ class _Cancelled(Exception):
 class _Recorder:
     """The training loop's callbacks: metrics and progress into the database, cancel checks."""
 
-    def __init__(self, job: FineTuningJob) -> None:
+    def __init__(self, job: FineTuningJob, observer: Observer | None) -> None:
         self.job = job
+        self.observer = observer
+
+    def notify(self) -> None:
+        if self.observer is not None:
+            self.job.refresh_from_db()
+            self.observer(self.job)
 
     def step(
         self, step: int, total: int, epoch: int, loss: float, lr: float, tokens: int, elapsed: float, eta: float
@@ -74,11 +86,13 @@ class _Recorder:
         services.job_record_step(
             job=self.job, step=step, total_steps=total, epoch=epoch, loss=loss, lr=lr, elapsed=elapsed, eta=eta
         )
+        self.notify()
 
     def epoch(self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None) -> None:
         services.job_record_epoch(
             job=self.job, epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=val_accuracy
         )
+        self.notify()
 
     def cancelled(self) -> bool:
         return not FineTuningJob.objects.filter(pk=self.job.pk, status=FineTuningJob.Status.RUNNING).exists()
@@ -88,11 +102,11 @@ class _Recorder:
             raise _Cancelled
 
 
-def _run(job: FineTuningJob, threads: int) -> None:
+def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
     from inference.engine.loading import load_model
     from inference.engine.training import TrainingCancelled, TrainingConfig, train
 
-    recorder = _Recorder(job)
+    recorder = _Recorder(job, observer)
     # 1. What to train on: the base weights, the examples, the resolved settings.
     base = bases.training_base(job.base_model)
     if base is None:
