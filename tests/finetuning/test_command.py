@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_a_bad_file_lists_its_problems_and_fails(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"prompt": "Shout cat", "completion": "CAT"}\n{"prompt": "Shout dog"}\n')
     err = StringIO()
-    with pytest.raises(CommandError, match="bad.jsonl was refused: 1 problem to fix."):
+    with pytest.raises(CommandError, match=re.escape("bad.jsonl was refused: 1 problem to fix.")):
         call_command("finetune", str(path), stdout=StringIO(), stderr=err)
     assert 'Line 2: missing field "completion"' in err.getvalue()
     assert not TrainingFile.objects.exists() and not FineTuningJob.objects.exists()
@@ -43,14 +44,27 @@ def test_without_wait_it_queues_the_job_for_the_worker(tmp_path: Path) -> None:
 def test_an_unknown_base_model_is_named(tmp_path: Path) -> None:
     path = tmp_path / "shout.jsonl"
     path.write_bytes(shout_pairs())
-    with pytest.raises(CommandError, match='model: There is no model "gpt-9" to fine-tune.'):
+    with pytest.raises(CommandError, match=re.escape('model: There is no model "gpt-9" to fine-tune.')):
         run(str(path), "--base", "gpt-9")
 
 
 def test_with_wait_and_no_worker_it_trains_here_and_prints_the_new_model(tmp_path: Path) -> None:
     path = tmp_path / "shout.jsonl"
     path.write_bytes(shout_pairs())
-    out, _ = run(str(path), "--base", "tiny-llama", "--epochs", "2", "--batch-size", "4", "--suffix", "loud", "--wait", "--worker-wait", "0")
+    out, _ = run(
+        str(path),
+        "--base",
+        "tiny-llama",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--suffix",
+        "loud",
+        "--wait",
+        "--worker-wait",
+        "0",
+    )
     model = FineTunedModel.objects.get()
     assert "No background worker took the job within 0 s: training it in this process." in out
     assert "step 1/4 · epoch 1 · loss " in out and "step 4/4 · epoch 2" in out

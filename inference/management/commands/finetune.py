@@ -39,7 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--suffix", default="", help="Part of the new model's name.")
         parser.add_argument("--wait", action="store_true", help="Follow the job and print the new model's name.")
-        parser.add_argument("--worker-wait", type=float, default=10.0, help="Seconds to wait for a worker before training here.")
+        parser.add_argument(
+            "--worker-wait", type=float, default=10.0, help="Seconds to wait for a worker before training here."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
@@ -59,7 +61,9 @@ class Command(BaseCommand):
             )
         except FineTuningError as exc:
             raise CommandError(f"{exc.field or 'job'}: {exc}") from exc
-        self.stdout.write(f"Job {job.public_id}: {job.get_status_display().lower()}, {job.total_steps} steps, {job.hyperparameters}.")
+        self.stdout.write(
+            f"Job {job.public_id}: {job.get_status_display().lower()}, {job.total_steps} steps, {job.hyperparameters}."
+        )
         if options["wait"]:
             self._follow(job, options["worker_wait"])
 
@@ -85,7 +89,9 @@ class Command(BaseCommand):
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
             job.refresh_from_db()
         if job.status == FineTuningJob.Status.QUEUED:
-            self.stdout.write(f"No background worker took the job within {worker_wait:g} s: training it in this process.")
+            self.stdout.write(
+                f"No background worker took the job within {worker_wait:g} s: training it in this process."
+            )
             runner.finetune_job_execute(job_pk=job.pk, observer=self._print_progress)
         else:
             self.stdout.write("A background worker is training the job.")
