@@ -48,14 +48,22 @@ def _message_schema() -> dict[str, Any]:
         "required": ["role", "content"],
         "properties": {
             "role": {"enum": ["system", "developer", "user", "assistant"]},
-            "content": {"anyOf": [*content["anyOf"], {"type": "null"}]},
+            "content": content,
             "name": {"type": "string"},
         },
-        "description": "A null content is accepted for assistant messages only.",
     }
 
 
-def _chat_request_schema() -> dict[str, Any]:
+def _messages_schema() -> dict[str, Any]:
+    has_user = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
+    return {"type": "array", "minItems": 1, "items": _ref("ChatMessage"), "contains": has_user}
+
+
+def _model_schema(model_ids: list[str]) -> dict[str, Any]:
+    return {"type": "string", "enum": model_ids, "description": "A model id from GET /v1/models."}
+
+
+def _chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
     limit = settings.INFERENCE_MAX_TOKENS_LIMIT
     tokens = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": limit}, {"type": "null"}]}
     stop_item = {"type": "string", "minLength": 1}
@@ -63,9 +71,13 @@ def _chat_request_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["model", "messages"],
         "additionalProperties": False,
+        # Streaming returns one choice; stream_options only go with streaming.
+        "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+        "then": {"properties": {"n": {"enum": [1, None]}}},
+        "else": {"properties": {"stream_options": {"type": "null"}}},
         "properties": {
-            "model": {"type": "string", "minLength": 1},
-            "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+            "model": _model_schema(model_ids),
+            "messages": _messages_schema(),
             "stream": {"type": ["boolean", "null"]},
             "stream_options": {
                 "type": ["object", "null"],
@@ -94,13 +106,23 @@ def _chat_request_schema() -> dict[str, Any]:
             "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
             "store": {"type": ["boolean", "null"], "description": "Keep the completion as a transcript."},
             "logprobs": {
-                "type": ["boolean", "null"],
+                "enum": [False, None],
                 "description": "Only false: Parley's engine does not report log probabilities.",
             },
             "top_logprobs": {"type": "null", "description": "Not supported."},
-            "presence_penalty": {"type": ["number", "null"], "description": "Only 0 is supported."},
-            "frequency_penalty": {"type": ["number", "null"], "description": "Only 0 is supported."},
-            "response_format": {"type": ["object", "null"], "description": 'Only {"type": "text"}.'},
+            "presence_penalty": {"enum": [0, None], "description": "Only 0 is supported."},
+            "frequency_penalty": {"enum": [0, None], "description": "Only 0 is supported."},
+            "response_format": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "additionalProperties": False,
+                        "properties": {"type": {"const": "text"}},
+                    },
+                    {"type": "null"},
+                ]
+            },
         },
     }
 
@@ -139,14 +161,14 @@ def _completion_schema(chunk: bool) -> dict[str, Any]:
     }
 
 
-def _seed_schemas() -> dict[str, Any]:
+def _seed_schemas(model_ids: list[str]) -> dict[str, Any]:
     request = {
         "type": "object",
         "required": ["model", "messages"],
         "additionalProperties": False,
         "properties": {
-            "model": {"type": "string", "minLength": 1},
-            "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+            "model": _model_schema(model_ids),
+            "messages": _messages_schema(),
             "stream": {"type": ["boolean", "null"]},
         },
     }
@@ -177,7 +199,7 @@ def _seed_schemas() -> dict[str, Any]:
     return {"SeedChatRequest": request, "SeedChatResponse": response}
 
 
-def _components() -> dict[str, Any]:
+def _components(model_ids: list[str]) -> dict[str, Any]:
     model = {
         "type": "object",
         "required": ["id", "object", "created", "owned_by"],
@@ -211,7 +233,7 @@ def _components() -> dict[str, Any]:
         },
         "schemas": {
             "ChatMessage": _message_schema(),
-            "ChatCompletionRequest": _chat_request_schema(),
+            "ChatCompletionRequest": _chat_request_schema(model_ids),
             "ChatCompletion": _completion_schema(chunk=False),
             "ChatCompletionChunk": _completion_schema(chunk=True),
             "Usage": _usage_schema(),
@@ -222,8 +244,22 @@ def _components() -> dict[str, Any]:
                 "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}},
             },
             "Error": error,
-            **_seed_schemas(),
+            **_seed_schemas(model_ids),
         },
+    }
+
+
+def _sse_event(*payloads: str, done_marker: bool) -> dict[str, Any]:
+    """One server-sent event: its ``data`` is a JSON payload (or the ``[DONE]`` marker)."""
+    json_data = {"contentMediaType": "application/json", "contentSchema": {"anyOf": [_ref(p) for p in payloads]}}
+    data: dict[str, Any] = {"type": "string", **json_data}
+    if done_marker:
+        data = {"type": "string", "if": {"const": "[DONE]"}, "then": True, "else": json_data}
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": data},
+        "description": "Each event of the stream (`data: ...` followed by a blank line).",
     }
 
 
@@ -233,7 +269,7 @@ def _chat_path() -> dict[str, Any]:
         "objects as `data:` lines ending with `data: [DONE]`.",
         "content": {
             "application/json": {"schema": _ref("ChatCompletion")},
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": _sse_event("ChatCompletionChunk", "Error", done_marker=True)},
         },
     }
     return {
@@ -255,7 +291,7 @@ def _seed_path() -> dict[str, Any]:
         "`data:` lines; the last one carries the finish reason and token usage.",
         "content": {
             "application/json": {"schema": _ref("SeedChatResponse")},
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": _sse_event("SeedChatResponse", "Error", done_marker=False)},
         },
     }
     return {
@@ -290,8 +326,9 @@ def _model_paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(*, server_url: str) -> dict[str, Any]:
-    """The whole document; ``server_url`` is this server's /v1 base URL."""
+def openapi_document(*, server_url: str, model_ids: list[str]) -> dict[str, Any]:
+    """The whole document; ``server_url`` is this server's /v1 base URL and
+    ``model_ids`` the models it serves now."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -303,5 +340,5 @@ def openapi_document(*, server_url: str) -> dict[str, Any]:
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],
         "paths": {"/chat/completions": _chat_path(), "/chat-completions": _seed_path(), **_model_paths()},
-        "components": _components(),
+        "components": _components(model_ids),
     }

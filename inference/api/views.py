@@ -149,7 +149,11 @@ async def model_detail(request: HttpRequest, api_key: ApiKey, model_id: str) -> 
 
 @api_endpoint("GET", authenticated=False)
 async def openapi_json(request: HttpRequest, api_key: None) -> HttpResponseBase:
-    return JsonResponse(openapi.openapi_document(server_url=request.build_absolute_uri("/v1")))
+    specs = await sync_to_async(registry.available_models)()
+    document = openapi.openapi_document(
+        server_url=request.build_absolute_uri("/v1"), model_ids=[spec.id for spec in specs]
+    )
+    return JsonResponse(document)
 
 
 @csrf_exempt
