@@ -1,0 +1,126 @@
+"""Regenerate, the version switcher, edit, feedback and the staff transcript page, in real Chromium.
+
+The server here runs the tiny test model with short replies, so these check the
+page's behaviour (websocket swaps, htmx forms), not the model's words.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, server_env, start_server
+from tests.e2e.test_chat_browser import sign_up, start_chat
+
+pytestmark = [pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("parley-tiny")
+    env = server_env(tmp, INFERENCE_MODEL=str(tiny_model_dir), INFERENCE_DEFAULT_MAX_TOKENS="12")
+    url, process = start_server(tmp, env)
+    yield url, env
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    count = page.locator("article.msg-assistant[data-status='complete']").count()
+    page.get_by_label("Message").fill(text)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"() => document.querySelectorAll(\"article.msg-assistant[data-status='complete']\").length > {count}"
+    )
+
+
+def finished_replies(page):  # type: ignore[no-untyped-def]
+    return page.locator("article.msg-assistant[data-status='complete']")
+
+
+def test_regenerate_then_switch_between_versions_and_reload(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+    url, _ = tiny_server
+    sign_up(page, url)
+    start_chat(page)
+    send(page, "Tell me a fact")
+    first_text = finished_replies(page).last.locator(".msg-text").inner_text()
+    page.get_by_role("button", name="Regenerate").click()
+    page.locator(".branch-position", has_text="2 / 2").wait_for()
+    finished_replies(page).last.wait_for()
+    page.wait_for_function("() => !document.querySelector(\"article.msg-assistant[data-status='streaming']\")")
+    assert page.locator("article.msg-assistant").count() == 1, "the new version replaces the old one on screen"
+
+    page.get_by_role("button", name="Previous version").click()
+    page.locator(".branch-position", has_text="1 / 2").wait_for()
+    assert finished_replies(page).last.locator(".msg-text").inner_text() == first_text
+    page.reload()
+    assert page.locator(".branch-position").inner_text() == "1 / 2", "the chosen version survives a reload"
+    assert finished_replies(page).last.locator(".msg-text").inner_text() == first_text
+
+
+def test_edit_a_message_makes_a_new_branch_and_keeps_the_original(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+    url, _ = tiny_server
+    sign_up(page, url)
+    start_chat(page)
+    send(page, "Original question")
+    page.locator("article.msg-user").get_by_text("Edit", exact=True).click()
+    box = page.get_by_label("Edited message")
+    box.fill("Edited question")
+    page.get_by_role("button", name="Send edited").click()
+    page.locator("article.msg-user", has_text="Edited question").wait_for()
+    page.wait_for_function("() => !document.querySelector(\"article.msg-assistant[data-status='streaming']\")")
+    assert page.locator("article.msg-user").count() == 1
+    assert page.locator("article.msg-user .branch-position").inner_text() == "2 / 2"
+    page.locator("article.msg-user").get_by_role("button", name="Previous version").click()
+    page.locator("article.msg-user", has_text="Original question").wait_for()
+
+
+def test_feedback_with_a_reason_is_kept_and_can_be_changed(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+    url, _ = tiny_server
+    sign_up(page, url)
+    start_chat(page)
+    send(page, "Say something")
+    page.get_by_role("button", name="Bad reply").click()
+    page.get_by_label("What was wrong? (optional)").select_option("unhelpful")
+    page.get_by_label("Tell us more (optional)").fill("Too vague")
+    page.get_by_role("button", name="Send feedback").click()
+    page.get_by_text("Thanks, noted.").wait_for()
+    page.reload()
+    page.locator("body:not(.is-offline) .chat").wait_for()
+    assert page.get_by_role("button", name="Bad reply").get_attribute("aria-pressed") == "true"
+    assert page.get_by_label("Tell us more (optional)").input_value() == "Too vague"
+    page.locator("body:not(.is-offline) .chat").wait_for()
+    page.get_by_role("button", name="Good reply").click()
+    page.locator('button[title="Good reply"][aria-pressed="true"]').wait_for()
+    assert page.get_by_label("What was wrong? (optional)").count() == 0
+
+
+def test_staff_read_the_transcript_as_a_chat(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+    url, env = tiny_server
+    sign_up(page, url)
+    start_chat(page)
+    send(page, "A question for the reviewers")
+    page.get_by_role("button", name="Bad reply").click()
+    page.get_by_label("What was wrong? (optional)").wait_for()
+    page.context.clear_cookies()
+    subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput", "--username", "boss", "--email", "b@example.com"],
+        cwd=ROOT,
+        env={**env, "DJANGO_SUPERUSER_PASSWORD": "a long admin phrase 42"},
+        check=True,
+    )
+    page.goto(f"{url}/admin/login/")
+    page.get_by_label("Username").fill("boss")
+    page.get_by_label("Password").fill("a long admin phrase 42")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{url}/admin/conversations/conversation/?feedback=down")
+    page.get_by_role("link", name="A question for the reviewers").click()
+    page.locator(".t-msg.t-user", has_text="A question for the reviewers").wait_for()
+    assert page.locator(".t-msg.t-assistant .t-feedback-down").count() == 1
+    page.get_by_role("link", name="inspect").click()
+    page.get_by_text("Prompt after context fitting and the chat template").wait_for()
+    assert "A question for the reviewers" in page.locator("pre.inspect-prompt").inner_text()
