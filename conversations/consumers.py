@@ -61,6 +61,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.watchdog.cancel()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        # Empty or binary frames are answered like unreadable JSON, never with a crash.
+        await self.receive_json(await self.decode_json(text_data) if text_data else None, **kwargs)
+
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
         try:
