@@ -54,7 +54,9 @@ def _start_synthetic(base_source: str) -> ServedModel:
     from inference.engine.synthetic import SyntheticEngine
 
     loaded = load_tokenizer(base_source, cache_dir=settings.INFERENCE_CACHE_DIR)
-    engine = SyntheticEngine(tokens_per_second=settings.INFERENCE_SYNTHETIC_TOKENS_PER_SECOND)
+    engine = SyntheticEngine(
+        tokens_per_second=settings.INFERENCE_SYNTHETIC_TOKENS_PER_SECOND, text=settings.INFERENCE_SYNTHETIC_TEXT
+    )
     engine.start()
     return ServedModel(engine=engine, loaded=loaded)  # type: ignore[arg-type]
 

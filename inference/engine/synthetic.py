@@ -34,7 +34,10 @@ class _Due:
 
 
 class SyntheticEngine:
-    def __init__(self, *, tokens_per_second: float = 20.0, first_token_seconds: float = 0.05) -> None:
+    def __init__(self, *, tokens_per_second: float = 20.0, first_token_seconds: float = 0.05, text: str = "") -> None:
+        # Pieces of a given text (cut every 5 characters, so markup straddles deltas)
+        # or the filler words, repeated until max_new_tokens.
+        self.pieces = tuple(text[i : i + 5] for i in range(0, len(text), 5)) or WORDS
         self.interval = 1.0 / tokens_per_second
         self.first_token_seconds = first_token_seconds
         self._heap: list[_Due] = []
@@ -96,7 +99,8 @@ class SyntheticEngine:
         self.tokens_generated += 1
         due.first_token = due.first_token or time.monotonic()
         try:
-            due.callback(TokenEvent(due.request.request_id, WORDS[due.sent % len(WORDS)], due.sent))
+            piece = self.pieces[(due.sent - 1) % len(self.pieces)]
+            due.callback(TokenEvent(due.request.request_id, piece, due.sent))
         except Exception:  # a failing caller must not stop everyone else's stream
             logger.exception("Callback failed for %s", due.request.request_id)
         due.at = time.monotonic() + self.interval
