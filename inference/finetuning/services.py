@@ -86,6 +86,20 @@ def training_file_create(
     )
 
 
+def training_file_delete(*, file: TrainingFile) -> None:
+    """Delete a training file and its stored data; a file a job used is kept (jobs need it)."""
+    if file.training_jobs.exists() or file.validation_jobs.exists():
+        raise FineTuningError(
+            f"The file {file.public_id} is used by a fine-tuning job and cannot be deleted.",
+            field="file_id",
+            code="file_in_use",
+        )
+    stored = file.stored_path
+    file.delete()
+    if stored:
+        default_storage.delete(stored)
+
+
 def stats_as_json(stats: DatasetStats) -> dict[str, Any]:
     data = asdict(stats)
     hyper = data.pop("hyperparameters")
