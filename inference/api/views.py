@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.models import ApiKey
 from inference import registry
-from inference.api import completions, openapi
+from inference.api import completions, finetuning, openapi
 from inference.api.auth import api_key_from_request, rate_limit_check
 from inference.api.errors import ApiError, error_response, not_found
 from inference.api.schemas import ChatRequest, parse_chat_request, parse_json_body, parse_seed_request
@@ -160,3 +160,69 @@ async def openapi_json(request: HttpRequest, api_key: None) -> HttpResponseBase:
 async def not_found_view(request: HttpRequest, path: str = "") -> HttpResponse:
     """Unknown paths under /v1/ answer in the API's shape, not with an HTML page."""
     return error_response(not_found(f"Unknown API path {request.path}; see /v1/openapi.json."))
+
+
+# --- Files and fine-tuning (the same services as the admin) --------------------------
+
+
+async def _permitted(api_key: ApiKey) -> None:
+    await sync_to_async(finetuning.permission_check)(user=api_key.owner)
+
+
+@api_endpoint("GET", "POST")
+async def files(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    await _permitted(api_key)
+    if request.method == "GET":
+        return JsonResponse(await sync_to_async(finetuning.file_list)())
+    upload = request.FILES.get("file")
+    purpose = request.POST.get("purpose")
+    created = await sync_to_async(finetuning.file_upload)(user=api_key.owner, upload=upload, purpose=purpose)
+    return JsonResponse(created)
+
+
+@api_endpoint("GET", "DELETE")
+async def file_detail(request: HttpRequest, api_key: ApiKey, file_id: str) -> HttpResponseBase:
+    await _permitted(api_key)
+    if request.method == "DELETE":
+        return JsonResponse(await sync_to_async(finetuning.file_delete)(file_id=file_id))
+    file = await sync_to_async(finetuning.file_get)(file_id=file_id)
+    return JsonResponse(finetuning.file_object(file))
+
+
+@api_endpoint("GET", "POST")
+async def jobs(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
+    await _permitted(api_key)
+    if request.method == "GET":
+        limit = finetuning.page_limit(request.GET.get("limit"))
+        return JsonResponse(await sync_to_async(finetuning.job_list)(after=request.GET.get("after"), limit=limit))
+    body = read_json(request)
+    return JsonResponse(await sync_to_async(finetuning.job_create)(user=api_key.owner, body=body))
+
+
+@api_endpoint("GET")
+async def job_detail(request: HttpRequest, api_key: ApiKey, job_id: str) -> HttpResponseBase:
+    await _permitted(api_key)
+    job = await sync_to_async(finetuning.job_get)(job_id=job_id)
+    return JsonResponse(await sync_to_async(finetuning.job_object)(job))
+
+
+@api_endpoint("POST")
+async def job_cancel(request: HttpRequest, api_key: ApiKey, job_id: str) -> HttpResponseBase:
+    await _permitted(api_key)
+    return JsonResponse(await sync_to_async(finetuning.job_cancel)(job_id=job_id))
+
+
+@api_endpoint("GET")
+async def job_events(request: HttpRequest, api_key: ApiKey, job_id: str) -> HttpResponseBase:
+    await _permitted(api_key)
+    limit = finetuning.page_limit(request.GET.get("limit"))
+    events = await sync_to_async(finetuning.job_events)(job_id=job_id, after=request.GET.get("after"), limit=limit)
+    return JsonResponse(events)
+
+
+@api_endpoint("GET")
+async def job_checkpoints(request: HttpRequest, api_key: ApiKey, job_id: str) -> HttpResponseBase:
+    await _permitted(api_key)
+    limit = finetuning.page_limit(request.GET.get("limit"))
+    found = await sync_to_async(finetuning.job_checkpoints)(job_id=job_id, after=request.GET.get("after"), limit=limit)
+    return JsonResponse(found)
