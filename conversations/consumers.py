@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 
 from conversations import fragments, selectors, services
 from conversations.models import Conversation
+from inference import engines, registry
 from inference.generation import conversation_group, generation_cancel_local, generation_dispatch
 from inference.services import streams_fail_stale
 
@@ -51,6 +52,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.seqs: dict[str, int] = {}
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        if settings.INFERENCE_MODE == "local":
+            spec = await database_sync_to_async(registry.model_get)(self.conversation.model_name)
+            if spec is not None:
+                engines.warm_up(spec)
         await self.send_snapshots()
         await self.send_recent_finals()
         self.watchdog = asyncio.get_running_loop().create_task(self.watch())

@@ -31,6 +31,7 @@ class ServedModel:
 
 
 _served: dict[str, ServedModel] = {}
+_warming: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -71,6 +72,29 @@ def engine_for(spec: ModelSpec) -> ServedModel:
             served.engine.add_adapter(spec.id, spec.adapter_path)
             served.adapters.add(spec.id)
         return served
+
+
+def warm_up(spec: ModelSpec) -> None:
+    """Start loading ``spec``'s engine in the background if this process has none yet.
+
+    Called when someone opens a conversation, so the model is ready by the time
+    they have typed their first message; still lazy, never at start-up.
+    """
+    with _lock:
+        if spec.base_source in _served or spec.base_source in _warming:
+            return
+        _warming.add(spec.base_source)
+
+    def load() -> None:
+        try:
+            engine_for(spec)
+        except Exception:  # the first real request reports the error to its user
+            logger.exception("Warming up %s failed", spec.id)
+        finally:
+            with _lock:
+                _warming.discard(spec.base_source)
+
+    threading.Thread(target=load, name=f"warm-{spec.id}", daemon=True).start()
 
 
 def loaded_engines() -> dict[str, ServedModel]:
