@@ -245,6 +245,7 @@ def _components(model_ids: list[str]) -> dict[str, Any]:
             },
             "Error": error,
             **_seed_schemas(model_ids),
+            **_finetuning_schemas(),
         },
     }
 
@@ -326,6 +327,247 @@ def _model_paths() -> dict[str, Any]:
     }
 
 
+def _list_of(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["object", "data", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref(item)},
+            "has_more": {"type": "boolean"},
+        },
+    }
+
+
+def _finetuning_schemas() -> dict[str, Any]:
+    nullable_int = {"type": ["integer", "null"]}
+    auto_or = {
+        "int": {"anyOf": [{"const": "auto"}, {"type": "integer"}]},
+        "num": {"anyOf": [{"const": "auto"}, {"type": "number"}]},
+    }
+    hyper = {
+        "type": "object",
+        "properties": {
+            "n_epochs": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 50}]},
+            "batch_size": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 256}]},
+            "learning_rate_multiplier": {
+                "anyOf": [{"const": "auto"}, {"type": "number", "minimum": 0.001, "maximum": 50}]
+            },
+        },
+        "additionalProperties": False,
+    }
+    resolved = {
+        "type": "object",
+        "properties": {
+            "n_epochs": auto_or["int"],
+            "batch_size": auto_or["int"],
+            "learning_rate_multiplier": auto_or["num"],
+        },
+    }
+    file = {
+        "type": "object",
+        "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "file"},
+            "bytes": {"type": "integer"},
+            "created_at": {"type": "integer"},
+            "filename": {"type": "string"},
+            "purpose": {"const": "fine-tune"},
+            "status": {"enum": ["uploaded", "processed", "error"]},
+        },
+    }
+    job = {
+        "type": "object",
+        "required": ["id", "object", "created_at", "model", "status", "hyperparameters", "training_file"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "fine_tuning.job"},
+            "created_at": {"type": "integer"},
+            "finished_at": nullable_int,
+            "model": {"type": "string"},
+            "fine_tuned_model": {"type": ["string", "null"]},
+            "status": {"enum": ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]},
+            "hyperparameters": resolved,
+            "training_file": {"type": "string"},
+            "validation_file": {"type": ["string", "null"]},
+            "trained_tokens": nullable_int,
+            "seed": {"type": "integer"},
+            "estimated_finish": nullable_int,
+            "error": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
+    }
+    event = {
+        "type": "object",
+        "required": ["id", "object", "created_at", "level", "message"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "fine_tuning.job.event"},
+            "created_at": {"type": "integer"},
+            "level": {"enum": ["info", "warn", "error"]},
+            "message": {"type": "string"},
+        },
+    }
+    checkpoint = {
+        "type": "object",
+        "required": ["id", "object", "fine_tuned_model_checkpoint", "fine_tuning_job_id", "step_number", "metrics"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "fine_tuning.job.checkpoint"},
+            "fine_tuned_model_checkpoint": {"type": "string"},
+            "fine_tuning_job_id": {"type": "string"},
+            "step_number": {"type": "integer"},
+            "metrics": {"type": "object"},
+        },
+    }
+    create_job = {
+        "type": "object",
+        "required": ["model", "training_file"],
+        "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "description": "A base model or a fine-tuned model to train further."},
+            "training_file": {"type": "string"},
+            "validation_file": {"type": ["string", "null"]},
+            "hyperparameters": hyper,
+            "method": {
+                "type": "object",
+                "properties": {
+                    "type": {"const": "supervised"},
+                    "supervised": {"type": "object", "properties": {"hyperparameters": hyper}},
+                },
+            },
+            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**31 - 1},
+            "suffix": {"type": ["string", "null"], "maxLength": 40},
+            "integrations": {"description": "Accepted and ignored."},
+            "metadata": {"description": "Accepted and ignored."},
+        },
+    }
+    deleted = {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"type": "boolean"}},
+    }
+    return {
+        "File": file,
+        "FileList": _list_of("File"),
+        "DeletedFile": deleted,
+        "FineTuningJob": job,
+        "FineTuningJobList": _list_of("FineTuningJob"),
+        "FineTuningJobEventList": _list_of("FineTuningJobEvent"),
+        "FineTuningJobEvent": event,
+        "FineTuningJobCheckpoint": checkpoint,
+        "FineTuningJobCheckpointList": _list_of("FineTuningJobCheckpoint"),
+        "CreateFineTuningJobRequest": create_job,
+    }
+
+
+def _finetuning_paths() -> dict[str, Any]:
+    def op(operation_id: str, summary: str, ok: str, description: str, *errors: int, **extra: Any) -> dict[str, Any]:
+        statuses = sorted({401, 403, 429, *errors})
+        return {
+            "operationId": operation_id,
+            "summary": summary,
+            **extra,
+            "responses": {"200": _json(_ref(ok), description), **_errors(*statuses)},
+        }
+
+    file_id = [{"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    job_id = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    paging = [
+        {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+    ]
+    upload = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"const": "fine-tune"}},
+                }
+            }
+        },
+    }
+    create = {"required": True, "content": {"application/json": {"schema": _ref("CreateFineTuningJobRequest")}}}
+    return {
+        "/files": {
+            "get": op("listFiles", "List training files", "FileList", "The files."),
+            "post": op(
+                "createFile",
+                "Upload and validate a training file",
+                "File",
+                "The stored file.",
+                400,
+                413,
+                requestBody=upload,
+            ),
+        },
+        "/files/{file_id}": {
+            "get": op("retrieveFile", "Retrieve a file", "File", "The file.", 404, parameters=file_id),
+            "delete": op(
+                "deleteFile", "Delete a file no job uses", "DeletedFile", "Deleted.", 400, 404, parameters=file_id
+            ),
+        },
+        "/fine_tuning/jobs": {
+            "get": op(
+                "listFineTuningJobs", "List fine-tuning jobs", "FineTuningJobList", "The jobs.", 400, parameters=paging
+            ),
+            "post": op(
+                "createFineTuningJob",
+                "Create a fine-tuning job",
+                "FineTuningJob",
+                "The job.",
+                400,
+                404,
+                413,
+                requestBody=create,
+            ),
+        },
+        "/fine_tuning/jobs/{job_id}": {
+            "get": op("retrieveFineTuningJob", "Retrieve a job", "FineTuningJob", "The job.", 404, parameters=job_id),
+        },
+        "/fine_tuning/jobs/{job_id}/cancel": {
+            "post": op(
+                "cancelFineTuningJob",
+                "Cancel a job",
+                "FineTuningJob",
+                "The cancelled job.",
+                400,
+                404,
+                parameters=job_id,
+            ),
+        },
+        "/fine_tuning/jobs/{job_id}/events": {
+            "get": op(
+                "listFineTuningEvents",
+                "A job's events, newest first",
+                "FineTuningJobEventList",
+                "The events.",
+                400,
+                404,
+                parameters=job_id + paging,
+            ),
+        },
+        "/fine_tuning/jobs/{job_id}/checkpoints": {
+            "get": op(
+                "listFineTuningCheckpoints",
+                "A succeeded job's model",
+                "FineTuningJobCheckpointList",
+                "The checkpoints.",
+                400,
+                404,
+                parameters=job_id + paging,
+            ),
+        },
+    }
+
+
 def openapi_document(*, server_url: str, model_ids: list[str]) -> dict[str, Any]:
     """The whole document; ``server_url`` is this server's /v1 base URL and
     ``model_ids`` the models it serves now."""
@@ -339,6 +581,11 @@ def openapi_document(*, server_url: str, model_ids: list[str]) -> dict[str, Any]
         },
         "servers": [{"url": server_url}],
         "security": [{"bearer": []}],
-        "paths": {"/chat/completions": _chat_path(), "/chat-completions": _seed_path(), **_model_paths()},
+        "paths": {
+            "/chat/completions": _chat_path(),
+            "/chat-completions": _seed_path(),
+            **_model_paths(),
+            **_finetuning_paths(),
+        },
         "components": _components(model_ids),
     }

@@ -34,7 +34,17 @@ def test_the_document_describes_every_endpoint(api_server) -> None:
         document = json.loads(response.read())
     assert document["openapi"].startswith("3.1")
     assert document["servers"] == [{"url": api_server.base_url}]
-    assert {"/chat/completions", "/chat-completions", "/models", "/models/{model_id}"} <= set(document["paths"])
+    assert {
+        "/chat/completions",
+        "/chat-completions",
+        "/models",
+        "/models/{model_id}",
+        "/files",
+        "/files/{file_id}",
+    } <= set(document["paths"])
+    assert {"/fine_tuning/jobs", "/fine_tuning/jobs/{job_id}/cancel", "/fine_tuning/jobs/{job_id}/checkpoints"} <= set(
+        document["paths"]
+    )
     request = document["components"]["schemas"]["ChatCompletionRequest"]
     assert request["properties"]["max_tokens"]["anyOf"][0]["maximum"] == 64, "limits come from the settings"
 
