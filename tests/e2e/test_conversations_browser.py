@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.e2e]
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("parley-tiny")
-    env = server_env(tmp, INFERENCE_MODEL=str(tiny_model_dir), INFERENCE_DEFAULT_MAX_TOKENS="12")
+    env = server_env(
+        tmp, INFERENCE_MODEL=str(tiny_model_dir), INFERENCE_DEFAULT_MAX_TOKENS="12", CHAT_INITIAL_MESSAGES="4"
+    )
     url, process = start_server(tmp, env)
     yield url, env
     process.terminate()
@@ -68,9 +70,9 @@ def test_edit_a_message_makes_a_new_branch_and_keeps_the_original(tiny_server, p
     start_chat(page)
     send(page, "Original question")
     page.locator("article.msg-user").get_by_text("Edit", exact=True).click()
-    box = page.get_by_label("Edited message")
+    box = page.get_by_label("Edited text")
     box.fill("Edited question")
-    page.get_by_role("button", name="Send edited").click()
+    page.get_by_role("button", name="Submit edit").click()
     page.locator("article.msg-user", has_text="Edited question").wait_for()
     page.wait_for_function("() => !document.querySelector(\"article.msg-assistant[data-status='streaming']\")")
     assert page.locator("article.msg-user").count() == 1
@@ -87,7 +89,7 @@ def test_feedback_with_a_reason_is_kept_and_can_be_changed(tiny_server, page) ->
     page.get_by_role("button", name="Bad reply").click()
     page.get_by_label("What was wrong? (optional)").select_option("unhelpful")
     page.get_by_label("Tell us more (optional)").fill("Too vague")
-    page.get_by_role("button", name="Send feedback").click()
+    page.get_by_role("button", name="Save feedback").click()
     page.get_by_text("Thanks, noted.").wait_for()
     page.reload()
     page.locator("body:not(.is-offline) .chat").wait_for()
@@ -124,3 +126,47 @@ def test_staff_read_the_transcript_as_a_chat(tiny_server, page) -> None:  # type
     page.get_by_role("link", name="inspect").click()
     page.get_by_text("Prompt after context fitting and the chat template").wait_for()
     assert "A question for the reviewers" in page.locator("pre.inspect-prompt").inner_text()
+
+
+def test_older_messages_load_when_scrolling_up(tiny_server, browser) -> None:  # type: ignore[no-untyped-def]
+    url, _ = tiny_server
+    context = browser.new_context(viewport={"width": 900, "height": 420})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    sign_up(page, url)
+    start_chat(page)
+    for index in range(4):
+        send(page, f"Message number {index}")
+    page.reload()
+    page.locator("body:not(.is-offline) .chat").wait_for()
+    page.wait_for_timeout(500)
+    assert page.locator("article.msg").count() == 4, "the conversation opens with its latest messages"
+    page.locator("#messages").evaluate("list => { list.scrollTop = 0; }")
+    page.locator("article.msg").nth(7).wait_for(state="attached")
+    page.locator("#messages").evaluate("list => { list.scrollTop = 0; }")
+    texts = page.locator("article.msg-user .msg-text").all_inner_texts()
+    assert texts == [f"Message number {index}" for index in range(4)], "older messages come back in order"
+    context.close()
+
+
+def test_copy_buttons_put_the_text_on_the_clipboard(tiny_server, browser) -> None:  # type: ignore[no-untyped-def]
+    url, _ = tiny_server
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    sign_up(page, url)
+    start_chat(page)
+    send(page, "Copy *me* exactly")
+    page.locator("article.msg-user").get_by_role("button", name="Copy").click()
+    page.locator("article.msg-user").get_by_role("button", name="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == "Copy *me* exactly"
+    # A code block as the server renders it (conversations.rendering adds the button).
+    page.locator("#messages").evaluate(
+        """list => list.insertAdjacentHTML('beforeend', '<div class="markdown"><div class="code-block">'
+        + '<button type="button" class="code-copy" data-copy-code>Copy</button>'
+        + '<pre><code><span class="k">print</span>(1)\\n</code></pre></div></div>')"""
+    )
+    page.locator(".code-copy").click()
+    page.locator(".code-copy", has_text="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()").strip() == "print(1)"
+    context.close()
