@@ -203,6 +203,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(self.group, self.channel_name)
             except Exception:  # the layer is down; the database still tells the truth
                 logger.warning("Channel layer unavailable for %s", self.group)
+            if not self.seqs:
+                continue  # no reply in flight here: nothing to reap or catch up on
             ended = await database_sync_to_async(streams_fail_stale)(conversation_pk=self.conversation.pk)
             for message_id in ended:
                 await self.notify_group({"type": "chat.finished", "message_id": message_id})
