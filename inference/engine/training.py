@@ -49,10 +49,14 @@ from inference.engine.loading import LoadedModel, load_model
 
 IGNORE_INDEX = -100
 METADATA_FILE = "parley_training.json"
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Every linear projection of a llama-style block (the ones a model lacks are skipped;
+# none at all falls back to peft's default for the architecture). Measured on the
+# bundled model, 48 made-up facts, batch 4, same compute: attention-only LoRA needed
+# 5 epochs at lr 3e-3 to answer held-out phrasings, all projections 3 at lr 2e-3.
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Base learning rates before the multiplier: LoRA's low-rank update needs a much
 # larger step than the full weights do.
-BASE_LEARNING_RATES = {"lora": 1e-3, "full": 5e-5}
+BASE_LEARNING_RATES = {"lora": 2e-3, "full": 5e-5}
 
 Method = Literal["lora", "full"]
 ProgressCallback = Callable[[int, int, int, float, float, int, float, float], None]
@@ -437,7 +441,7 @@ def train(
         raise FileExistsError(f"{output_dir} already exists and is not empty.")
     with _compute_share(config):
         # 1. The model and the tokenized data.
-        loaded = base or load_model(config.base_model, cache_dir=cache_dir or Path(".cache/models"))
+        loaded = base or _load_base(config, cache_dir)
         max_length = config.max_length or loaded.context_length
         encoded = [encode_example(loaded.tokenizer, e, max_length=max_length) for e in examples]
         held_out = [encode_example(loaded.tokenizer, e, max_length=max_length) for e in validation]
@@ -462,6 +466,12 @@ def train(
     )
 
 
+def _load_base(config: TrainingConfig, cache_dir: Path | None) -> LoadedModel:
+    if cache_dir is None:
+        raise ValueError("Pass the base model (base=) or where models are cached (cache_dir=).")
+    return load_model(config.base_model, cache_dir=cache_dir)
+
+
 @dataclass(frozen=True)
 class _Hooks:
     on_progress: ProgressCallback | None
@@ -477,14 +487,11 @@ def _optimize(
     pad_id: int,
     hooks: _Hooks,
 ) -> _Run:
-    from transformers import get_linear_schedule_with_warmup
-
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     run = _Run(total_steps=steps_per_epoch * config.epochs)
-    warmup = round(config.warmup_ratio * run.total_steps)
-    schedule = get_linear_schedule_with_warmup(optimizer, warmup, run.total_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(config.warmup_ratio, run.total_steps))
     order = random.Random(config.seed)
     model.train()
     for epoch in range(1, config.epochs + 1):
@@ -507,6 +514,18 @@ def _optimize(
         _end_epoch(config, model, run, epoch, loss_sum / max(target_sum, 1), held_out, pad_id, hooks)
     model.eval()
     return run
+
+
+def _linear_schedule(warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
+    """Linear warmup then linear decay; unlike transformers' schedule no step gets lr 0."""
+    warmup = round(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
 
 
 def _step(config: TrainingConfig, model: Any, chunk: list[EncodedExample], pad_id: int, params: list[Any]) -> tuple[float, int]:

@@ -381,12 +381,13 @@ def test_it_gives_stats_without_a_tokenizer() -> None:
 @pytest.mark.parametrize(
     ("n_examples", "expected"),
     [
-        (1, Hyperparameters(25, 1, 0.35)),
-        (10, Hyperparameters(10, 1, 0.35)),
-        (60, Hyperparameters(3, 1, 0.35)),
-        (200, Hyperparameters(3, 4, 0.71)),
-        (1_000, Hyperparameters(3, 16, 1.41)),
-        (20_000, Hyperparameters(1, 16, 1.41)),
+        (1, Hyperparameters(25, 1, 0.5)),
+        (12, Hyperparameters(20, 1, 0.5)),
+        (30, Hyperparameters(8, 2, 0.71)),
+        (48, Hyperparameters(5, 4, 1.0)),
+        (60, Hyperparameters(4, 4, 1.0)),
+        (200, Hyperparameters(3, 8, 1.0)),
+        (20_000, Hyperparameters(1, 8, 1.0)),
     ],
 )
 def test_it_resolves_auto_hyperparameters_from_the_size(

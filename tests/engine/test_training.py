@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.engine.datasets import Example, Message
+from inference.engine.datasets import Example, Message, parse_dataset
+from inference.engine.evaluation import adapter_applied, evaluate
 from inference.engine.loading import LoadedModel, load_model
 from inference.engine.training import (
     IGNORE_INDEX,
@@ -26,6 +27,8 @@ from inference.engine.training import (
 )
 from tests.tiny_model import save_tiny_model
 
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
 WORDS = ["cat", "dog", "bird", "fish", "frog", "mole"]
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -124,8 +127,8 @@ def test_forward_passes_stay_under_the_token_budget(tiny: LoadedModel) -> None:
 @pytest.mark.parametrize(
     ("overrides", "ratio"),
     [
-        # A random tiny model moves slowly under LoRA on attention alone: adapt every linear.
-        ({"method": "lora", "lora_targets": ALL_LINEAR}, 0.95),
+        # LoRA barely moves a random tiny model; a small fall is the signal here.
+        ({"method": "lora"}, 0.95),
         ({"method": "full", "learning_rate_multiplier": 20.0}, 0.9),
     ],
     ids=["lora", "full"],
@@ -207,7 +210,7 @@ def test_the_lora_folder_loads_with_peft_and_changes_outputs(
         p.name for p in result.output_dir.iterdir()
     }
     adapter_config = json.loads((result.output_dir / "adapter_config.json").read_text())
-    assert adapter_config["r"] == 16 and set(adapter_config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert adapter_config["r"] == 16 and set(adapter_config["target_modules"]) == set(ALL_LINEAR)
     metadata = json.loads((result.output_dir / METADATA_FILE).read_text())
     assert metadata["base_model"] == str(tiny_folder) and metadata["method"] == "lora"
     assert metadata["hyperparameters"]["epochs"] == 2 and metadata["training_examples"] == 12
@@ -219,10 +222,9 @@ def test_the_lora_folder_loads_with_peft_and_changes_outputs(
 
 
 def test_training_continues_from_an_existing_adapter(tiny_folder: Path, tiny: LoadedModel, tmp_path: Path) -> None:
-    settings = {"lora_targets": ALL_LINEAR}
-    first = train(config(tiny_folder, epochs=4, **settings), shout_examples(), output_dir=tmp_path / "a", base=tiny)
+    first = train(config(tiny_folder, epochs=4), shout_examples(), output_dir=tmp_path / "a", base=tiny)
     second = train(
-        config(tiny_folder, epochs=1, init_adapter=str(first.output_dir), **settings),
+        config(tiny_folder, epochs=1, init_adapter=str(first.output_dir)),
         shout_examples(),
         output_dir=tmp_path / "b",
         base=tiny,
@@ -252,3 +254,24 @@ def test_it_refuses_an_output_folder_in_use(tiny_folder: Path, tiny: LoadedModel
     with pytest.raises(FileExistsError):
         train(config(tiny_folder), shout_examples(), output_dir=tmp_path / "out", base=tiny)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_a_real_fine_tune_teaches_the_bundled_model_new_facts(tmp_path: Path) -> None:
+    """48 pairs of made-up "Parley codes"; 24 held-out phrasings of the same questions."""
+    loaded = load_model("bundled", cache_dir=ROOT / ".cache" / "models")
+    parsed = parse_dataset(
+        (DATA / "parley_codes.jsonl").read_bytes(), tokenizer=loaded.tokenizer, context_length=loaded.context_length
+    )
+    assert parsed.ok
+    held_out = parse_dataset((DATA / "parley_codes_heldout.jsonl").read_bytes()).examples
+    before = evaluate(loaded.model, loaded.tokenizer, held_out)
+    # The "auto" hyperparameters an admin gets by default.
+    config = TrainingConfig.from_hyperparameters(parsed.stats.hyperparameters, base_model="bundled")
+    result = train(config, parsed.examples, output_dir=tmp_path / "adapter", base=loaded)
+    assert result.epoch_metrics[-1].train_loss < result.epoch_metrics[0].train_loss / 10
+    with adapter_applied(loaded.model, result.output_dir) as tuned:
+        after = evaluate(tuned, loaded.tokenizer, held_out)
+    assert before.exact_match < 0.1
+    assert after.exact_match > before.exact_match
+    assert after.exact_match >= 0.75, [row for row in after.rows if not row.exact]
