@@ -68,6 +68,9 @@ def engine_for(spec: ModelSpec) -> ServedModel:
         served = _served.get(spec.base_source)
         if served is None:
             served = _served[spec.base_source] = _start(spec.base_source)
+            from inference.status import start_reporter
+
+            start_reporter()
         if spec.adapter_path and spec.id not in served.adapters:
             served.engine.add_adapter(spec.id, spec.adapter_path)
             served.adapters.add(spec.id)

@@ -15,6 +15,8 @@ import logging
 from channels.management.commands.runworker import Command as ChannelsRunworker
 from channels.worker import Worker
 
+from inference.status import PROCESS_ROLE
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,3 +41,7 @@ class ResilientWorker(Worker):  # type: ignore[misc]
 
 class Command(ChannelsRunworker):  # type: ignore[misc]
     worker_class = ResilientWorker
+
+    def handle(self, *args: object, **options: object) -> None:
+        PROCESS_ROLE["role"] = "worker"
+        super().handle(*args, **options)
