@@ -40,7 +40,7 @@ run: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy conversations inference chatsite
+	$(VENV)/bin/mypy conversations inference chatsite apikeys
 
 test: install browser lint
 	$(PY) manage.py prepare_model
