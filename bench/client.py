@@ -48,6 +48,10 @@ class Browser:
         password = "a long pass phrase 42"
         self.post("/accounts/signup/", {"username": username, "password1": password, "password2": password})
 
+    def log_in(self, username: str, password: str) -> None:
+        self.get("/accounts/login/")
+        self.post("/accounts/login/", {"username": username, "password": password})
+
     def new_chat(self, **chat_settings: str) -> str:
         final_url, _ = self.post("/c/new/", {})
         conversation_id = final_url.rstrip("/").rsplit("/", 1)[-1]

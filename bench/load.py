@@ -95,7 +95,7 @@ def local_server(backend: str, tokens_per_second: float) -> Iterator[str]:
     subprocess.run([*manage, "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run([*manage, "prepare_model"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = free_port()
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the server owns it
+    log = open(workdir / "server.log", "wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
         cwd=ROOT,

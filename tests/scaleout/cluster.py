@@ -136,5 +136,3 @@ class Cluster:
 
     def url(self, web: str) -> str:
         return f"http://127.0.0.1:{self.web_ports[web]}"
-
-

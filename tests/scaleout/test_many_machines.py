@@ -4,7 +4,10 @@ PostgreSQL and a private Redis, with chats through both web processes at once.""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import psycopg
 import pytest
 
 from tests.conftest import TINY_MODEL_DIR
-from tests.scaleout.cluster import Browser, ChatSocket, Cluster
+from tests.scaleout.cluster import ROOT, Browser, ChatSocket, Cluster
 from tests.tiny_model import save_tiny_model
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
@@ -87,3 +90,30 @@ def test_the_processes_share_nothing_but_postgres_and_redis(cluster: Cluster) ->
     assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
     assert Path(cluster.workdir).exists()
     assert all(process.poll() is None for process in cluster.processes.values()), "every process is still up"
+
+
+def test_queue_depth_and_worker_load_are_visible(cluster: Cluster) -> None:
+    env = {**cluster.env, "DJANGO_SUPERUSER_PASSWORD": "an operator pass phrase 7"}
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "ops",
+            "--email",
+            "ops@example.com",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    browser = Browser(cluster.url("web1"))
+    browser.log_in("ops", "an operator pass phrase 7")
+    _, body = browser.get("/status.json")
+    overview = json.loads(body)
+    workers = [p for p in overview["processes"] if p["role"] == "worker" and p["up"]]
+    assert len(workers) == 2, overview
+    assert all(p["tokens_generated"] > 0 for p in workers), "both workers generated tokens"
