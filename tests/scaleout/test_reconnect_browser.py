@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 from tests.conftest import TINY_MODEL_DIR
-from tests.e2e.conftest import browser, page  # noqa: F401 - the Chromium fixtures
 from tests.e2e.test_chat_browser import sign_up
 from tests.scaleout.cluster import Cluster
 from tests.tiny_model import save_tiny_model
