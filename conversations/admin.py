@@ -237,6 +237,7 @@ def dataset_response(
         "title": "Fine-tuning dataset from transcripts",
         "action": action,
         "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
         "picked": picked,
         "examples": len(examples),
         "preview": [

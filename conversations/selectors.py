@@ -327,7 +327,6 @@ class TranscriptEntry:
     position: int
     count: int
     feedback: list[MessageFeedback]
-    depth: int
 
 
 def transcript_entries(*, conversation: Conversation) -> list[TranscriptEntry]:
@@ -341,15 +340,15 @@ def transcript_entries(*, conversation: Conversation) -> list[TranscriptEntry]:
         feedback.setdefault(item.message_id, []).append(item)
     active = set(_path_ids(conversation=conversation))
     entries: list[TranscriptEntry] = []
-    stack = [(m, 0) for m in reversed(children.get(None, []))]
+    stack = list(reversed(children.get(None, [])))
     while stack:
-        message, depth = stack.pop()
+        message = stack.pop()
         family = children.get(message.parent_id, [])
         entry = TranscriptEntry(
-            message, message.pk in active, family.index(message) + 1, len(family), feedback.get(message.pk, []), depth
+            message, message.pk in active, family.index(message) + 1, len(family), feedback.get(message.pk, [])
         )
         entries.append(entry)
-        stack += [(child, depth + 1) for child in reversed(children.get(message.pk, []))]
+        stack += reversed(children.get(message.pk, []))
     return entries
 
 
