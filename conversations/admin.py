@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations import selectors, services, training_data
-from conversations.models import Conversation, Message, MessageFeedback, TranscriptView
+from conversations.models import Conversation, Message, MessageFeedback, TranscriptTag, TranscriptView
 from inference.finetuning.errors import FineTuningError
 
 PREVIEW_EXAMPLES = 5
@@ -58,17 +58,31 @@ class FinishReasonFilter(admin.SimpleListFilter):
         return queryset
 
 
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = TranscriptTag.objects.order_by("name").values_list("name", flat=True).distinct()
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(tags__name=self.value())
+        return queryset
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = (
         "__str__",
         "owner",
         "model_name",
+        "message_count",
+        "feedback_summary",
         "source",
         "created_at",
         "updated_at",
-        "message_count",
-        "feedback_summary",
         "tag_list",
     )
     list_filter = (
@@ -78,7 +92,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "created_at",
         FeedbackFilter,
         FinishReasonFilter,
-        "tags__name",
+        TagFilter,
     )
     search_fields = ("owner__username", "title", "messages__content")
     actions = ["export_jsonl", "build_training_dataset"]
@@ -115,7 +129,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     def feedback_summary(self, obj: Any) -> str:
         if not obj.n_up and not obj.n_down:
             return "–"
-        return f"👍 {obj.n_up} · 👎 {obj.n_down}"
+        return f"{obj.n_up} up · {obj.n_down} down"
 
     @admin.display(description="tags")
     def tag_list(self, obj: Conversation) -> str:

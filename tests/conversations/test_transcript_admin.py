@@ -81,7 +81,7 @@ def change_url(chat: Conversation) -> str:
 def test_the_list_shows_counts_and_feedback_and_filters(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
     client = client_for(reviewer)
     page = client.get(reverse(LIST)).content.decode()
-    assert "👍 1 · 👎 1" in page and ">5<" in page, "feedback summary and message count"
+    assert "1 up · 1 down" in page and ">5<" in page, "feedback summary and message count"
     down = client.get(reverse(LIST), {"feedback": "down"}).content.decode()
     assert "What is the capital of Peru?" in down and "Write a poem" not in down
     errors = client.get(reverse(LIST), {"finish_reason": "error"}).content.decode()
