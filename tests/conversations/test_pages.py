@@ -86,6 +86,7 @@ def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) 
     assert "<strong>bold</strong>" in page
     assert '<code class="language-python">' in page and '<span class="nb">print</span>' in page, "code is highlighted"
     assert "&lt;b&gt;" in page and "<b>" not in page
+    assert '<div class="code-block"><button type="button" class="code-copy" data-copy-code>Copy</button><pre>' in page
     assert "<script>alert(1)</script>" not in page
     assert "9 tokens" in page
 

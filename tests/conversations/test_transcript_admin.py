@@ -112,6 +112,9 @@ def test_a_reviewer_can_tag_but_cannot_change_or_delete(reviewer, chat) -> None:
     client = client_for(reviewer)
     client.post(change_url(chat), {"tag": "  Geography  Error "})
     assert list(chat.tags.values_list("name", flat=True)) == ["geography error"]
+    tagged = client.get(reverse(LIST), {"tag": "geography error"}).content.decode()
+    assert "capital of Peru" in tagged
+    assert "capital of Peru" not in client.get(reverse(LIST), {"tag": "other"}).content.decode()
     client.post(change_url(chat), {"title": "Hacked", "tag": ""})
     chat.refresh_from_db()
     assert chat.title == "What is the capital of Peru?"
