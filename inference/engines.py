@@ -32,7 +32,8 @@ class ServedModel:
 
 _served: dict[str, ServedModel] = {}
 _warming: set[str] = set()
-_lock = threading.Lock()
+_lock = threading.Lock()  # held while a model loads
+_warming_lock = threading.Lock()  # only ever held for a set lookup
 
 
 def _start(base_source: str) -> ServedModel:
@@ -80,10 +81,11 @@ def engine_for(spec: ModelSpec) -> ServedModel:
 def warm_up(spec: ModelSpec) -> None:
     """Start loading ``spec``'s engine in the background if this process has none yet.
 
-    Called when someone opens a conversation, so the model is ready by the time
-    they have typed their first message; still lazy, never at start-up.
+    Called on the event loop when someone opens a conversation, so the model is ready
+    by the time they have typed; still lazy, never at start-up. It never waits for
+    ``_lock``, which a loading model holds for seconds.
     """
-    with _lock:
+    with _warming_lock:
         if spec.base_source in _served or spec.base_source in _warming:
             return
         _warming.add(spec.base_source)
@@ -94,7 +96,7 @@ def warm_up(spec: ModelSpec) -> None:
         except Exception:  # the first real request reports the error to its user
             logger.exception("Warming up %s failed", spec.id)
         finally:
-            with _lock:
+            with _warming_lock:
                 _warming.discard(spec.base_source)
 
     threading.Thread(target=load, name=f"warm-{spec.id}", daemon=True).start()
