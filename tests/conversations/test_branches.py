@@ -145,3 +145,17 @@ async def test_over_the_socket_edit_then_regenerate_and_the_model_sees_only_the_
     assert [m.content for m in path] == ["edited question", "An answer."]
     assert await Message.objects.filter(conversation=chat).acount() == 7, "nothing was overwritten"
     await socket.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_cannot_branch_from_another_conversations_message(alice, bob, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+    first = await database_sync_to_async(turn)(chat, "alice's question", "alice's answer")
+    bobs = await database_sync_to_async(services.conversation_create)(owner=bob)
+    _, _, socket = await open_socket(bob, bobs)
+    await socket.send({"action": "regenerate", "message_id": str(first.assistant_message.public_id)})
+    await socket.receive()
+    await socket.send({"action": "edit", "message_id": str(first.user_message.public_id), "message": "mine now"})
+    await socket.receive()
+    assert socket.errors == ["That reply is not in this conversation.", "That message is not in this conversation."]
+    assert await Message.objects.acount() == 2, "nothing was created anywhere"
+    await socket.close()
