@@ -211,6 +211,7 @@ INFERENCE_BACKEND = env_choice("INFERENCE_BACKEND", "transformers", ("transforme
 INFERENCE_SYNTHETIC_TOKENS_PER_SECOND = env_float("INFERENCE_SYNTHETIC_TOKENS_PER_SECOND", 20.0, minimum=0.1)
 INFERENCE_SYNTHETIC_TEXT = env_str("INFERENCE_SYNTHETIC_TEXT", "")
 INFERENCE_STATUS_INTERVAL_SECONDS = env_float("INFERENCE_STATUS_INTERVAL_SECONDS", 5.0, minimum=0.1)
+INFERENCE_STATUS_REPORTING = env_bool("INFERENCE_STATUS_REPORTING", True)
 # A streaming reply whose job has not written to the database for this long is
 # taken as lost (its worker died) and marked failed.
 INFERENCE_STALE_AFTER_SECONDS = env_int("INFERENCE_STALE_AFTER_SECONDS", 20, minimum=2)

@@ -36,7 +36,7 @@ def process_id() -> str:
 
 def start_reporter() -> None:
     """Report this process's engines from now on (once per process)."""
-    if _started.is_set():
+    if _started.is_set() or not settings.INFERENCE_STATUS_REPORTING:
         return
     _started.set()
     threading.Thread(target=_report_forever, name="engine-status", daemon=True).start()

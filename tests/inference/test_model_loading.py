@@ -71,3 +71,33 @@ async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, 
     reply = await Message.objects.aget(conversation=chat, role="assistant")
     assert reply.status == "error" and "failed" in reply.error
     await socket.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import time
+
+    real_start = engines._start
+
+    def slow_start(source: str) -> engines.ServedModel:
+        time.sleep(3)  # a big model loading
+        return real_start(source)
+
+    engines.shutdown_all()
+    monkeypatch.setattr(engines, "_start", slow_start)
+    chats = [await database_sync_to_async(services.conversation_create)(owner=alice) for _ in range(3)]
+    _, _, first = await open_socket(alice, chats[0])  # starts loading in the background
+    await asyncio.sleep(0.2)
+    began = time.monotonic()
+    others = [await open_socket(alice, chat) for chat in chats[1:]]
+    assert time.monotonic() - began < 1.5, "sockets open while the model is still loading"
+    assert all(connected for connected, _, _ in others)
+    for _, _, socket in others:
+        await socket.close()
+    await first.close()
+    for _ in range(100):
+        if engines.loaded_engines():
+            break
+        await asyncio.sleep(0.1)
+    assert list(engines.loaded_engines()) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
