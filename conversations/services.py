@@ -108,9 +108,15 @@ def turn_start(*, conversation: Conversation, text: object) -> Turn:
 
 
 def assistant_message_flush(*, message_pk: int, content: str, seq: int) -> bool:
-    """Write the streamed text so far; returns whether a Stop was requested."""
-    Message.objects.filter(pk=message_pk, status=Message.Status.STREAMING).update(content=content, stream_seq=seq)
-    return Message.objects.filter(pk=message_pk, cancel_requested=True).exists()
+    """Write the streamed text so far, in one query; returns whether the job should stop.
+
+    It should stop when Stop was pressed or the reply has already ended (a watchdog
+    failed it); the job's finish then records the text it has.
+    """
+    written = Message.objects.filter(
+        pk=message_pk, status=Message.Status.STREAMING, cancel_requested=False
+    ).update(content=content, stream_seq=seq)
+    return written == 0
 
 
 def assistant_message_heartbeat(*, message_pk: int) -> None:

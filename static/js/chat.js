@@ -86,4 +86,8 @@
     if (input) input.focus();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+  // Conversations opened from the sidebar arrive as htmx swaps (hx-boost), not page loads.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail && event.detail.boosted) start();
+  });
 })();
