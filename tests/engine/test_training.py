@@ -6,6 +6,7 @@ Run alone with ``.venv/bin/python -m pytest tests/engine/test_training.py -q``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -256,7 +257,18 @@ def test_it_refuses_an_output_folder_in_use(tiny_folder: Path, tiny: LoadedModel
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """On a busy 2-core machine two torch threads spin at every barrier and run several
+    times slower than one; CI machines are often busy, so the real fine-tune uses one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_a_real_fine_tune_teaches_the_bundled_model_new_facts(tmp_path: Path) -> None:
     """48 pairs of made-up "Parley codes"; 24 held-out phrasings of the same questions."""
     loaded = load_model("bundled", cache_dir=ROOT / ".cache" / "models")
