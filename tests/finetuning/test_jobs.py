@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from inference.engine.datasets import resolve_hyperparameters
 from inference.finetuning import runner, services
 from inference.finetuning.errors import FineTuningError, JobStateError
 from inference.models import FineTuningJob
@@ -30,9 +31,15 @@ def test_auto_settings_are_resolved_and_stored(shout_file) -> None:  # type: ign
         "batch_size": "auto",
         "learning_rate_multiplier": "auto",
     }
-    # 8 examples, 2 held out: 6 train; "auto" gives 17 epochs of batch 1 (at least 100 examples seen).
-    assert job.hyperparameters == {"n_epochs": 17, "batch_size": 1, "learning_rate_multiplier": 0.35}
-    assert job.total_steps == 17 * 6
+    # 8 examples, 2 held out: "auto" is resolved by the dataset rule for 6 training examples.
+    rule = resolve_hyperparameters(6)
+    assert job.hyperparameters == {
+        "n_epochs": rule.epochs,
+        "batch_size": rule.batch_size,
+        "learning_rate_multiplier": rule.learning_rate_multiplier,
+    }
+    assert all(isinstance(value, (int, float)) for value in job.hyperparameters.values())
+    assert job.total_steps == rule.epochs * -(-6 // rule.batch_size)
     assert [e.message for e in job.events.all()][-1] == "Files validated: 6 training examples. Job queued."
 
 
