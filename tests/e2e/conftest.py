@@ -87,8 +87,10 @@ def parley_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(timeout=20)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    # Module scope: playwright's sync API keeps an event loop running while it is
+    # open, which the asyncio tests of later modules must not inherit.
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

@@ -105,3 +105,30 @@ def test_stop_mid_reply_keeps_the_partial_reply(parley_server, page) -> None:  #
     reply = reply_locator(page)
     assert reply.get_by_text("Stopped.").is_visible()
     assert reply.locator(".msg-text").inner_text() == partial
+
+
+def test_conversations_open_from_the_sidebar_and_keep_their_own_stream(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+    sign_up(page, parley_server)
+    start_chat(page)
+    first_url = page.url
+    page.get_by_role("button", name="+ New chat").click()
+    page.wait_for_url(lambda url: url != first_url and "/c/" in url)
+    page.locator("body:not(.is-offline) .chat").wait_for()
+    page.get_by_label("Message").fill("Say hello.")
+    page.keyboard.press("Enter")
+    page.locator("article.msg-assistant[data-status='complete']").wait_for(timeout=120_000)
+    second_url = page.url
+
+    page.locator(".conversation-item").last.click()  # the older, empty chat, opened by htmx
+    page.wait_for_url(first_url)
+    page.locator("body:not(.is-offline) .chat").wait_for()
+    assert page.locator("article.msg").count() == 0, "the first chat shows only its own messages"
+    page.get_by_label("Message").fill("Say goodbye.")
+    page.keyboard.press("Enter")
+    page.locator("article.msg-user").filter(has_text="Say goodbye.").wait_for()
+    page.locator("article.msg-assistant[data-status='complete']").wait_for(timeout=120_000)
+    assert page.locator("article.msg-user").count() == 1
+
+    page.goto(second_url)
+    assert page.locator("article.msg-user").count() == 1
+    assert page.locator("article.msg-user .msg-text").inner_text().strip() == "Say hello."

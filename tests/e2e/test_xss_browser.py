@@ -60,11 +60,10 @@ def test_a_reply_full_of_payloads_runs_nothing(xss_server, page) -> None:  # typ
     for view in ("after streaming", "after reload"):
         assert page.evaluate("() => window.__pwned") is None, f"nothing ran {view}"
         assert dialogs == []
-        assert (
-            page.locator("article.msg script, article.msg iframe, article.msg svg, article.msg [onerror]").count() == 0
-        )
-        assert page.locator("article.msg a[href^='javascript']").count() == 0
-        assert page.locator("article.msg [hx-get]").count() == 0, "model output cannot carry htmx attributes"
+        text = "article.msg .msg-text"  # what users and the model wrote (icons elsewhere are ours)
+        assert page.locator(f"{text} script, {text} iframe, {text} svg, {text} [onerror], {text} style").count() == 0
+        assert page.locator(f"{text} a[href^='javascript']").count() == 0
+        assert page.locator(f"{text} [hx-get]").count() == 0, "model output cannot carry htmx attributes"
         assert page.locator("body").is_visible()
         reply = page.locator("article.msg-assistant .msg-text").last.inner_text()
         assert "window.__pwned='script'" in reply, "the payload is shown as text"

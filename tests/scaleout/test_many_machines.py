@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,8 +113,11 @@ def test_queue_depth_and_worker_load_are_visible(cluster: Cluster) -> None:
     )
     browser = Browser(cluster.url("web1"))
     browser.log_in("ops", "an operator pass phrase 7")
-    _, body = browser.get("/status.json")
-    overview = json.loads(body)
-    workers = [p for p in overview["processes"] if p["role"] == "worker" and p["up"]]
+    for _ in range(40):  # each worker reports every few seconds
+        overview = json.loads(browser.get("/status.json")[1])
+        workers = [p for p in overview["processes"] if p["role"] == "worker" and p["up"]]
+        if len(workers) == 2 and all(p["tokens_generated"] > 0 for p in workers):
+            break
+        time.sleep(0.5)
     assert len(workers) == 2, overview
-    assert all(p["tokens_generated"] > 0 for p in workers), "both workers generated tokens"
+    assert all(p["tokens_generated"] > 0 for p in workers), f"both workers generated tokens: {overview}"
