@@ -34,7 +34,7 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from jinja2.exceptions import TemplateError
 
@@ -365,7 +365,7 @@ def _finish(
     stats = dataset_stats(
         counts, n_examples=len(examples), hyperparameters=hyper, tokens_per_second=tokens_per_second
     )
-    file_format = None if chosen in (None, "auto") else chosen
+    file_format = None if chosen is None or chosen == "auto" else cast("DatasetFormat", chosen)
     return ParsedDataset(file_format, examples, shown, len(problems) - len(shown), counts, stats)
 
 

@@ -503,7 +503,7 @@ def _optimize(
                 raise TrainingCancelled(run.step)
             chunk = [encoded[i] for i in indexes[start : start + config.batch_size]]
             loss, targets = _step(config, model, chunk, pad_id, params)
-            lr = schedule.get_last_lr()[0]
+            lr = float(schedule.get_last_lr()[0])
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
