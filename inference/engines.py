@@ -8,6 +8,7 @@ engine, so every fine-tuned model shares one copy of the base weights.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -36,6 +37,13 @@ _lock = threading.Lock()  # held while a model loads
 _warming_lock = threading.Lock()  # only ever held for a set lookup
 
 
+def inference_threads() -> int:
+    """INFERENCE_THREADS, or every core but one: the event loop and the database work
+    need a core, and torch's threads spinning against them made 16 chats 7x slower
+    on two cores (docs/performance.md)."""
+    return settings.INFERENCE_THREADS or max(1, (os.cpu_count() or 2) - 1)
+
+
 def _start(base_source: str) -> ServedModel:
     if settings.INFERENCE_BACKEND == "synthetic":
         return _start_synthetic(base_source)
@@ -43,7 +51,7 @@ def _start(base_source: str) -> ServedModel:
     from inference.engine.loading import load_model
     from inference.engine.scheduler import Engine
 
-    loaded = load_model(base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=settings.INFERENCE_THREADS or None)
+    loaded = load_model(base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=inference_threads())
     engine = Engine(loaded, max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE, weights=settings.INFERENCE_WEIGHTS)
     engine.start()
     logger.info("Loaded %s in %.1f s", loaded.name, loaded.load_seconds)
