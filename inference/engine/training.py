@@ -12,8 +12,12 @@ the compute limit:
   hidden states come from the decoder, those rows are selected, then ``lm_head``.
 
 A step takes ``batch_size`` examples (as in OpenAI's fine-tuning), packs them into
-rows of at most ``row_tokens`` tokens and splits the rows into forward passes of at
-most ``forward_tokens`` tokens, accumulating gradients, so memory stays bounded.
+rows as long as its longest example (or ``row_tokens``) and splits the rows into
+forward passes of at most ``forward_tokens`` tokens, accumulating gradients, so
+memory stays bounded. Measured on the bundled model (LoRA, batch 8, chat pairs of
+45-90 tokens, CPU time at one thread): the selective head saves ~20 % of a step;
+packing saves the padding but pays for masked attention over longer rows, so with
+such lengths it ties with length-sorted padding, and it wins when lengths vary more.
 
 Usage::
 
@@ -102,7 +106,7 @@ class TrainingConfig:
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     init_adapter: str | None = None
     pack: bool = True
-    row_tokens: int = 1024
+    row_tokens: int | None = None  # None: the longest example of the step
     forward_tokens: int = 4096
     max_length: int | None = None  # None: the model's context length
     threads: int | None = None
@@ -193,7 +197,8 @@ def encode_example(tokenizer: Any, example: Example, *, max_length: int | None =
 
     The text is cut at the start and end of every assistant reply (its content and
     end-of-turn marker) and each piece is tokenized on its own: exactly the tokens
-    a model sees when it is given the prompt and generates the reply.
+    a model sees when it is given the prompt and generates the reply. The example
+    ends with its last reply's end-of-turn marker.
     """
     input_ids: list[int] = []
     labels: list[int] = []
@@ -201,9 +206,11 @@ def encode_example(tokenizer: Any, example: Example, *, max_length: int | None =
         ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         input_ids += ids
         labels += ids if trained else [IGNORE_INDEX] * len(ids)
+    # Tokens after the last reply (the template's closing newline) change no loss.
+    end = max((i + 1 for i, label in enumerate(labels) if label != IGNORE_INDEX), default=len(labels))
     if max_length is not None:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return EncodedExample(tuple(input_ids), tuple(labels))
+        end = min(end, max_length)
+    return EncodedExample(tuple(input_ids[:end]), tuple(labels[:end]))
 
 
 def _segments(tokenizer: Any, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
@@ -260,11 +267,21 @@ def pack_rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
 
 
 def make_batches(
-    encoded: Sequence[EncodedExample], *, pad_id: int, pack: bool, row_tokens: int, forward_tokens: int
+    encoded: Sequence[EncodedExample],
+    *,
+    pad_id: int,
+    pack: bool,
+    row_tokens: int | None = None,
+    forward_tokens: int = 4096,
 ) -> list[Batch]:
-    """The forward passes for one optimizer step over ``encoded``."""
+    """The forward passes for one optimizer step over ``encoded``.
+
+    Rows are ``row_tokens`` long at most, by default as long as the longest example:
+    shorter examples share rows, so there is almost no padding, and attention (which
+    costs the square of a row's length, masked or not) stays what padding would cost.
+    """
     lengths = [len(e.input_ids) for e in encoded]
-    rows = pack_rows(lengths, row_tokens) if pack else [[i] for i in sorted(range(len(encoded)), key=lengths.__getitem__)]
+    rows = pack_rows(lengths, row_tokens or max(lengths)) if pack else [[i] for i in sorted(range(len(encoded)), key=lengths.__getitem__)]
     groups: list[list[list[int]]] = [[]]
     for row in rows:
         width = max(sum(lengths[i] for i in r) for r in [*groups[-1], row])
@@ -323,7 +340,7 @@ def _score_encoded(model: Any, encoded: Sequence[EncodedExample], pad_id: int, f
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for batch in make_batches(encoded, pad_id=pad_id, pack=True, row_tokens=1024, forward_tokens=forward_tokens):
+        for batch in make_batches(encoded, pad_id=pad_id, pack=True, forward_tokens=forward_tokens):
             logits = completion_logits(model, batch)
             loss_sum += F.cross_entropy(logits, batch.targets, reduction="sum").item()
             correct += int((logits.argmax(-1) == batch.targets).sum())

@@ -80,7 +80,7 @@ def test_the_loss_covers_only_the_assistant_replies(tiny: LoadedModel) -> None:
     )
     encoded = encode_example(tiny.tokenizer, example)
     text = tiny.tokenizer.decode(list(encoded.input_ids))
-    assert text == tiny.tokenizer.apply_chat_template(example.chat(), tokenize=False)
+    assert text == tiny.tokenizer.apply_chat_template(example.chat(), tokenize=False).removesuffix("\n")
     trained = [t if t != IGNORE_INDEX else None for t in encoded.labels]
     spans = "".join(tiny.tokenizer.decode([t]) if t is not None else "\0" for t in trained)
     assert [s for s in spans.split("\0") if s] == ["CAT<|im_end|>", "CAT!<|im_end|>"]
