@@ -213,7 +213,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def catch_up(self) -> None:
         for message_id, have in list(self.seqs.items()):
             snapshot = await database_sync_to_async(selectors.message_stream_snapshot)(
-                message_pk=await self.message_pk(message_id)
+                conversation=self.conversation, message_id=message_id
             )
             if snapshot is None or self.seqs.get(message_id) != have:
                 continue
@@ -234,7 +234,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         pause = settings.INFERENCE_FLUSH_INTERVAL_MS / 1000
         for _ in range(RESYNC_ATTEMPTS):
             snapshot = await database_sync_to_async(selectors.message_stream_snapshot)(
-                message_pk=await self.message_pk(message_id)
+                conversation=self.conversation, message_id=message_id
             )
             if snapshot is None or snapshot.status != "streaming":
                 return  # the finished event re-renders the whole reply
@@ -244,11 +244,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_html(fragments.snapshot(message_id=message_id, text=content))
                 return
             await asyncio.sleep(pause)
-
-    async def message_pk(self, message_id: str) -> int:
-        return await database_sync_to_async(fragments.message_pk_for)(
-            conversation=self.conversation, message_id=message_id
-        )
 
     async def send_error(self, text: str) -> None:
         await self.send_html(fragments.composer_error(text))

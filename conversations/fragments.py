@@ -62,6 +62,3 @@ def branch_started(*, conversation_pk: int, message_id: str) -> tuple[str, int]:
     html = render_to_string("conversations/_branch_started.html", {"conversation": conversation, "page": page})
     return html, seq
 
-
-def message_pk_for(*, conversation: Conversation | None, message_id: str) -> int:
-    return int(Message.objects.values_list("pk", flat=True).get(conversation=conversation, public_id=message_id))

@@ -70,8 +70,13 @@ class StreamSnapshot:
     status: str
 
 
-def message_stream_snapshot(*, message_pk: int) -> StreamSnapshot | None:
-    row = Message.objects.filter(pk=message_pk).values("public_id", "content", "stream_seq", "status").first()
+def message_stream_snapshot(*, conversation: Conversation, message_id: UUID | str) -> StreamSnapshot | None:
+    """What the database has of a reply in ``conversation``, in one query."""
+    row = (
+        Message.objects.filter(conversation=conversation, public_id=message_id)
+        .values("public_id", "content", "stream_seq", "status")
+        .first()
+    )
     if row is None:
         return None
     return StreamSnapshot(row["public_id"], row["content"], row["stream_seq"], row["status"])
