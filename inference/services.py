@@ -10,15 +10,22 @@ from django.utils import timezone
 
 from conversations.models import Message
 
+WORKER_STOPPED = "The generation worker stopped while writing this reply. Send your message again to retry."
+
+
+def _streaming_fail(*, pk: int | None = None, reason: str) -> int:
+    """Mark streaming replies (one, or all) as failed; their text so far is kept."""
+    streaming = Message.objects.filter(status=Message.Status.STREAMING)
+    if pk is not None:
+        streaming = streaming.filter(pk=pk)
+    return streaming.update(
+        status=Message.Status.ERROR, finish_reason=Message.FinishReason.ERROR, error=reason, finished_at=timezone.now()
+    )
+
 
 def streams_recover_abandoned(*, reason: str) -> int:
-    """End every reply still marked streaming; their text so far is kept."""
-    return Message.objects.filter(status=Message.Status.STREAMING).update(
-        status=Message.Status.ERROR,
-        finish_reason=Message.FinishReason.ERROR,
-        error=reason,
-        finished_at=timezone.now(),
-    )
+    """End every reply still marked streaming (run before a single server starts)."""
+    return _streaming_fail(reason=reason)
 
 
 def streams_fail_stale(*, conversation_pk: int | None = None) -> list[str]:
@@ -34,12 +41,6 @@ def streams_fail_stale(*, conversation_pk: int | None = None) -> list[str]:
         stale = stale.filter(conversation_id=conversation_pk)
     ended: list[str] = []
     for message in stale:
-        updated = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
-            status=Message.Status.ERROR,
-            finish_reason=Message.FinishReason.ERROR,
-            error="The generation worker stopped while writing this reply. Send your message again to retry.",
-            finished_at=timezone.now(),
-        )
-        if updated:
+        if _streaming_fail(pk=message.pk, reason=WORKER_STOPPED):
             ended.append(str(message.public_id))
     return ended
