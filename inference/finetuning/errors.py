@@ -33,6 +33,15 @@ class DatasetRejected(FineTuningError):
         self.more = more
 
 
+class FileUnavailable(FineTuningError):
+    """A training file whose stored data is missing or cannot be read (deleted from the
+    media storage, a folder in its place, no permission...). ``field`` names the job
+    argument that chose the file: "training_file" or "validation_file"."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message, field=field, code="file_unavailable")
+
+
 class JobStateError(FineTuningError):
     """The job is not in a status that allows the action (cancel a finished job...)."""
 

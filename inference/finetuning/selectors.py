@@ -6,14 +6,19 @@ Fine-tuning is a team-admin feature: anyone allowed to fine-tune sees every job.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
 from inference.engine.datasets import Example, split_validation
+from inference.finetuning.errors import FileUnavailable
 from inference.finetuning.validation import dataset_parse, rejection
 from inference.models import FineTunedModel, FineTuningEvent, FineTuningJob, FineTuningMetric, TrainingFile
 
@@ -26,9 +31,44 @@ def training_file_list() -> QuerySet[TrainingFile]:
     return TrainingFile.objects.select_related("created_by")
 
 
-def training_file_read(*, file: TrainingFile) -> bytes:
-    with default_storage.open(file.stored_path, "rb") as handle:
+def training_file_read(*, file: TrainingFile, field: str = "file") -> bytes:
+    """The stored data of ``file``.
+
+    Raises ``FileUnavailable`` (naming ``field``, the file and what is wrong) when the
+    data is missing from the media storage or cannot be read.
+    """
+    with _stored_data(file, field) as handle:
         return bytes(handle.read())
+
+
+def training_file_check_readable(*, file: TrainingFile, field: str = "file") -> None:
+    """Raise ``FileUnavailable`` unless the stored data of ``file`` can be opened and read."""
+    with _stored_data(file, field) as handle:
+        handle.read(1)
+
+
+@contextmanager
+def _stored_data(file: TrainingFile, field: str) -> Iterator[IO[bytes]]:
+    try:
+        if not file.stored_path:
+            raise FileNotFoundError
+        with default_storage.open(file.stored_path, "rb") as handle:
+            yield handle
+    except FileNotFoundError:
+        raise _unavailable(file, field, "is missing") from None
+    except (OSError, SuspiciousFileOperation) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise _unavailable(file, field, f"cannot be read ({reason})") from None
+
+
+def _unavailable(file: TrainingFile, field: str, problem: str) -> FileUnavailable:
+    kind = {"training_file": "training file", "validation_file": "validation file"}.get(field, "file")
+    where = f"{file.stored_path} in the media storage" if file.stored_path else "no path recorded"
+    return FileUnavailable(
+        f"The {kind} {file.filename} ({file.public_id}) cannot be used: its data ({where}) {problem}. "
+        "Restore it, or upload the data again as a new file.",
+        field=field,
+    )
 
 
 def job_get(*, job_id: str) -> FineTuningJob:
@@ -82,19 +122,20 @@ class JobExamples:
 def job_examples(*, job: FineTuningJob, base_source: str) -> JobExamples:
     """The training and held-out examples of ``job``, checked against ``base_source``.
 
-    Raises ``DatasetRejected`` when a file does not fit that base model.
+    Raises ``DatasetRejected`` when a file does not fit that base model, and
+    ``FileUnavailable`` when a file's stored data is missing or unreadable.
     """
-    train = _examples(job.training_file, base_source)
+    train = _examples(job.training_file, base_source, "training_file")
     if job.validation_file is not None:
-        return JobExamples(train, _examples(job.validation_file, base_source))
+        return JobExamples(train, _examples(job.validation_file, base_source, "validation_file"))
     if job.validation_split <= 0:
         return JobExamples(train, [])
     kept, held = split_validation(train, fraction=job.validation_split, seed=job.seed)
     return JobExamples(kept, held)
 
 
-def _examples(file: TrainingFile, base_source: str) -> list[Example]:
-    parsed = dataset_parse(data=training_file_read(file=file), base_source=base_source)
+def _examples(file: TrainingFile, base_source: str, field: str) -> list[Example]:
+    parsed = dataset_parse(data=training_file_read(file=file, field=field), base_source=base_source)
     if not parsed.ok:
         raise rejection(file.filename, parsed)
     return list(parsed.examples)

@@ -30,7 +30,7 @@ from django.utils import timezone
 from inference import registry
 from inference.engine.datasets import DatasetStats, resolve_hyperparameters
 from inference.finetuning import bases, selectors
-from inference.finetuning.errors import DatasetRejected, FineTuningError, JobStateError
+from inference.finetuning.errors import DatasetRejected, FileUnavailable, FineTuningError, JobStateError
 from inference.finetuning.validation import dataset_parse, rejection
 from inference.models import (
     FineTunedModel,
@@ -131,10 +131,12 @@ def finetune_job_create(
 ) -> FineTuningJob:
     """Create a job, check its files against the base model, resolve "auto", queue it.
 
-    Bad arguments raise ``FineTuningError`` naming the field and store nothing. Files
-    that do not fit the chosen base (too long for its context...) give a job that
-    failed with ``error_code="invalid_training_file"``, as OpenAI's API does. With
-    ``enqueue`` the training task is queued once the transaction commits.
+    Bad arguments raise ``FineTuningError`` naming the field and store nothing; so
+    does a file whose stored data is missing or unreadable (``FileUnavailable``, on
+    "training_file" or "validation_file"). Files that do not fit the chosen base (too
+    long for its context...) give a job that failed with
+    ``error_code="invalid_training_file"``, as OpenAI's API does. With ``enqueue``
+    the training task is queued once the transaction commits.
     """
     requested = _check_hyperparameters(n_epochs, batch_size, learning_rate_multiplier)
     base = _check_base(base_model)
@@ -210,6 +212,9 @@ def _check_files(training: TrainingFile, validation: TrainingFile | None) -> Non
             raise FineTuningError(f"The file {file.public_id} is not ready ({file.status}).", field=field)
     if validation is not None and validation.pk == training.pk:
         raise FineTuningError("The validation file must differ from the training file.", field="validation_file")
+    for field, file in (("training_file", training), ("validation_file", validation)):
+        if file is not None:
+            selectors.training_file_check_readable(file=file, field=field)
 
 
 def _check_suffix(suffix: str) -> str:
@@ -236,6 +241,9 @@ def _validate_and_queue(job: FineTuningJob, base: bases.TrainingBase, *, enqueue
     except DatasetRejected as exc:
         lines = "; ".join(exc.problems[:5])
         job_fail(job=job, code="invalid_training_file", message=f"{exc} {lines}".strip())
+        return
+    except FileUnavailable as exc:  # the data went away since _check_files looked
+        job_fail(job=job, code="file_unavailable", message=str(exc))
         return
     requested = job.hyperparameters_requested
     resolved = resolve_hyperparameters(
@@ -287,7 +295,11 @@ def finetune_job_cancel(*, job: FineTuningJob) -> FineTuningJob:
 
 
 def finetune_job_retry(*, job: FineTuningJob, created_by: User | None = None) -> FineTuningJob:
-    """A new job with the same files and requested settings as a failed or cancelled one."""
+    """A new job with the same files and requested settings as a failed or cancelled one.
+
+    Refused like ``finetune_job_create`` (e.g. ``FileUnavailable`` when a file's data is
+    gone); the old job is left as it was.
+    """
     if job.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
         raise JobStateError(f"Only a failed or cancelled job can be retried; {job.public_id} is {job.status}.")
     requested = job.hyperparameters_requested

@@ -99,6 +99,35 @@ def test_job_settings_are_checked_by_name(tuner, training_file) -> None:
     assert no_file.value.body["param"] == "training_file"
 
 
+LOSE_DATA = """
+from django.core.files.storage import default_storage
+from inference.models import TrainingFile
+default_storage.delete(TrainingFile.objects.get(public_id={file_id!r}).stored_path)
+"""
+
+
+@pytest.mark.parametrize("field", ["training_file", "validation_file"])
+def test_a_file_whose_stored_data_is_gone_is_refused_by_name(api_server, tuner, training_file, field) -> None:  # type: ignore[no-untyped-def]
+    lost = tuner.files.create(
+        file=(f"lost-{field}.jsonl", (DATA / "parley_codes_heldout.jsonl").read_bytes()), purpose="fine-tune"
+    )
+    api_server.manage("shell", "--no-imports", "-c", LOSE_DATA.format(file_id=lost.id))
+    files = {"training_file": training_file.id, field: lost.id}
+    jobs_before = [job.id for job in tuner.fine_tuning.jobs.list()]
+    with pytest.raises(openai.BadRequestError) as caught:
+        tuner.fine_tuning.jobs.create(model=TINY_MODEL_ID, **files)
+    assert caught.value.status_code == 400
+    kind = field.replace("_", " ")
+    assert caught.value.body["param"] == field
+    assert caught.value.body["code"] == "file_unavailable"
+    assert caught.value.body["message"].startswith(
+        f"The {kind} lost-{field}.jsonl ({lost.id}) cannot be used: its data"
+    )
+    assert "is missing" in caught.value.body["message"]
+    assert [job.id for job in tuner.fine_tuning.jobs.list()] == jobs_before, "no job was made"
+    assert tuner.files.retrieve(lost.id).status == "processed", "the file's record is left as it was"
+
+
 def test_an_unknown_job_is_not_found(tuner) -> None:
     with pytest.raises(openai.NotFoundError):
         tuner.fine_tuning.jobs.retrieve("ftjob-nothing")

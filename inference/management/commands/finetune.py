@@ -6,8 +6,9 @@ Without ``--wait`` the job is queued for the background worker (``manage.py db_w
 started by ``make run``) and its id is printed. With ``--wait`` the command follows the
 job and prints its progress; if no worker has picked the job up within
 ``--worker-wait`` seconds (default 10), it trains the job in this process instead, and
-says so. At the end it prints the new model's name. A file with problems is refused
-with every problem listed, and the command exits with status 1.
+says so. At the end it prints the new model's name. A file that cannot be read, or
+has problems, is refused (with every problem listed), and the command exits with
+status 1.
 """
 
 from __future__ import annotations
@@ -44,10 +45,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        path: Path = options["file"]
-        if not path.is_file():
-            raise CommandError(f"{path} is not a file.")
-        file = self._upload(path)
+        file = self._upload(options["file"])
         try:
             job = services.finetune_job_create(
                 training_file=file,
@@ -69,7 +67,7 @@ class Command(BaseCommand):
 
     def _upload(self, path: Path) -> Any:
         try:
-            file = services.training_file_create(filename=path.name, data=path.read_bytes())
+            file = services.training_file_create(filename=path.name, data=_read(path))
         except DatasetRejected as exc:
             for problem in exc.problems:
                 self.stderr.write(f"  {problem}")
@@ -126,3 +124,15 @@ class Command(BaseCommand):
                 f"fine-tuned {evaluation['fine_tuned']['exact_match']:.0%}."
             )
         self.stdout.write(self.style.SUCCESS(f"Fine-tuned model: {job.fine_tuned_model}"))
+
+
+def _read(path: Path) -> bytes:
+    """The bytes at ``path``, or a CommandError naming the file and what is wrong."""
+    try:
+        if path.is_dir():
+            raise CommandError(f"Cannot read the training file {path}: it is a folder.")
+        if path.exists() and not path.is_file():
+            raise CommandError(f"Cannot read the training file {path}: it is not a regular file.")
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"Cannot read the training file {path}: {exc.strerror or exc}.") from None
