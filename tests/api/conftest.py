@@ -57,7 +57,13 @@ class LiveServer:
 
 def _serve(tmp: Path, **settings: str) -> Iterator[LiveServer]:
     save_tiny_model(TINY_MODEL_DIR)
-    env = server_env(tmp, INFERENCE_MODEL=str(TINY_MODEL_DIR), **settings)
+    env = server_env(
+        tmp,
+        INFERENCE_MODEL=str(TINY_MODEL_DIR),
+        PARLEY_MEDIA_ROOT=str(tmp / "media"),  # uploaded training files stay out of the checkout
+        FINETUNE_OUTPUT_DIR=str(tmp / "finetuned"),
+        **settings,
+    )
     url, process = start_server(tmp, env)
     server = LiveServer(url=url, env=env)
     server.manage("shell", "-c", SETUP_USERS)
