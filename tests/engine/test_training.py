@@ -6,16 +6,18 @@ Run alone with ``.venv/bin/python -m pytest tests/engine/test_training.py -q``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from inference.engine.datasets import Example, Message, parse_dataset
+from inference.engine.datasets import Example, Message, parse_dataset, resolve_hyperparameters
 from inference.engine.evaluation import adapter_applied, evaluate
 from inference.engine.loading import LoadedModel, load_model
 from inference.engine.training import (
+    BASE_LEARNING_RATES,
     IGNORE_INDEX,
     METADATA_FILE,
     TrainingCancelled,
@@ -24,6 +26,7 @@ from inference.engine.training import (
     encode_example,
     make_batches,
     pack_rows,
+    score_examples,
     train,
 )
 from tests.tiny_model import save_tiny_model
@@ -287,3 +290,43 @@ def test_a_real_fine_tune_teaches_the_bundled_model_new_facts(tmp_path: Path) ->
     assert before.exact_match < 0.1
     assert after.exact_match > before.exact_match
     assert after.exact_match >= 0.75, [row for row in after.rows if not row.exact]
+
+
+def test_full_fine_tuning_takes_a_much_smaller_step_than_lora() -> None:
+    full, lora = TrainingConfig(method="full"), TrainingConfig(method="lora")
+    assert 1e-5 <= full.learning_rate <= 5e-5  # the usual range for all the weights
+    assert full.learning_rate <= lora.learning_rate / 20
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_full_fine_tuning_of_the_bundled_model_learns_and_saves_a_model_that_answers(tmp_path: Path) -> None:
+    """8 Parley-code pairs, 3 epochs of batch 4 (6 steps) at the default learning rate.
+
+    About 20 s on one thread: 15-18 s of training, then saving (540 MB), reloading and answering.
+    """
+    loaded = load_model("bundled", cache_dir=ROOT / ".cache" / "models")
+    pairs = b"".join((DATA / "parley_codes.jsonl").read_bytes().splitlines(keepends=True)[:8])
+    examples = parse_dataset(pairs, tokenizer=loaded.tokenizer, context_length=loaded.context_length).examples
+    # "auto" learning-rate multiplier, as an admin gets it: 1.0 at batch size 4.
+    config = TrainingConfig.from_hyperparameters(
+        resolve_hyperparameters(len(examples), epochs=3, batch_size=4), base_model="bundled", method="full"
+    )
+    assert config.learning_rate == BASE_LEARNING_RATES["full"]
+    base_loss, base_accuracy = score_examples(loaded.model, loaded.tokenizer, examples)
+
+    result = train(config, examples, output_dir=tmp_path / "full", base=loaded)
+
+    assert result.steps == 6 and all(math.isfinite(loss) for loss in result.step_losses)
+    epoch_losses = [m.train_loss for m in result.epoch_metrics]
+    assert epoch_losses[-1] < epoch_losses[0] * 0.7, epoch_losses
+    assert result.step_losses[-1] < result.step_losses[0]
+    assert score_examples(loaded.model, loaded.tokenizer, examples) == (base_loss, base_accuracy), "trained a copy"
+    metadata = json.loads((result.output_dir / METADATA_FILE).read_text())
+    assert (metadata["method"], metadata["hyperparameters"]["learning_rate"]) == ("full", config.learning_rate)
+
+    tuned = load_model(str(result.output_dir), cache_dir=tmp_path)
+    assert tuned.tokenizer.chat_template == loaded.tokenizer.chat_template
+    after = evaluate(tuned.model, tuned.tokenizer, examples)
+    assert after.loss < base_loss and after.token_accuracy > base_accuracy
+    assert sum(1 for row in after.rows if row.answer) >= len(examples) // 2, [row.answer for row in after.rows]

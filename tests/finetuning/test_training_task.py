@@ -52,6 +52,17 @@ def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_f
     assert messages[-1] == f"New fine-tuned model {model.public_id} is ready to chat with."
 
 
+def test_a_full_fine_tuning_job_registers_a_whole_model_that_is_its_own_base(shout_file) -> None:  # type: ignore[no-untyped-def]
+    job = queued_job(shout_file, method="full", suffix="whole")
+    assert runner.finetune_job_execute(job_pk=job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.evaluation["examples"] == 2, "the saved model was loaded back and evaluated"
+    model = FineTunedModel.objects.get()
+    assert model.method == "full" and (Path(model.adapter_path) / "config.json").exists()
+    spec = registry.model_get(model.public_id)
+    assert spec is not None and (spec.base_source, spec.adapter_path) == (model.adapter_path, None)
+
+
 def test_a_fine_tuned_model_can_be_trained_further(shout_file) -> None:  # type: ignore[no-untyped-def]
     first = queued_job(shout_file, n_epochs=1)
     runner.finetune_job_execute(job_pk=first.pk)
