@@ -77,8 +77,12 @@ class RaggedKVCache:
         shape = (row_capacity, self.kv_heads, capacity, self.head_dim)
         for store in (self.keys, self.values):
             for layer, old in enumerate(store):
-                new = torch.zeros(shape, dtype=self.dtype)
+                # Write every element once: the kept part is copied, the rest zeroed
+                # (masked positions must hold finite numbers, or 0 * NaN spoils a row).
+                new = torch.empty(shape, dtype=self.dtype)
                 new[:keep_rows, :, :keep_len] = old[:keep_rows, :, :keep_len]
+                new[:keep_rows, :, keep_len:] = 0
+                new[keep_rows:] = 0
                 store[layer] = new
             if not store:
                 store.extend(torch.zeros(shape, dtype=self.dtype) for _ in range(self.num_layers))

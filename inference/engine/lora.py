@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .smoothing import Smoothing
+
 _PREFIX = "base_model.model."
 _WEIGHT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 
@@ -48,8 +50,9 @@ def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
 class LoraAdapters:
     """The adapters registered with one model and the hooks that apply them."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, smoothing: Smoothing | None = None) -> None:
         self.model = model
+        self.smoothing = smoothing
         self._adapters: dict[str, LoadedAdapter] = {}
         self._table: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor, float]]] = {}
         self._hooks: dict[str, Any] = {}
@@ -98,6 +101,9 @@ class LoraAdapters:
             rank = lora_a.shape[0]
             alpha = _pattern_value(config.alpha_pattern, module, config.lora_alpha)
             scaling = alpha / math.sqrt(rank) if config.use_rslora else alpha / rank
+            if self.smoothing is not None:
+                # The served weights were rescaled (smoothing.py); rescale the adapter alike.
+                lora_a, lora_b = self.smoothing.adapt_lora(module, lora_a, lora_b)
             modules[module] = (lora_a.contiguous(), lora_b.contiguous(), float(scaling))
         if not modules:
             raise AdapterError(f"{path} holds no LoRA weights.")

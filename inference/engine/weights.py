@@ -15,10 +15,18 @@ Measured on the 2-core AVX2 CPU this project runs on (docs/performance.md, secti
   int8 in the transformer layers is what derails it (their activations have outliers
   that one per-batch activation scale cannot carry).
 
+Every linear int8 after activation smoothing (``smoothing.py``: SmoothQuant's
+per-channel rescaling, folded into the norms and projections, fp32-exact) agrees with
+fp32 on 90 % of next tokens in the engine's own batched decode (8 chats x 48 tokens,
+teacher-forced; int8 without smoothing: 73 %, vocabulary head alone int8: 92 %) and is
+~3x faster than fp32 per decode step and per prefill chunk.
+
 So the modes are ``"fp32"`` (exact), ``"int8-head"`` (only the vocabulary head int8,
-per-channel), ``"int8"`` (every linear int8, per-channel: fastest, clearly lower
-quality) and ``"auto"``, which picks ``"int8-head"`` on a CPU with a quantized engine
-and fp32 elsewhere. A test bounds its divergence from fp32 on the bundled model.
+per-channel), ``"int8"`` (every linear int8, per-channel weight scales, activations
+smoothed first where the architecture allows it) and ``"auto"``, which picks
+``"int8"`` on a CPU with a quantized engine for a model smoothing supports,
+``"int8-head"`` on such a CPU otherwise, and fp32 elsewhere. A test bounds the
+divergence of ``auto`` from fp32 on the bundled model.
 
 Dynamic quantization picks one activation scale per matmul input, i.e. per batch, so
 with int8 a request's logits can differ in the last bits depending on which requests
@@ -33,6 +41,8 @@ from typing import Any
 
 import torch
 
+from . import smoothing
+
 WEIGHT_MODES = ("auto", "fp32", "int8-head", "int8")
 
 
@@ -46,7 +56,9 @@ def resolve_weights(mode: str, model: Any) -> str:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {mode!r}.")
     on_cpu = next(model.parameters()).device.type == "cpu"
     if mode == "auto":
-        return "int8-head" if on_cpu and int8_supported() else "fp32"
+        if not (on_cpu and int8_supported()):
+            return "fp32"
+        return "int8" if smoothing.supports(model) else "int8-head"
     if mode.startswith("int8") and not (on_cpu and int8_supported()):
         raise ValueError("int8 weights need a CPU with the x86/fbgemm quantized engine.")
     return mode
@@ -61,9 +73,16 @@ def _linear_names(model: Any, mode: str) -> set[str]:
     return names
 
 
-def prepare_weights(model: Any, mode: str) -> tuple[Any, str]:
-    """Return ``(model, chosen_mode)``; int8 modes replace linear layers in place."""
+def prepare_weights(model: Any, mode: str, tokenizer: Any = None) -> tuple[Any, str, smoothing.Smoothing | None]:
+    """Return ``(model, chosen_mode, smoothing)``; int8 modes replace linear layers in place.
+
+    With ``"int8"``, a model that ``smoothing.supports`` is smoothed first, calibrated
+    on a few built-in chats encoded with ``tokenizer``.
+    """
     chosen = resolve_weights(mode, model)
+    applied = None
+    if chosen == "int8" and tokenizer is not None and smoothing.supports(model):
+        applied = smoothing.smooth(model, smoothing.calibration_ids(tokenizer))
     if chosen.startswith("int8"):
         # Per-output-channel weight scales: closer to fp32 than one scale per matrix.
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
@@ -71,4 +90,4 @@ def prepare_weights(model: Any, mode: str) -> tuple[Any, str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
-    return model, chosen
+    return model, chosen, applied
