@@ -24,9 +24,11 @@ def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:  # t
     settings.INFERENCE_MODEL = str(tiny_model_dir)
     settings.INFERENCE_CACHE_DIR = ROOT / ".cache" / "models"
     settings.INFERENCE_FLUSH_INTERVAL_MS = 50
+    # Exact weights: tests compare outputs across batches, sockets and the API.
+    settings.INFERENCE_WEIGHTS = "fp32"
     # No background thread writing status rows into the test database.
     settings.INFERENCE_STATUS_REPORTING = False
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "chatsite.layers.SingleProcessChannelLayer"}}
     settings.STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
