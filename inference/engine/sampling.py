@@ -23,23 +23,63 @@ def make_generator(seed: int | None) -> torch.Generator:
 
 def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     """One token id from a 1-D row of logits."""
-    if params.temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        # Keep the smallest set whose mass reaches top_p (the first token always stays).
-        sorted_probs[(cumulative - sorted_probs) >= params.top_p] = 0.0
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return int(order[choice])
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return sample_batch(logits[None, :], [params], [generator])[0]
 
 
 def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
-    """One token per row of ``logits`` ``[rows, vocab]``; greedy rows share one argmax."""
-    greedy = torch.argmax(logits, dim=-1).tolist()
-    return [
-        greedy[row] if p.temperature <= 0 else sample_row(logits[row], p, generators[row])
-        for row, p in enumerate(params)
-    ]
+    """One token per row of ``logits`` ``[rows, vocab]``.
+
+    Greedy rows share one argmax. Sampled rows are handled together: one softmax, one
+    sort for the rows with a nucleus (top_p < 1), one cumulative sum, and one
+    inverse-CDF lookup of a uniform number each row draws from its own generator. A
+    row's draw depends only on its logits, its settings and its generator, never on
+    its neighbours, so a seeded request repeats itself in any batch. (Sampling row by
+    row took ~1.2 ms a row per step: 30 % of a 16-row int8 decode step.)
+    """
+    chosen = torch.argmax(logits, dim=-1).tolist()
+    nucleus = [row for row, p in enumerate(params) if p.temperature > 0 and p.top_p < 1.0]
+    plain = [row for row, p in enumerate(params) if p.temperature > 0 and p.top_p >= 1.0]
+    for rows, sort in ((nucleus, True), (plain, False)):
+        if rows:
+            picks = _draw(logits, rows, [params[r] for r in rows], [generators[r] for r in rows], sort=sort)
+            for row, token in zip(rows, picks, strict=True):
+                chosen[row] = token
+    return chosen
+
+
+# A nucleus is looked for among the most likely tokens first: a full sort of a
+# 49,152-token vocabulary costs ~3 ms a row here, the top 256 a small fraction of that.
+_NUCLEUS_CANDIDATES = 256
+
+
+def _draw(
+    logits: torch.Tensor,
+    rows: list[int],
+    params: list[SamplingParams],
+    generators: list[torch.Generator],
+    *,
+    sort: bool,
+) -> list[int]:
+    temperatures = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+    picked = logits if len(rows) == logits.shape[0] else logits[rows]
+    probs = torch.softmax(picked.float() / temperatures[:, None], dim=-1)
+    draws = torch.cat([torch.rand(1, generator=generator) for generator in generators])
+    if not sort:
+        return _inverse_cdf(probs, draws).tolist()
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
+    candidates, order = torch.topk(probs, min(_NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
+    covered = candidates.sum(dim=-1) >= top_p
+    if not bool(covered.all()):
+        # Some nucleus reaches past the candidates: sort the whole vocabulary for them.
+        candidates, order = torch.sort(probs, dim=-1, descending=True)
+    # Keep the smallest set whose mass reaches top_p (the first token always stays).
+    kept = candidates.masked_fill((candidates.cumsum(dim=-1) - candidates) >= top_p[:, None], 0.0)
+    picks = _inverse_cdf(kept, draws)
+    return order.gather(1, picks[:, None])[:, 0].tolist()
+
+
+def _inverse_cdf(probs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Per row, the token where the cumulative mass passes ``draw * total``."""
+    cdf = probs.cumsum(dim=-1)
+    targets = (draws * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, targets, right=True).clamp_(max=cdf.shape[-1] - 1)[:, 0]
