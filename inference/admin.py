@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
 
-from inference.finetuning import services, views
+from inference.finetuning import selectors, services, views
 from inference.models import FineTunedModel, FineTuningJob, TrainingFile
 
 
@@ -116,9 +116,19 @@ class FineTunedModelAdmin(FineTuningPermission):
         services.finetuned_model_rename(model=obj, label=obj.label)
         services.finetuned_model_set_hidden(model=obj, hidden=obj.hidden)
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, Any]:
+        """Refuse, on the confirmation page, to delete a full model that others run on."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        chosen = {model.public_id for model in objs}
+        for model in objs:
+            for child in selectors.finetuned_model_dependents(model=model):
+                if child not in chosen:
+                    protected.append(f"Fine-tuned model {child}, which runs on the weights of {model.public_id}")
+        return deleted, counts, perms_needed, protected
+
     def delete_model(self, request: HttpRequest, obj: FineTunedModel) -> None:
         services.finetuned_model_delete(model=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[FineTunedModel]) -> None:
-        for model in queryset:
+        for model in sorted(queryset, key=lambda model: model.method == "full"):  # what runs on a full model first
             services.finetuned_model_delete(model=model)

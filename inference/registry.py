@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 
 from inference.engine.loading import BUNDLED_DISPLAY_NAME, BUNDLED_MODEL
 
@@ -18,8 +19,11 @@ FINE_TUNED_PREFIX = "ft:"
 class ModelSpec:
     """A model as the chat and the API name it.
 
-    ``base_source`` is what the engine loads (``"bundled"`` or a folder); a
-    fine-tuned model adds ``adapter_path`` on top of its base's weights.
+    ``base_source`` is what the engine loads (``"bundled"`` or a folder); a LoRA
+    fine-tuned model adds ``adapter_path`` on top of those weights. ``weights_id``
+    names the model whose weights ``base_source`` holds (a base, or a full fine-tuned
+    model), ``root_id`` the base model its line of fine-tuning started from; None for
+    either means the model itself.
     """
 
     id: str
@@ -27,6 +31,8 @@ class ModelSpec:
     base_source: str
     adapter_path: str | None = None
     owned_by: str = "parley"
+    weights_id: str | None = None
+    root_id: str | None = None
 
 
 def _slug(text: str) -> str:
@@ -53,19 +59,39 @@ def available_models() -> list[ModelSpec]:
 
 
 def fine_tuned_models(bases: list[ModelSpec]) -> list[ModelSpec]:
+    """Visible fine-tuned models, each on the weights it was trained on.
+
+    A full model is a whole model folder of its own. A LoRA model runs on its
+    ``base_model``'s weights: a base, or a full fine-tuned model (hidden or not: hiding
+    it only takes it out of the picker) whose own base is available.
+    """
     from inference.models import FineTunedModel  # the registry is imported before apps are ready
 
     sources = {spec.id: spec.base_source for spec in bases}
-    rows = FineTunedModel.objects.filter(hidden=False, base_model__in=sources).values_list(
-        "public_id", "label", "base_model", "adapter_path", "method"
+    rows = list(
+        FineTunedModel.objects.filter(
+            Q(base_model__in=sources) | Q(base_model__startswith=FINE_TUNED_PREFIX)
+        ).values_list("public_id", "label", "base_model", "adapter_path", "method", "hidden")
     )
+    wholes = {row[0]: (row[3], row[2]) for row in rows if row[4] == "full" and row[2] in sources}
     specs = []
-    for model_id, label, base_id, path, method in rows:
-        if method == "full":  # a whole model folder: it is its own base
-            specs.append(ModelSpec(id=model_id, label=label, base_source=path))
-        else:
-            specs.append(ModelSpec(id=model_id, label=label, base_source=sources[base_id], adapter_path=path))
+    for model_id, label, base_id, path, method, hidden in rows:
+        if hidden:
+            continue
+        if model_id in wholes:
+            specs.append(ModelSpec(id=model_id, label=label, base_source=path, root_id=base_id))
+        elif method == "lora" and base_id in sources:
+            specs.append(_lora_spec(model_id, label, path, sources[base_id], base_id, base_id))
+        elif method == "lora" and base_id in wholes:
+            whole_path, root_id = wholes[base_id]
+            specs.append(_lora_spec(model_id, label, path, whole_path, base_id, root_id))
     return specs
+
+
+def _lora_spec(model_id: str, label: str, adapter: str, source: str, weights_id: str, root_id: str) -> ModelSpec:
+    return ModelSpec(
+        id=model_id, label=label, base_source=source, adapter_path=adapter, weights_id=weights_id, root_id=root_id
+    )
 
 
 def model_get(model_id: str) -> ModelSpec | None:

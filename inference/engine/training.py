@@ -84,10 +84,11 @@ class TrainingConfig:
 
     ``base_model`` is the source for ``loading.load_model`` ("bundled" or a folder);
     it is loaded unless ``train`` is handed a ``LoadedModel``, and it is recorded in
-    ``parley_training.json`` either way. ``init_adapter`` continues training an
-    existing LoRA adapter folder (a previous fine-tuned model), so the result still
-    runs on the same shared base weights. ``threads`` caps torch's threads while
-    training; ``niceness`` lowers the process priority (for good: a worker process).
+    ``parley_training.json`` either way. ``init_adapter`` starts from an existing LoRA
+    adapter folder (a previous fine-tuned model): LoRA continues training it, so the
+    result still runs on the same shared base weights; full fine-tuning merges it into
+    the copy it trains. ``threads`` caps torch's threads while training; ``niceness``
+    lowers the process priority (for good: a worker process).
     """
 
     base_model: str = "bundled"
@@ -356,13 +357,16 @@ def _pad_id(tokenizer: Any) -> int:
 
 @contextmanager
 def _trainable(config: TrainingConfig, base: LoadedModel) -> Iterator[Any]:
-    """The model to train: LoRA layers on ``base`` (removed afterwards) or a full copy."""
+    """The model to train: LoRA layers on ``base`` (removed afterwards) or a full copy
+    (with ``init_adapter`` merged into it)."""
     model = base.model
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)  # GGUF-loaded: see DESIGN.md
     torch.manual_seed(config.seed)
     if config.method == "full":
         trainee = copy.deepcopy(model)
+        if config.init_adapter:
+            trainee = _merged(trainee, config.init_adapter)
         trainee.requires_grad_(True)
         yield trainee
         return
@@ -372,6 +376,13 @@ def _trainable(config: TrainingConfig, base: LoadedModel) -> Iterator[Any]:
     finally:
         peft_model.unload()  # the base goes back to how it was lent, without LoRA layers
         model.eval()
+
+
+def _merged(model: Any, adapter_dir: str) -> Any:
+    """``model`` with a LoRA adapter folded into its weights (changes ``model``)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
 
 
 def _lora_model(config: TrainingConfig, model: Any) -> Any:

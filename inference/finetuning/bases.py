@@ -1,8 +1,11 @@
 """What a fine-tuning job trains on: the base weights, an adapter to continue, a tokenizer.
 
-A job may start from a base model or from a previous fine-tuned model; either way the
-result runs on the same shared base weights. Tokenizers are loaded alone (not the
-weights) and cached, so validating an upload in a web request stays quick.
+A job may start from a base model or from a previous fine-tuned model. A LoRA job
+trains an adapter on the weights its starting model runs on (a base's, or a full
+fine-tuned model's) and the result is served on those same weights; it continues the
+starting model's adapter, if it has one. A full job trains a copy of those weights,
+with that adapter merged in first. Tokenizers are loaded alone (not the weights) and
+cached, so validating an upload in a web request stays quick.
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ from inference import registry
 @dataclass(frozen=True)
 class TrainingBase:
     model_id: str  # what the job names: a base or a fine-tuned model
-    root_id: str  # the registry id of the base whose weights are used
-    base_source: str  # what the engine loads
-    init_adapter: str | None  # the LoRA adapter to continue from, if any
+    root_id: str  # the base model its line of fine-tuning started from (names the result)
+    weights_id: str  # the model whose weights are loaded: a base or a full fine-tuned model
+    base_source: str  # what the engine loads: those weights
+    init_adapter: str | None  # the starting model's LoRA adapter, if it has one
+
+    def runs_on(self, method: str) -> str:
+        """The registry id a result of ``method`` is served on: a LoRA adapter on the
+        weights it was trained on; a full model is its own, filed under its root."""
+        return self.weights_id if method == "lora" else self.root_id
 
 
 def training_base(model_id: str) -> TrainingBase | None:
@@ -29,12 +38,13 @@ def training_base(model_id: str) -> TrainingBase | None:
     spec = registry.model_get(model_id)
     if spec is None:
         return None
-    root = spec.id
-    if spec.id.startswith("ft:"):
-        from inference.models import FineTunedModel
-
-        root = FineTunedModel.objects.filter(public_id=spec.id).values_list("base_model", flat=True).first() or root
-    return TrainingBase(spec.id, root, spec.base_source, spec.adapter_path)
+    return TrainingBase(
+        model_id=spec.id,
+        root_id=spec.root_id or spec.id,
+        weights_id=spec.weights_id or spec.id,
+        base_source=spec.base_source,
+        init_adapter=spec.adapter_path,
+    )
 
 
 @functools.lru_cache(maxsize=4)

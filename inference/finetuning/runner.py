@@ -122,13 +122,13 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
         base_model=base.base_source,
         method=job.method,
         seed=job.seed,
-        init_adapter=base.init_adapter if job.method == "lora" else None,
+        init_adapter=base.init_adapter,
         threads=threads,
         niceness=settings.FINETUNE_NICENESS,
     )
     if job.method == "full" and base.init_adapter:
-        raise FineTuningError(
-            "Full fine-tuning cannot start from a LoRA model; pick a base model.", code="invalid_model"
+        services.event_add(
+            job=job, message=f"Merging the LoRA adapter of {base.model_id} into a copy of its base to train fully."
         )
     # 2. Train: a fresh copy of the base, never the one a chat engine is serving.
     loaded = load_model(base.base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=threads)
@@ -157,7 +157,7 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
     services.job_succeed(
         job=job,
         output_dir=output_dir,
-        root_base_id=base.root_id,
+        base=base,
         trained_tokens=result.trained_tokens,
         tokens_per_second=result.tokens_per_second,
         evaluation=evaluation,

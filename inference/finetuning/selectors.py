@@ -102,6 +102,11 @@ def finetuned_model_get(*, model_id: str) -> FineTunedModel:
     return get_object_or_404(FineTunedModel, public_id=model_id)
 
 
+def finetuned_model_dependents(*, model: FineTunedModel) -> list[str]:
+    """Ids of the LoRA models that run on ``model``'s weights (a full model's only)."""
+    return list(FineTunedModel.objects.filter(base_model=model.public_id).values_list("public_id", flat=True))
+
+
 def training_tokens_per_second() -> float:
     """The training speed measured by the latest succeeded job, or the configured guess."""
     measured = (

@@ -382,17 +382,20 @@ def job_succeed(
     *,
     job: FineTuningJob,
     output_dir: Path,
-    root_base_id: str,
+    base: bases.TrainingBase,
     trained_tokens: int,
     tokens_per_second: float,
     evaluation: dict[str, Any],
 ) -> FineTunedModel | None:
     """Register the fine-tuned model and mark the job succeeded, in one transaction.
 
-    Returns None (and deletes ``output_dir``) if the job was cancelled meanwhile.
+    The model is named after the base its line started from and filed under the model
+    whose weights it runs on (``base.runs_on``): a LoRA adapter trained on a full
+    fine-tuned model is served on that model's weights. Returns None (and deletes
+    ``output_dir``) if the job was cancelled meanwhile.
     """
     with transaction.atomic():
-        model_id = f"ft:{root_base_id}:{job.suffix}:{job.public_id[-8:].lower()}"
+        model_id = f"ft:{base.root_id}:{job.suffix}:{job.public_id[-8:].lower()}"
         if not _move(
             job,
             Job.Status.RUNNING,
@@ -408,8 +411,8 @@ def job_succeed(
             return None
         model = FineTunedModel.objects.create(
             public_id=model_id,
-            label=_model_label(job, root_base_id),
-            base_model=root_base_id,
+            label=_model_label(job, base.root_id),
+            base_model=base.runs_on(job.method),
             adapter_path=str(output_dir),
             method=job.method,
             job=job,
@@ -463,9 +466,21 @@ def finetuned_model_set_hidden(*, model: FineTunedModel, hidden: bool) -> FineTu
 
 
 def finetuned_model_delete(*, model: FineTunedModel) -> None:
-    """Delete a model and its adapter folder; it leaves every engine in this process."""
+    """Delete a model and its adapter folder; it leaves every engine in this process.
+
+    A full model that LoRA models run on is refused (``model_in_use``): its folder
+    holds their weights. Delete those first.
+    """
     from inference import engines
 
+    dependents = selectors.finetuned_model_dependents(model=model)
+    if dependents:
+        raise FineTuningError(
+            f"{model.public_id} cannot be deleted: LoRA models run on its weights ({', '.join(dependents)}); "
+            "delete those first.",
+            field="model",
+            code="model_in_use",
+        )
     for served in engines.loaded_engines().values():
         if model.public_id in served.adapters:
             served.engine.remove_adapter(model.public_id)

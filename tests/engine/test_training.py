@@ -252,6 +252,27 @@ def test_full_fine_tuning_writes_a_model_folder(tiny_folder: Path, tiny: LoadedM
     assert not torch.allclose(logits_of(reloaded.model, reloaded.tokenizer, "Shout cat"), before, atol=1e-4)
 
 
+def test_full_fine_tuning_from_an_adapter_starts_from_the_merged_weights(
+    tiny_folder: Path, tiny: LoadedModel, tmp_path: Path
+) -> None:
+    adapter = train(config(tiny_folder), shout_examples(), output_dir=tmp_path / "adapter", base=tiny).output_dir
+    before = logits_of(tiny.model, tiny.tokenizer, "Shout cat")
+    with adapter_applied(tiny.model, adapter) as tuned:
+        with_adapter = logits_of(tuned, tiny.tokenizer, "Shout cat")
+    # A zero learning rate: the saved model is exactly where training started.
+    result = train(
+        config(tiny_folder, method="full", init_adapter=str(adapter), epochs=1, learning_rate_multiplier=0.0),
+        shout_examples(),
+        output_dir=tmp_path / "full",
+        base=tiny,
+    )
+    assert torch.equal(logits_of(tiny.model, tiny.tokenizer, "Shout cat"), before), "the lent base is untouched"
+    reloaded = load_model(str(result.output_dir), cache_dir=tmp_path)
+    assert not any("lora" in name for name, _ in reloaded.model.named_modules())
+    assert torch.allclose(logits_of(reloaded.model, reloaded.tokenizer, "Shout cat"), with_adapter, atol=1e-5)
+    assert not torch.allclose(with_adapter, before, atol=1e-4)
+
+
 def test_it_refuses_an_output_folder_in_use(tiny_folder: Path, tiny: LoadedModel, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
