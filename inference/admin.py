@@ -41,9 +41,18 @@ class FineTuningPermission(admin.ModelAdmin):
 
 @admin.register(FineTuningJob)
 class FineTuningJobAdmin(FineTuningPermission):
-    list_display = ("job_link", "status", "base_model", "training_file", "progress", "fine_tuned_model", "created_at")
+    list_display = (
+        "job_link",
+        "status",
+        "base_model",
+        "method",
+        "training_file",
+        "progress",
+        "fine_tuned_model",
+        "created_at",
+    )
     list_display_links = None
-    list_filter = ("status",)
+    list_filter = ("status", "method")
     change_list_template = "admin/inference/job_list.html"
 
     @admin.display(description="Job")

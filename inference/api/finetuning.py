@@ -25,6 +25,10 @@ from inference.models import FineTuningEvent, FineTuningJob, TrainingFile
 
 JOB_FIELDS = {"model", "training_file", "validation_file", "hyperparameters", "method", "seed", "suffix"}
 IGNORED_JOB_FIELDS = {"integrations", "metadata"}
+# Parley's extension, in the shape other OpenAI-style services use for it:
+# "training_type": {"type": "lora"} or {"type": "full"} (or just the string).
+TRAINING_TYPE = "training_type"
+TRAINING_TYPES = ("lora", "full")
 
 
 def _time(moment: datetime | None) -> int | None:
@@ -125,6 +129,7 @@ def job_object(job: FineTuningJob) -> dict[str, Any]:
         "status": job.status,
         "hyperparameters": hyperparameters,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        TRAINING_TYPE: {"type": job.method},
         "training_file": job.training_file.public_id,
         "validation_file": job.validation_file.public_id if job.validation_file else None,
         "result_files": [],
@@ -155,9 +160,26 @@ def _hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
     return {name: chosen.get(name, "auto") for name in ("n_epochs", "batch_size", "learning_rate_multiplier")}
 
 
+def _training_type(body: dict[str, Any]) -> str | None:
+    """The method (lora or full) that ``training_type`` asks for; None: FINETUNE_METHOD."""
+    chosen = body.get(TRAINING_TYPE)
+    if isinstance(chosen, dict):
+        unknown = sorted(set(chosen) - {"type"})
+        if unknown:
+            raise invalid(
+                f"{TRAINING_TYPE}.{unknown[0]}", f'Unknown training_type setting {unknown[0]!r}; only "type".'
+            )
+        chosen = chosen.get("type")
+    if chosen is None:
+        return None
+    if not isinstance(chosen, str) or chosen.lower() not in TRAINING_TYPES:
+        raise invalid(TRAINING_TYPE, """'training_type' must be {"type": "lora"} or {"type": "full"}.""")
+    return chosen.lower()
+
+
 def _job_arguments(body: dict[str, Any]) -> dict[str, Any]:
     for name in body:
-        if name not in JOB_FIELDS | IGNORED_JOB_FIELDS:
+        if name not in JOB_FIELDS | IGNORED_JOB_FIELDS | {TRAINING_TYPE}:
             raise invalid(name, f"Unrecognized request argument supplied: {name}.", code="unknown_parameter")
     for name in ("model", "training_file"):
         if not isinstance(body.get(name), str) or not body[name]:
@@ -176,6 +198,7 @@ def _job_arguments(body: dict[str, Any]) -> dict[str, Any]:
         "validation_file": file_get(file_id=validation, param="validation_file") if validation else None,
         "seed": seed,
         "suffix": suffix or "",
+        "method": _training_type(body),
         **_hyperparameters(body),
     }
 

@@ -364,6 +364,17 @@ def _finetuning_schemas() -> dict[str, Any]:
             "learning_rate_multiplier": auto_or["num"],
         },
     }
+    training_type = {
+        "type": "object",
+        "description": "Parley extension: LoRA adapters or full fine-tuning.",
+        "required": ["type"],
+        "properties": {"type": {"enum": ["lora", "full"]}},
+        "additionalProperties": False,
+    }
+    training_type_in = {
+        "description": "Parley extension: LoRA adapters or full fine-tuning; default FINETUNE_METHOD.",
+        "anyOf": [training_type, {"enum": ["lora", "full"]}, {"type": "null"}],
+    }
     file = {
         "type": "object",
         "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"],
@@ -395,6 +406,7 @@ def _finetuning_schemas() -> dict[str, Any]:
             "seed": {"type": "integer"},
             "estimated_finish": nullable_int,
             "error": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            "training_type": training_type,
         },
     }
     event = {
@@ -438,6 +450,7 @@ def _finetuning_schemas() -> dict[str, Any]:
             },
             "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**31 - 1},
             "suffix": {"type": ["string", "null"], "maxLength": 40},
+            "training_type": training_type_in,
             "integrations": {"description": "Accepted and ignored."},
             "metadata": {"description": "Accepted and ignored."},
         },

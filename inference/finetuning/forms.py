@@ -23,8 +23,20 @@ class UploadForm(forms.Form):
     )
 
 
+METHOD_CHOICES = [
+    ("lora", "LoRA: a small adapter that runs on the base's weights"),
+    ("full", "Full: every weight, a whole new model (more memory and disk)"),
+]
+
+
 class LaunchForm(forms.Form):
     base_model = forms.ChoiceField(label="Base model")
+    method = forms.ChoiceField(
+        label="Method",
+        choices=METHOD_CHOICES,
+        required=False,  # left out: FINETUNE_METHOD
+        help_text="Full fine-tuning from a LoRA model merges its adapter into a copy of its base first.",
+    )
     n_epochs = forms.CharField(label="Epochs", initial="auto", max_length=10, help_text=AUTO_HELP)
     batch_size = forms.CharField(label="Batch size", initial="auto", max_length=10, help_text=AUTO_HELP)
     learning_rate_multiplier = forms.CharField(

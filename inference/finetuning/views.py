@@ -91,13 +91,14 @@ def file_detail(request: HttpRequest, file_id: str, site: AdminSite) -> HttpResp
 def _launch_initial() -> dict[str, Any]:
     from django.conf import settings
 
-    return {"validation_split": settings.FINETUNE_DEFAULT_VALIDATION_SPLIT}
+    return {"validation_split": settings.FINETUNE_DEFAULT_VALIDATION_SPLIT, "method": settings.FINETUNE_METHOD}
 
 
 def _launch(request: HttpRequest, file: TrainingFile, data: dict[str, Any]) -> FineTuningJob:
     return services.finetune_job_create(
         training_file=file,
         base_model=data["base_model"],
+        method=data["method"],
         n_epochs=data["n_epochs"].strip(),
         batch_size=data["batch_size"].strip(),
         learning_rate_multiplier=data["learning_rate_multiplier"].strip(),

@@ -99,6 +99,35 @@ def test_job_settings_are_checked_by_name(tuner, training_file) -> None:
     assert no_file.value.body["param"] == "training_file"
 
 
+def test_the_method_follows_openais_shape_and_parleys_training_type_picks_lora_or_full(tuner, training_file) -> None:
+    method = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4}}}
+    full = tuner.fine_tuning.jobs.create(
+        model=TINY_MODEL_ID,
+        training_file=training_file.id,
+        method=method,  # type: ignore[arg-type]
+        extra_body={"training_type": {"type": "full"}},
+    )
+    assert full.method is not None and full.method.type == "supervised"
+    assert full.method.supervised is not None and full.method.supervised.hyperparameters is not None
+    assert (full.method.supervised.hyperparameters.n_epochs, full.hyperparameters.batch_size) == (3, 4)
+    assert full.model_extra is not None and full.model_extra["training_type"] == {"type": "full"}
+    assert tuner.fine_tuning.jobs.retrieve(full.id).model_extra["training_type"] == {"type": "full"}
+    lora = tuner.fine_tuning.jobs.create(model=TINY_MODEL_ID, training_file=training_file.id)
+    assert lora.model_extra is not None and lora.model_extra["training_type"] == {"type": "lora"}, "the default"
+    bare = tuner.fine_tuning.jobs.create(
+        model=TINY_MODEL_ID, training_file=training_file.id, extra_body={"training_type": "Full"}
+    )
+    assert bare.model_extra is not None and bare.model_extra["training_type"] == {"type": "full"}
+    for job in (full, lora, bare):
+        tuner.fine_tuning.jobs.cancel(job.id)
+    for wrong, param in (({"type": "half"}, "training_type"), ({"type": "lora", "r": 4}, "training_type.r")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            tuner.fine_tuning.jobs.create(
+                model=TINY_MODEL_ID, training_file=training_file.id, extra_body={"training_type": wrong}
+            )
+        assert caught.value.body["param"] == param
+
+
 LOSE_DATA = """
 from django.core.files.storage import default_storage
 from inference.models import TrainingFile

@@ -158,3 +158,20 @@ def test_models_can_be_renamed_hidden_and_deleted(admin_client, tmp_path) -> Non
     admin_client.post(reverse("admin:inference_finetunedmodel_delete", args=[model.pk]), {"post": "yes"})
     assert not FineTunedModel.objects.exists()
     assert not Path(model.adapter_path).exists()
+
+
+def test_the_method_is_picked_per_job_and_shown_on_its_page(admin_client, shout_file, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.FINETUNE_METHOD = "full"
+    url = reverse("admin:inference_finetuning_file", args=[shout_file.public_id])
+    page = admin_client.get(url).content.decode()
+    assert '<option value="full" selected>Full: every weight' in page, "the default comes from FINETUNE_METHOD"
+    assert '<option value="lora">LoRA: a small adapter' in page
+    form = {"base_model": "tiny-llama", "method": "lora", "n_epochs": "1", "batch_size": "auto"}
+    response = admin_client.post(url, {**form, "learning_rate_multiplier": "auto"})
+    job = FineTuningJob.objects.get()
+    assert job.method == "lora"
+    page = admin_client.get(response["Location"]).content.decode()
+    assert '<dd id="job-method">LoRA: an adapter on the base' in page
+    response = admin_client.post(url, {**form, "method": "half", "learning_rate_multiplier": "auto"})
+    assert response.status_code == 400 and "Select a valid choice. half is not one of" in response.content.decode()
+    assert FineTuningJob.objects.count() == 1

@@ -48,6 +48,20 @@ def test_an_unknown_base_model_is_named(tmp_path: Path) -> None:
         run(str(path), "--base", "gpt-9")
 
 
+def test_the_method_can_be_chosen_per_job(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.FINETUNE_METHOD = "lora"
+    path = tmp_path / "shout.jsonl"
+    path.write_bytes(shout_pairs())
+    out, _ = run(str(path), "--base", "tiny-llama", "--method", "full")
+    job = FineTuningJob.objects.get()
+    assert job.method == "full" and f"Job {job.public_id}: queued, Full," in out
+    run(str(path), "--base", "tiny-llama")
+    assert FineTuningJob.objects.latest("pk").method == "lora", "the default is FINETUNE_METHOD"
+    with pytest.raises(CommandError, match="argument --method: invalid choice: 'half'"):
+        run(str(path), "--method", "half")
+    assert FineTuningJob.objects.count() == 2
+
+
 def test_with_wait_and_no_worker_it_trains_here_and_prints_the_new_model(tmp_path: Path) -> None:
     path = tmp_path / "shout.jsonl"
     path.write_bytes(shout_pairs())

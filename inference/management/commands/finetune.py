@@ -1,6 +1,7 @@
 """Fine-tune from the command line, through the same validation and job services as the admin.
 
-    python manage.py finetune data.jsonl [--base MODEL] [--epochs N] [--suffix NAME] [--wait]
+    python manage.py finetune data.jsonl [--base MODEL] [--method {lora,full}] [--epochs N]
+        [--suffix NAME] [--wait]
 
 Without ``--wait`` the job is queued for the background worker (``manage.py db_worker``,
 started by ``make run``) and its id is printed. With ``--wait`` the command follows the
@@ -33,6 +34,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path, help="JSONL (prompt/completion or chat) or CSV training data.")
         parser.add_argument("--base", default=None, help="Model to fine-tune (default: the default chat model).")
+        parser.add_argument(
+            "--method", choices=["lora", "full"], default=None, help="LoRA or full (default: FINETUNE_METHOD)."
+        )
         parser.add_argument("--epochs", default="auto", help='Number of epochs, or "auto" (default).')
         parser.add_argument("--batch-size", default="auto", help='Examples per step, or "auto" (default).')
         parser.add_argument("--learning-rate-multiplier", default="auto", help='Or "auto" (default).')
@@ -50,6 +54,7 @@ class Command(BaseCommand):
             job = services.finetune_job_create(
                 training_file=file,
                 base_model=options["base"] or registry.default_model_id(),
+                method=options["method"],
                 n_epochs=options["epochs"],
                 batch_size=options["batch_size"],
                 learning_rate_multiplier=options["learning_rate_multiplier"],
@@ -60,7 +65,8 @@ class Command(BaseCommand):
         except FineTuningError as exc:
             raise CommandError(f"{exc.field or 'job'}: {exc}") from exc
         self.stdout.write(
-            f"Job {job.public_id}: {job.get_status_display().lower()}, {job.total_steps} steps, {job.hyperparameters}."
+            f"Job {job.public_id}: {job.get_status_display().lower()}, {job.get_method_display()}, "
+            f"{job.total_steps} steps, {job.hyperparameters}."
         )
         if options["wait"]:
             self._follow(job, options["worker_wait"])
