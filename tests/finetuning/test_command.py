@@ -41,11 +41,16 @@ def test_without_wait_it_queues_the_job_for_the_worker(tmp_path: Path) -> None:
     assert f"Job {job.public_id}: queued" in out and "8 examples" in out
 
 
-def test_an_unknown_base_model_is_named(tmp_path: Path) -> None:
+def test_an_unknown_base_model_is_named_and_leaves_no_file_behind(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "shout.jsonl"
     path.write_bytes(shout_pairs())
+    err = StringIO()
     with pytest.raises(CommandError, match=re.escape('model: There is no model "gpt-9" to fine-tune.')):
-        run(str(path), "--base", "gpt-9")
+        call_command("finetune", str(path), "--base", "gpt-9", stdout=StringIO(), stderr=err)
+    assert "No job was created; the uploaded file file-" in err.getvalue()
+    assert not TrainingFile.objects.exists() and not FineTuningJob.objects.exists()
+    stored = Path(settings.MEDIA_ROOT) / "finetuning" / "files"
+    assert not stored.exists() or not any(stored.iterdir()), "its stored data is gone too"
 
 
 def test_the_method_can_be_chosen_per_job(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]

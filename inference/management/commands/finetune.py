@@ -9,7 +9,8 @@ job and prints its progress; if no worker has picked the job up within
 ``--worker-wait`` seconds (default 10), it trains the job in this process instead, and
 says so. At the end it prints the new model's name. A file that cannot be read, or
 has problems, is refused (with every problem listed), and the command exits with
-status 1.
+status 1. So does a refused job setting; the file uploaded for it is deleted again,
+so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Command(BaseCommand):
                 suffix=options["suffix"],
             )
         except FineTuningError as exc:
+            services.training_file_delete(file=file)  # no job uses it: leave no orphan behind
+            self.stderr.write(f"No job was created; the uploaded file {file.public_id} was deleted again.")
             raise CommandError(f"{exc.field or 'job'}: {exc}") from exc
         self.stdout.write(
             f"Job {job.public_id}: {job.get_status_display().lower()}, {job.get_method_display()}, "
