@@ -35,6 +35,16 @@ CLOSE_NOT_FOUND = 4404
 RESYNC_ATTEMPTS = 20
 
 
+def turn_start_rendered(*, conversation: Conversation, text: object) -> tuple[services.Turn, str]:
+    """Store the turn and render it for every tab, in one trip to the database thread
+    (the one thread every socket's database work queues for)."""
+    turn = services.turn_start(conversation=conversation, text=text)
+    html = fragments.turn_started(
+        user_message=turn.user_message, reply=turn.assistant_message, conversation=conversation
+    )
+    return turn, html
+
+
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
     conversation: Conversation | None = None
 
@@ -100,18 +110,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def start_turn(self, text: Any) -> None:
         assert self.conversation is not None
         try:
-            turn = await database_sync_to_async(services.turn_start)(conversation=self.conversation, text=text)
+            turn, html = await database_sync_to_async(turn_start_rendered)(conversation=self.conversation, text=text)
         except ValidationError as exc:
             await self.send_error(" ".join(exc.messages))
             return
         await self.send_html(fragments.composer_error(""))
         await self.channel_layer.group_send(
-            self.group,
-            {
-                "type": "chat.turn",
-                "user_message_id": str(turn.user_message.public_id),
-                "message_id": str(turn.assistant_message.public_id),
-            },
+            self.group, {"type": "chat.turn", "message_id": str(turn.assistant_message.public_id), "html": html}
         )
         await generation_dispatch(message_pk=turn.assistant_message.pk)
 
@@ -141,11 +146,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     # -- Events from the conversation's group ---------------------------------------
 
     async def chat_turn(self, event: dict[str, Any]) -> None:
-        html = await database_sync_to_async(fragments.turn_started)(
-            user_message_id=event["user_message_id"], message_id=event["message_id"]
-        )
         self.seqs[event["message_id"]] = 0
-        await self.send_html(html)
+        await self.send_html(event["html"])
 
     async def chat_branch(self, event: dict[str, Any]) -> None:
         assert self.conversation is not None

@@ -30,18 +30,11 @@ def trimmed_notice(*, message_id: str, dropped: int) -> str:
     )
 
 
-def turn_started(*, user_message_id: str, message_id: str) -> str:
-    messages = Message.objects.select_related("conversation").filter(public_id__in=[user_message_id, message_id])
-    by_id = {str(m.public_id): m for m in messages}
-    conversation = by_id[message_id].conversation
+def turn_started(*, user_message: Message, reply: Message, conversation: Conversation) -> str:
+    """The new turn, rendered once by the socket that started it and sent to every tab."""
     return render_to_string(
         "conversations/_turn_started.html",
-        {
-            "user_message": by_id[user_message_id],
-            "reply": by_id[message_id],
-            "conversation": conversation,
-            "streaming": True,
-        },
+        {"user_message": user_message, "reply": reply, "conversation": conversation, "streaming": True},
     )
 
 
@@ -61,4 +54,3 @@ def branch_started(*, conversation_pk: int, message_id: str) -> tuple[str, int]:
     seq = next((v.message.stream_seq for v in page.views if str(v.message.public_id) == message_id), 0)
     html = render_to_string("conversations/_branch_started.html", {"conversation": conversation, "page": page})
     return html, seq
-

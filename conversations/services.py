@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from conversations.models import (
@@ -103,8 +104,15 @@ def turn_start(*, conversation: Conversation, text: object) -> Turn:
         if not locked.title:
             locked.title = title_from_text(clean)
         locked.save(update_fields=["active_leaf", "title", "updated_at"])
-    conversation.refresh_from_db()
+    _conversation_follow(conversation, locked)
     return Turn(user_message=user_message, assistant_message=reply)
+
+
+def _conversation_follow(conversation: Conversation, locked: Conversation) -> None:
+    """Give the caller's copy what the locked copy changed (saves reading the row again)."""
+    conversation.active_leaf = locked.active_leaf
+    conversation.title = locked.title
+    conversation.updated_at = locked.updated_at
 
 
 def assistant_message_flush(*, message_pk: int, content: str, seq: int) -> bool:
@@ -162,27 +170,31 @@ def assistant_message_request_cancel(*, message: Message) -> bool:
 
 
 def _conversation_lock_idle(conversation: Conversation) -> Conversation:
-    """Lock the conversation's row; refuse while one of its replies is still streaming."""
+    """Lock the conversation's row; refuse while one of its replies is still streaming,
+    or while its owner is over a limit."""
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-    if locked.messages.filter(status=Message.Status.STREAMING).exists():
+    counts = _owner_stream_counts(owner_id=locked.owner_id, conversation_pk=locked.pk)
+    if counts["here"]:
         raise ValidationError("Wait for the current reply to finish, or press Stop.")
-    _owner_limits_check(owner_id=locked.owner_id)
-    return locked
-
-
-def _owner_limits_check(*, owner_id: int) -> None:
-    """Per-user limits, counted in the database so every process agrees."""
-    mine = Message.objects.filter(conversation__owner_id=owner_id, role=Message.Role.ASSISTANT)
-    streaming = mine.filter(status=Message.Status.STREAMING).count()
-    if streaming >= settings.CHAT_MAX_CONCURRENT_STREAMS:
+    if counts["streaming"] >= settings.CHAT_MAX_CONCURRENT_STREAMS:
         raise ValidationError(
-            f"You already have {streaming} replies being written; wait for one to finish or stop it."
+            f"You already have {counts['streaming']} replies being written; wait for one to finish or stop it."
         )
-    recent = mine.filter(created_at__gte=timezone.now() - timedelta(minutes=1)).count()
-    if recent >= settings.CHAT_MESSAGES_PER_MINUTE:
+    if counts["recent"] >= settings.CHAT_MESSAGES_PER_MINUTE:
         raise ValidationError(
             f"You can send {settings.CHAT_MESSAGES_PER_MINUTE} messages a minute; wait a moment and try again."
         )
+    return locked
+
+
+def _owner_stream_counts(*, owner_id: int, conversation_pk: int) -> dict[str, int]:
+    """Per-user limits, counted in the database so every process agrees (one query)."""
+    streaming = Q(status=Message.Status.STREAMING)
+    return Message.objects.filter(conversation__owner_id=owner_id, role=Message.Role.ASSISTANT).aggregate(
+        here=Count("pk", filter=streaming & Q(conversation_id=conversation_pk)),
+        streaming=Count("pk", filter=streaming),
+        recent=Count("pk", filter=Q(created_at__gte=timezone.now() - timedelta(minutes=1))),
+    )
 
 
 def _message_in(conversation: Conversation, message_id: object, role: str) -> Message:
@@ -219,7 +231,7 @@ def reply_regenerate(*, conversation: Conversation, message_id: object) -> Turn:
         if original.parent is None:
             raise ValidationError("That reply has no question to answer again.")
         reply = _reply_create(locked, original.parent)
-    conversation.refresh_from_db()
+    _conversation_follow(conversation, locked)
     return Turn(user_message=original.parent, assistant_message=reply)
 
 
@@ -233,7 +245,7 @@ def message_edit(*, conversation: Conversation, message_id: object, text: object
             conversation=locked, parent_id=original.parent_id, role=Message.Role.USER, content=clean
         )
         reply = _reply_create(locked, user_message)
-    conversation.refresh_from_db()
+    _conversation_follow(conversation, locked)
     return Turn(user_message=user_message, assistant_message=reply)
 
 
