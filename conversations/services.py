@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -115,20 +116,41 @@ def _conversation_follow(conversation: Conversation, locked: Conversation) -> No
     conversation.updated_at = locked.updated_at
 
 
-def assistant_message_flush(*, message_pk: int, content: str, seq: int) -> bool:
-    """Write the streamed text so far, in one query; returns whether the job should stop.
+def assistant_messages_flush(
+    *, texts: dict[int, tuple[str, int]], live: Collection[int], beat: Collection[int] = ()
+) -> set[int]:
+    """Write several replies' streamed text and heartbeats in one transaction.
 
-    It should stop when Stop was pressed or the reply has already ended (a watchdog
-    failed it); the job's finish then records the text it has.
+    ``texts`` maps a reply to its text so far and sequence number; ``beat`` says which
+    replies are alive. Returns the replies of ``live`` whose jobs should stop: Stop was
+    pressed, or the reply has already ended (a watchdog failed it) or is gone. Their
+    finish then records the text the job has.
     """
-    written = Message.objects.filter(
-        pk=message_pk, status=Message.Status.STREAMING, cancel_requested=False
-    ).update(content=content, stream_seq=seq)
-    return written == 0
+    streaming = Message.objects.filter(status=Message.Status.STREAMING, cancel_requested=False)
+    with transaction.atomic():
+        going = set(streaming.filter(pk__in=live).values_list("pk", flat=True))
+        _stream_texts_write([(text, seq, pk) for pk, (text, seq) in texts.items() if pk in going])
+        if beat:
+            Message.objects.filter(pk__in=beat, status=Message.Status.STREAMING).update(heartbeat_at=timezone.now())
+    return set(live) - going
 
 
-def assistant_message_heartbeat(*, message_pk: int) -> None:
-    Message.objects.filter(pk=message_pk, status=Message.Status.STREAMING).update(heartbeat_at=timezone.now())
+def _stream_texts_write(rows: list[tuple[str, int, int]]) -> None:
+    """Set (content, stream_seq) of streaming replies by id, as one prepared statement.
+
+    The ORM's bulk_update builds a CASE expression per row: ~0.4 ms of Python a reply,
+    every tick, for every streaming reply.
+    """
+    if not rows:
+        return
+    table, content, seq, pk, status, cancel = map(
+        connection.ops.quote_name,
+        (Message._meta.db_table, "content", "stream_seq", "id", "status", "cancel_requested"),
+    )
+    where = f"{pk} = %s AND {status} = %s AND {cancel} = %s"
+    sql = f"UPDATE {table} SET {content} = %s, {seq} = %s WHERE {where}"  # noqa: S608 - identifiers only
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(*row, Message.Status.STREAMING.value, False) for row in rows])
 
 
 def assistant_message_set_dropped_turns(*, message_pk: int, dropped_turns: int) -> None:

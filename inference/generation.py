@@ -2,7 +2,8 @@
 
 A job reassembles the prompt from the database, streams the engine's deltas to the
 conversation's group on the channel layer (each with a sequence number), flushes the
-text to the database every ``INFERENCE_FLUSH_INTERVAL_MS`` and records how it ended.
+text to the database every ``INFERENCE_FLUSH_INTERVAL_MS`` (one ``StreamWriter`` per
+process stores all replies in one call a tick) and records how it ended.
 It runs as an asyncio task in the web process (``INFERENCE_MODE=local``) or in a
 generation worker (``manage.py runworker inference``, ``INFERENCE_MODE=remote``).
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from django.conf import settings
 from conversations import selectors, services
 from conversations.models import Message
 from inference import gateway, registry
+from inference.engine.prompt import FittedPrompt
 from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
 from inference.gateway import PromptTooLongError
 
@@ -82,6 +86,13 @@ class GenerationJob:
         self.text = ""
         self.seq = 0
         self.request_id = f"msg-{context.message_id}"
+        self.stream: gateway.Stream | None = None
+        self.stop_requested = False
+        # What the stream writer has yet to store for this job (see StreamWriter).
+        self.flushed_seq = 0
+        self.beaten_at = -math.inf
+        self.record: PromptRecord | None = None
+        self.record_write: asyncio.Task[None] | None = None
 
     async def send(self, payload: dict[str, Any]) -> None:
         try:
@@ -92,7 +103,8 @@ class GenerationJob:
     async def run(self) -> None:
         finish: FinishEvent | None = None
         error = ""
-        beat = asyncio.get_running_loop().create_task(self.beat())
+        writer = stream_writer()
+        writer.add(self)  # from now on its text is saved and its heartbeat beats, also while the model loads
         try:
             finish = await self.generate()
         except JobFailed as exc:
@@ -101,15 +113,14 @@ class GenerationJob:
             logger.exception("Generation failed for message %s", self.context.message_pk)
             error = f"The model failed while writing this reply ({type(exc).__name__})."
         finally:
-            beat.cancel()
+            writer.discard(self)
             await self.finish(finish, error)
 
-    async def beat(self) -> None:
-        """Tell other processes this job is alive, also while the model loads."""
-        pause = max(1.0, settings.INFERENCE_STALE_AFTER_SECONDS / 4)
-        while True:
-            await database_sync_to_async(services.assistant_message_heartbeat)(message_pk=self.context.message_pk)
-            await asyncio.sleep(pause)
+    def stop(self) -> None:
+        """Stop was pressed or the reply already ended elsewhere: end the stream, keep the text."""
+        self.stop_requested = True
+        if self.stream is not None:
+            self.stream.cancel()
 
     async def generate(self) -> FinishEvent:
         spec = self.context.spec
@@ -126,8 +137,10 @@ class GenerationJob:
             )
         except PromptTooLongError as exc:
             raise JobFailed(str(exc)) from exc
-        _running[self.context.message_pk] = stream
-        await self.record_prompt(stream)
+        _running[self.context.message_pk] = self.stream = stream
+        if self.stop_requested:
+            stream.cancel()
+        self.record_prompt(stream)
         if stream.fitted.dropped_messages:
             await database_sync_to_async(services.assistant_message_set_dropped_turns)(
                 message_pk=self.context.message_pk, dropped_turns=stream.fitted.dropped_messages
@@ -138,41 +151,30 @@ class GenerationJob:
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(max_new_tokens=self.context.max_tokens, temperature=self.context.temperature)
 
-    async def record_prompt(self, stream: gateway.Stream) -> None:
-        """Keep the exact prompt and settings for the staff "inspect" view; never fails the reply."""
+    def record_prompt(self, stream: gateway.Stream) -> None:
+        """Keep the exact prompt and settings for the staff "inspect" view (the stream
+        writer stores it with its next tick; it never fails the reply)."""
         served = getattr(stream, "served", None)
-        if served is None:
-            return
-        try:
-            await database_sync_to_async(services.generation_record_start)(
+        if served is not None:
+            self.record = PromptRecord(
                 message_pk=self.context.message_pk,
                 model_name=self.context.model_name,
                 tokenizer=served.loaded.tokenizer,
                 fitted=stream.fitted,
                 params=self.sampling_params(),
             )
-        except Exception:
-            logger.exception("Could not record the prompt of message %s", self.context.message_pk)
 
     async def relay(self, stream: gateway.Stream) -> FinishEvent:
-        """Forward deltas to the group; flush to the database and check Stop on a timer."""
-        interval = settings.INFERENCE_FLUSH_INTERVAL_MS / 1000
-        last_flush = time.monotonic()
+        """Forward deltas to the group; the stream writer saves the text and relays Stop."""
         try:
             while True:
-                event = await stream.next_event(timeout=interval)
+                event = await stream.next_event()
                 if isinstance(event, FinishEvent):
                     return event
                 if isinstance(event, TokenEvent) and event.text:
                     self.text += event.text
                     self.seq += 1
                     await self.send({"type": "chat.delta", "seq": self.seq, "text": event.text})
-                if time.monotonic() - last_flush >= interval:
-                    last_flush = time.monotonic()
-                    if await database_sync_to_async(services.assistant_message_flush)(
-                        message_pk=self.context.message_pk, content=self.text, seq=self.seq
-                    ):
-                        stream.cancel()
         finally:
             stream.cancel()
 
@@ -181,23 +183,141 @@ class GenerationJob:
         reason = event.finish_reason if event else "error"
         if event and event.error:
             error = error or f"The model failed while writing this reply: {event.error}"
-        await database_sync_to_async(services.assistant_message_finish)(
+        if self.record_write is not None:  # a tick is storing the prompt: the timings update that row
+            await asyncio.wait([self.record_write])
+        record, self.record = self.record, None
+        await database_sync_to_async(_job_end)(
+            record=record,
             message_pk=self.context.message_pk,
             content=self.text,
             seq=self.seq,
             finish_reason=reason,
-            prompt_tokens=event.prompt_tokens if event else None,
-            completion_tokens=event.completion_tokens if event else None,
+            event=event,
             error=error if reason == "error" else "",
         )
-        if event is not None:
-            await database_sync_to_async(services.generation_record_finish)(
-                message_pk=self.context.message_pk,
-                queue_seconds=event.queue_seconds,
-                first_token_seconds=event.first_token_seconds,
-                decode_seconds=event.decode_seconds,
-            )
         await self.send({"type": "chat.finished"})
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """The arguments of ``services.generation_record_start`` for one reply."""
+
+    message_pk: int
+    model_name: str
+    tokenizer: Any
+    fitted: FittedPrompt
+    params: SamplingParams
+
+    def store(self) -> None:
+        try:
+            services.generation_record_start(
+                message_pk=self.message_pk,
+                model_name=self.model_name,
+                tokenizer=self.tokenizer,
+                fitted=self.fitted,
+                params=self.params,
+            )
+        except Exception:
+            logger.exception("Could not record the prompt of message %s", self.message_pk)
+
+
+def _job_end(*, record: PromptRecord | None, message_pk: int, event: FinishEvent | None, **ending: Any) -> None:
+    """Record how a reply ended, in one trip to the database thread."""
+    if record is not None:
+        record.store()
+    services.assistant_message_finish(
+        message_pk=message_pk,
+        prompt_tokens=event.prompt_tokens if event else None,
+        completion_tokens=event.completion_tokens if event else None,
+        **ending,
+    )
+    if event is not None:
+        services.generation_record_finish(
+            message_pk=message_pk,
+            queue_seconds=event.queue_seconds,
+            first_token_seconds=event.first_token_seconds,
+            decode_seconds=event.decode_seconds,
+        )
+
+
+def _tick_write(
+    *, texts: dict[int, tuple[str, int]], live: list[int], beat: list[int], records: list[PromptRecord]
+) -> set[int]:
+    """One tick of the stream writer, in one trip to the database thread."""
+    for record in records:
+        record.store()
+    return services.assistant_messages_flush(texts=texts, live=live, beat=beat)
+
+
+class StreamWriter:
+    """Stores every reply streaming on this event loop, in one database call a tick.
+
+    Each tick (``INFERENCE_FLUSH_INTERVAL_MS``) writes the text of the replies that
+    grew, the prompts of replies that started, and the heartbeats that are due
+    (every ``INFERENCE_STALE_AFTER_SECONDS / 4``), then stops the jobs whose reply
+    was stopped or has already ended. Jobs that each flushed on their own timer
+    sent a hundred queries every 300 ms through Channels' one database thread, where
+    new turns queued behind them (docs/performance.md).
+    """
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, GenerationJob] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, job: GenerationJob) -> None:
+        self.jobs[job.context.message_pk] = job
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def discard(self, job: GenerationJob) -> None:
+        self.jobs.pop(job.context.message_pk, None)
+
+    async def run(self) -> None:
+        interval = settings.INFERENCE_FLUSH_INTERVAL_MS / 1000
+        while self.jobs:
+            await asyncio.sleep(interval)
+            tick = asyncio.get_running_loop().create_task(self.write())
+            await asyncio.wait([tick])
+
+    async def write(self) -> None:
+        """1. Take what is due from each job. 2. Store it in one call. 3. Stop the jobs told to."""
+        jobs = list(self.jobs.values())
+        now = time.monotonic()
+        beat_every = max(1.0, settings.INFERENCE_STALE_AFTER_SECONDS / 4)
+        texts = {job.context.message_pk: (job.text, job.seq) for job in jobs if job.seq != job.flushed_seq}
+        beat = {job for job in jobs if now - job.beaten_at >= beat_every}
+        records = [job.record for job in jobs if job.record is not None]
+        for job in jobs:
+            if job.record is not None:
+                job.record, job.record_write = None, asyncio.current_task()
+        try:
+            stop = await database_sync_to_async(_tick_write)(
+                texts=texts,
+                live=[job.context.message_pk for job in jobs],
+                beat=[job.context.message_pk for job in beat],
+                records=records,
+            )
+        except Exception:  # the next tick tries again; the job's finish stores the final text
+            logger.exception("Could not store the streaming replies")
+            return
+        for job in jobs:
+            pk = job.context.message_pk
+            job.flushed_seq = texts[pk][1] if pk in texts else job.flushed_seq
+            job.beaten_at = now if job in beat else job.beaten_at
+            if pk in stop:
+                job.stop()
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamWriter] = weakref.WeakKeyDictionary()
+
+
+def stream_writer() -> StreamWriter:
+    """This event loop's stream writer (one per process in daphne and the workers)."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = StreamWriter()
+    return writer
 
 
 async def generation_run(*, message_pk: int) -> None:

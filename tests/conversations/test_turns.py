@@ -96,11 +96,29 @@ def test_an_error_keeps_the_conversation_usable(chat) -> None:  # type: ignore[n
 def test_stop_flags_only_a_streaming_reply(chat) -> None:  # type: ignore[no-untyped-def]
     reply = services.turn_start(conversation=chat, text="hi").assistant_message
     assert services.assistant_message_request_cancel(message=reply)
-    assert services.assistant_message_flush(message_pk=reply.pk, content="partial", seq=1) is True
+    assert services.assistant_messages_flush(texts={reply.pk: ("partial", 1)}, live=[reply.pk]) == {reply.pk}
     services.assistant_message_finish(
         message_pk=reply.pk, content="partial", seq=1, finish_reason="cancelled", prompt_tokens=5, completion_tokens=1
     )
     assert not services.assistant_message_request_cancel(message=reply)
+
+
+def test_the_streamed_text_of_many_replies_is_saved_together(alice, settings, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+    settings.CHAT_MAX_CONCURRENT_STREAMS = 20
+    replies = [
+        services.turn_start(conversation=services.conversation_create(owner=alice), text=f"q{index}").assistant_message
+        for index in range(20)
+    ]
+    stopped = replies[0]
+    services.assistant_message_request_cancel(message=stopped)
+    texts = {reply.pk: (f"text of {reply.pk}", 3) for reply in replies}
+    with django_assert_max_num_queries(6):  # not one per reply
+        stop = services.assistant_messages_flush(texts=texts, live=list(texts), beat=list(texts))
+    assert stop == {stopped.pk}, "Stop pressed: its job is told to stop"
+    saved = {m.pk: m for m in Message.objects.filter(pk__in=texts)}
+    assert all(saved[reply.pk].content == f"text of {reply.pk}" for reply in replies[1:])
+    assert all(saved[reply.pk].stream_seq == 3 and saved[reply.pk].heartbeat_at for reply in replies[1:])
+    assert saved[stopped.pk].content == "", "a stopped reply's text is left to its job's finish"
 
 
 def test_rename_and_delete(chat) -> None:  # type: ignore[no-untyped-def]
