@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -60,6 +61,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         self.group = conversation_group(self.conversation.public_id)
         self.seqs: dict[str, int] = {}
+        self.advanced: set[str] = set()  # replies whose deltas arrived since the last watch
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         if settings.INFERENCE_MODE == "local":
@@ -75,6 +77,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if self.conversation is not None:
             self.watchdog.cancel()
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first closes stale database connections, a trip through
+        # the one thread all database work shares, before every message: thousands a
+        # second with a hundred streams. Every query here goes through
+        # database_sync_to_async, which does that closing itself, so this skips it.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         # Empty or binary frames are answered like unreadable JSON, never with a crash.
@@ -164,6 +176,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         if have is not None and seq == have + 1:
             self.seqs[message_id] = seq
+            self.advanced.add(message_id)
             await self.send_html(fragments.delta(message_id=message_id, text=event["text"]))
             return
         await self.resync(message_id=message_id, seq=seq, text=event["text"])
@@ -197,7 +210,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def watch(self) -> None:
         """Every few seconds: rejoin the group (it survives a Redis restart), fail
-        replies whose worker died, and catch up on anything this socket missed."""
+        replies whose worker died, and catch up on anything this socket missed.
+
+        A reply whose deltas kept arriving in order needs neither: its job is alive,
+        and a gap would have been repaired by the next delta.
+        """
         assert self.conversation is not None
         while True:
             await asyncio.sleep(settings.CHAT_SOCKET_WATCH_SECONDS)
@@ -205,15 +222,20 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(self.group, self.channel_name)
             except Exception:  # the layer is down; the database still tells the truth
                 logger.warning("Channel layer unavailable for %s", self.group)
-            if not self.seqs:
-                continue  # no reply in flight here: nothing to reap or catch up on
+            quiet = [message_id for message_id in self.seqs if message_id not in self.advanced]
+            self.advanced.clear()
+            if not quiet:
+                continue  # nothing in flight here, or all of it arriving live
             ended = await database_sync_to_async(streams_fail_stale)(conversation_pk=self.conversation.pk)
             for message_id in ended:
                 await self.notify_group({"type": "chat.finished", "message_id": message_id})
-            await self.catch_up()
+            await self.catch_up(quiet)
 
-    async def catch_up(self) -> None:
-        for message_id, have in list(self.seqs.items()):
+    async def catch_up(self, message_ids: list[str]) -> None:
+        for message_id in message_ids:
+            have = self.seqs.get(message_id)
+            if have is None:
+                continue  # finished meanwhile
             snapshot = await database_sync_to_async(selectors.message_stream_snapshot)(
                 conversation=self.conversation, message_id=message_id
             )
