@@ -15,8 +15,11 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chatsite import dbthread  # noqa: E402
 from chatsite.routing import websocket_urlpatterns  # noqa: E402
 from inference.worker import GenerationWorkerConsumer  # noqa: E402
+
+dbthread.install()
 
 application = ProtocolTypeRouter(
     {
