@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +28,14 @@ from django.core.exceptions import ValidationError
 from conversations import fragments, selectors, services
 from conversations.models import Conversation
 from inference import engines, registry
-from inference.generation import conversation_group, generation_cancel_local, generation_dispatch
+from inference.generation import (
+    JobContext,
+    conversation_group,
+    generation_cancel_local,
+    generation_dispatch,
+    generation_runs_here,
+    job_context_load,
+)
 from inference.services import streams_fail_stale
 
 logger = logging.getLogger(__name__)
@@ -36,14 +44,22 @@ CLOSE_NOT_FOUND = 4404
 RESYNC_ATTEMPTS = 20
 
 
-def turn_start_rendered(*, conversation: Conversation, text: object) -> tuple[services.Turn, str]:
-    """Store the turn and render it for every tab, in one trip to the database thread
-    (the one thread every socket's database work queues for)."""
+@dataclass(frozen=True)
+class StartedTurn:
+    turn: services.Turn
+    html: str  # the turn as every tab shows it
+    job: JobContext | None  # what its generation job needs, when the job runs in this process
+
+
+def turn_start_for_socket(*, conversation: Conversation, text: object) -> StartedTurn:
+    """Store the turn, render it and read what its job needs, in one trip to the
+    database thread (the one thread every socket's and job's database work queues for)."""
     turn = services.turn_start(conversation=conversation, text=text)
     html = fragments.turn_started(
         user_message=turn.user_message, reply=turn.assistant_message, conversation=conversation
     )
-    return turn, html
+    job = job_context_load(message_pk=turn.assistant_message.pk) if generation_runs_here() else None
+    return StartedTurn(turn=turn, html=html, job=job)
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
@@ -122,15 +138,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def start_turn(self, text: Any) -> None:
         assert self.conversation is not None
         try:
-            turn, html = await database_sync_to_async(turn_start_rendered)(conversation=self.conversation, text=text)
+            started = await database_sync_to_async(turn_start_for_socket)(conversation=self.conversation, text=text)
         except ValidationError as exc:
             await self.send_error(" ".join(exc.messages))
             return
+        reply = started.turn.assistant_message
         await self.send_html(fragments.composer_error(""))
         await self.channel_layer.group_send(
-            self.group, {"type": "chat.turn", "message_id": str(turn.assistant_message.public_id), "html": html}
+            self.group, {"type": "chat.turn", "message_id": str(reply.public_id), "html": started.html}
         )
-        await generation_dispatch(message_pk=turn.assistant_message.pk)
+        await generation_dispatch(message_pk=reply.pk, context=started.job)
 
     async def start_branch(self, service: Callable[..., services.Turn], **arguments: Any) -> None:
         """Regenerate a reply or resend an edited message: a new sibling branch, then a normal reply."""

@@ -320,24 +320,33 @@ def stream_writer() -> StreamWriter:
     return writer
 
 
-async def generation_run(*, message_pk: int) -> None:
-    context = await database_sync_to_async(job_context_load)(message_pk=message_pk)
+async def generation_run(*, message_pk: int, context: JobContext | None = None) -> None:
+    if context is None:
+        context = await database_sync_to_async(job_context_load)(message_pk=message_pk)
     if context is not None:
         await GenerationJob(context).run()
 
 
-def generation_start_local(*, message_pk: int) -> None:
-    """Run the job as a task on this process's event loop; it outlives the socket."""
-    task = asyncio.get_running_loop().create_task(generation_run(message_pk=message_pk))
+def generation_start_local(*, message_pk: int, context: JobContext | None = None) -> None:
+    """Run the job as a task on this process's event loop; it outlives the socket.
+
+    ``context`` is the job's ``job_context_load``, when the caller read it already.
+    """
+    task = asyncio.get_running_loop().create_task(generation_run(message_pk=message_pk, context=context))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
 
-async def generation_dispatch(*, message_pk: int) -> None:
-    if settings.INFERENCE_MODE == "remote":
-        await get_channel_layer().send(settings.INFERENCE_CHANNEL, {"type": "generate", "message_pk": message_pk})
+def generation_runs_here() -> bool:
+    """Whether this process generates the replies it starts (``INFERENCE_MODE=local``)."""
+    return bool(settings.INFERENCE_MODE == "local")
+
+
+async def generation_dispatch(*, message_pk: int, context: JobContext | None = None) -> None:
+    if generation_runs_here():
+        generation_start_local(message_pk=message_pk, context=context)
     else:
-        generation_start_local(message_pk=message_pk)
+        await get_channel_layer().send(settings.INFERENCE_CHANNEL, {"type": "generate", "message_pk": message_pk})
 
 
 def generation_cancel_local(*, message_pk: int) -> None:
