@@ -93,6 +93,7 @@ class Engine:
         prefill_chunk_tokens: int = 256,
         prefix_cache_bytes: int = 512 * 2**20,
         weights: str = "auto",
+        parallel_rows: int = 8,
     ) -> None:
         if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
             raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
@@ -102,6 +103,12 @@ class Engine:
         self.context_length = int(loaded.context_length)
         self.max_batch_size = max_batch_size
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        # torch's thread count when the engine was built: prefill chunks and decode steps
+        # of at least ``parallel_rows`` rows use all of them; smaller decode steps run on
+        # one thread, where waking the others costs more than it saves (one row, int8,
+        # two threads: 24.5 ms a step, one thread: 15.0 ms; docs/performance.md).
+        self.threads = torch.get_num_threads()
+        self.parallel_rows = parallel_rows
         self._shape = _cache_shape(self.model)
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
@@ -372,6 +379,9 @@ class Engine:
     ) -> torch.Tensor:
         """One forward pass; returns the last position's logits ``[rows, vocab]``."""
         ids = torch.tensor(input_ids, dtype=torch.long)
+        threads = self.threads if prefill or len(input_ids) >= self.parallel_rows else 1
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         if prefill:
             positions, mask = cache.begin_prefill(0, ids.shape[1])
         else:
