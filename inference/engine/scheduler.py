@@ -28,9 +28,10 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -49,6 +50,7 @@ from .types import (
 from .weights import prepare_weights
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RequestError(ValueError):
@@ -98,7 +100,7 @@ class Engine:
         if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
             raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
         self.tokenizer = loaded.tokenizer
-        self.model, self.weights, smoothing = prepare_weights(loaded.model, weights, loaded.tokenizer)
+        self.model, self.weights, smoothing = in_own_thread(prepare_weights, loaded.model, weights, loaded.tokenizer)
         self.model.eval()
         self.context_length = int(loaded.context_length)
         self.max_batch_size = max_batch_size
@@ -131,12 +133,18 @@ class Engine:
     # -- public surface -------------------------------------------------------
 
     def start(self) -> None:
-        """Warm the model up, then start the model thread (a daemon)."""
+        """Start the model thread (a daemon); returns once it has warmed the model up."""
         if self._thread is not None:
             return
-        self._warm_up()
-        self._thread = threading.Thread(target=self._run, name="parley-engine", daemon=True)
+        warmed = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(warmed, failure), name="parley-engine", daemon=True)
         self._thread.start()
+        warmed.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
 
     def submit(self, request: GenerationRequest, callback: EventCallback) -> None:
         """Queue ``request``; returns at once. Events arrive through ``callback``."""
@@ -218,7 +226,14 @@ class Engine:
 
     # -- the model thread -----------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, warmed: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            self._warm_up()
+        except BaseException as exc:
+            failure.append(exc)
+            return
+        finally:
+            warmed.set()
         try:
             while True:
                 commands = self._wait_for_work()
@@ -527,6 +542,34 @@ class Engine:
                 cache.add_row(single, 0)
             for _ in range(3):
                 self._forward(cache, [[1], [2]], [None, None])
+
+
+def in_own_thread(work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args)`` on a fresh thread and wait for it.
+
+    Torch's CPU kernels run on OpenMP, which keeps a team of worker threads for every
+    thread that has started parallel work. Once there are more such workers than cores,
+    libgomp's workers stop spin-waiting between parallel regions, and every one of a
+    step's ~1,500 small kernels pays for waking them: a 16-row int8 decode step took
+    ~40 ms instead of ~29 ms on this project's 2-core CPU (docs/performance.md). So
+    the engine's torch work happens either on its model thread or on a thread that
+    ends (and takes its OpenMP team with it) -- never on the caller's thread.
+    """
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work(*args))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="parley-torch-setup")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
 def generate_text(engine: Engine, request: GenerationRequest, timeout: float | None = None) -> tuple[str, FinishEvent]:
