@@ -305,15 +305,18 @@ def _late_arrivals(engine, recorders, prompts, params, name, arrivals: int) -> l
 
 def _steady_decode_rate(recorders: list[Recorder]) -> float:
     """Tokens per second while every stream of the scenario was decoding."""
+    def tokens_within(start: float, end: float) -> int:
+        return sum(1 for r in recorders for at in r.token_times() if start < at <= end)
+
     start = max(r.first_at or 0.0 for r in recorders)
     end = min(r.token_times()[-1] for r in recorders)
-    count = sum(1 for r in recorders for at in r.token_times() if start < at <= end)
+    count = tokens_within(start, end)
     if count < 4 * len(recorders):
         # Fewer than four steps with every stream in: take the whole span instead
         # (admission included), which can only understate the rate.
         start = min(r.first_at or 0.0 for r in recorders)
         end = max(r.token_times()[-1] for r in recorders)
-        count = sum(1 for r in recorders for at in r.token_times() if start < at <= end)
+        count = tokens_within(start, end)
     return count / (end - start) if end > start else 0.0
 
 

@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -555,21 +556,8 @@ def in_own_thread(work: Callable[..., T], *args: Any) -> T:
     the engine's torch work happens either on its model thread or on a thread that
     ends (and takes its OpenMP team with it) -- never on the caller's thread.
     """
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(work(*args))
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="parley-torch-setup")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-torch-setup") as pool:
+        return pool.submit(work, *args).result()
 
 
 def generate_text(engine: Engine, request: GenerationRequest, timeout: float | None = None) -> tuple[str, FinishEvent]:

@@ -74,7 +74,7 @@ class Smoothing:
             lora_a = lora_a * scale_in[None, :]
         if scale_out is not None:
             lora_b = lora_b / scale_out[:, None]
-        return lora_a.contiguous(), lora_b.contiguous()
+        return lora_a, lora_b
 
 
 def supports(model: Any) -> bool:
@@ -131,10 +131,15 @@ def activation_ranges(model: Any, sequences: list[list[int]]) -> dict[str, torch
     return ranges
 
 
-def _scale(activation: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
-    weight_peak = torch.stack([w.detach().abs().amax(0).float() for w in weights]).amax(0)
+def _balance(activation: torch.Tensor, weight_peak: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant's per-channel scale ``max|x|^alpha / max|W|^(1 - alpha)``."""
     scale = activation.clamp(min=_FLOOR) ** alpha / weight_peak.clamp(min=_FLOOR) ** (1 - alpha)
     return scale.clamp(min=_FLOOR)
+
+
+def _scale(activation: torch.Tensor, weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    weight_peak = torch.stack([w.detach().abs().amax(0).float() for w in weights]).amax(0)
+    return _balance(activation, weight_peak, alpha)
 
 
 @torch.no_grad()
@@ -182,9 +187,7 @@ def smooth(model: Any, sequences: list[list[int]], alpha: float = DEFAULT_ALPHA)
         group = heads // kv_heads
         activation = ranges[names[id(attention.o_proj)]].view(kv_heads, group, head_dim).amax(1)
         weight_peak = attention.o_proj.weight.abs().amax(0).float().view(kv_heads, group, head_dim).amax(1)
-        kv_scale = (
-            activation.clamp(min=_FLOOR) ** alpha / weight_peak.clamp(min=_FLOOR) ** (1 - alpha)
-        ).clamp(min=_FLOOR)
+        kv_scale = _balance(activation, weight_peak, alpha)
         scale_outputs(attention.v_proj, kv_scale.reshape(-1))
         scale_inputs([attention.o_proj], kv_scale[:, None, :].expand(kv_heads, group, head_dim).reshape(-1))
 
