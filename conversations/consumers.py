@@ -80,7 +80,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.advanced: set[str] = set()  # replies whose deltas arrived since the last watch
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        if settings.INFERENCE_MODE == "local":
+        if generation_runs_here():
             spec = await database_sync_to_async(registry.model_get)(self.conversation.model_name)
             if spec is not None:
                 engines.warm_up(spec)
