@@ -74,7 +74,7 @@ async def test_chatting_with_fine_tuned_models_streams_on_one_copy_of_the_base(a
     for index, model_id in enumerate(["ft:tiny-llama:one:aaaa1111", "ft:tiny-llama:two:bbbb2222"]):
         await database_sync_to_async(register)(model_id, adapter, f"Tiny {index}")
         chat = await database_sync_to_async(chat_services.conversation_create)(owner=alice, model_name=model_id)
-        chat.max_tokens = 12
+        chat.max_tokens, chat.temperature = 12, 0.0  # greedy: the same reply every run
         await chat.asave()
         _, _, socket = await open_socket(alice, chat)
         await socket.send({"action": "send", "message": "Shout cat"})
