@@ -35,12 +35,26 @@ def conversation_find_for_owner(*, owner_id: int | None, public_id: UUID | str) 
 
 
 def message_path(*, leaf: Message | None) -> list[Message]:
-    """The messages from the root of the tree down to ``leaf``, oldest first."""
+    """The messages from the root of the tree down to ``leaf``, oldest first.
+
+    One query for the whole conversation, then a walk up the parent links in memory:
+    each turn rebuilds its prompt this way, and a query per ancestor grew with the
+    conversation's length.
+    """
+    if leaf is None:
+        return []
+    by_id = {m.pk: m for m in Message.objects.filter(conversation_id=leaf.conversation_id)}
+    by_id[leaf.pk] = leaf
+    return _walk_up(by_id, leaf.pk)
+
+
+def _walk_up(by_id: dict[int, Message], leaf_id: int | None) -> list[Message]:
     path: list[Message] = []
-    node = leaf
-    while node is not None:
+    node_id = leaf_id
+    while node_id is not None and node_id in by_id:
+        node = by_id[node_id]
         path.append(node)
-        node = node.parent
+        node_id = node.parent_id
     path.reverse()
     return path
 
@@ -48,14 +62,7 @@ def message_path(*, leaf: Message | None) -> list[Message]:
 def conversation_active_messages(*, conversation: Conversation) -> list[Message]:
     """The active branch of the conversation, oldest first (one query)."""
     by_id = {m.pk: m for m in Message.objects.filter(conversation=conversation)}
-    path: list[Message] = []
-    node_id = conversation.active_leaf_id
-    while node_id is not None and node_id in by_id:
-        node = by_id[node_id]
-        path.append(node)
-        node_id = node.parent_id
-    path.reverse()
-    return path
+    return _walk_up(by_id, conversation.active_leaf_id)
 
 
 def conversation_streaming_messages(*, conversation: Conversation) -> list[Message]:
@@ -230,8 +237,8 @@ def conversation_search(*, owner: AbstractBaseUser | AnonymousUser, query: str, 
 
     Case-insensitive substring matching (``icontains``): on PostgreSQL a trigram GIN
     index on ``UPPER(content)`` and ``UPPER(title)`` serves it (migration 0005); on
-    SQLite it scans the owner's messages, which stays well under 100 ms for thousands
-    of conversations (see tests/conversations/test_search.py).
+    SQLite it scans the owner's messages (``python -m bench.search`` times both against
+    matching in Python; figures in docs/performance.md).
     """
     terms = search_terms(query)
     if not terms or owner.pk is None:

@@ -165,3 +165,26 @@ def test_concurrent_streams_per_user_are_limited(alice, settings) -> None:  # ty
     with pytest.raises(ValidationError, match="already have 2 replies being written"):
         services.turn_start(conversation=chats[2], text="three")
     assert not chats[2].messages.exists()
+
+
+def test_a_turn_reads_its_history_in_a_fixed_number_of_queries(chat, settings, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+    from inference.generation import job_context_load
+
+    settings.CHAT_MESSAGES_PER_MINUTE = 100
+
+    for index in range(30):
+        turn = services.turn_start(conversation=chat, text=f"Question {index}")
+        services.assistant_message_finish(
+            message_pk=turn.assistant_message.pk,
+            content=f"Answer {index}",
+            seq=1,
+            finish_reason="stop",
+            prompt_tokens=None,
+            completion_tokens=None,
+        )
+    turn = services.turn_start(conversation=chat, text="And the last one?")
+    with django_assert_max_num_queries(3):  # not one per earlier message
+        context = job_context_load(message_pk=turn.assistant_message.pk)
+    assert context is not None
+    expected = [text for index in range(30) for text in (f"Question {index}", f"Answer {index}")]
+    assert [m["content"] for m in context.messages if m["role"] != "system"] == [*expected, "And the last one?"]

@@ -76,23 +76,31 @@ async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, 
 @pytest.mark.django_db(transaction=True)
 async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import asyncio
-    import time
+    import threading
 
     real_start = engines._start
+    others_connected = threading.Event()
+    waited_out: list[bool] = []
 
-    def slow_start(source: str) -> engines.ServedModel:
-        time.sleep(3)  # a big model loading
+    def held_start(source: str) -> engines.ServedModel:
+        # A big model loading: it finishes only once the other sockets are open, so if
+        # opening a socket waited for the load, nothing would ever connect in time.
+        waited_out.append(not others_connected.wait(timeout=30))
         return real_start(source)
 
     engines.shutdown_all()
-    monkeypatch.setattr(engines, "_start", slow_start)
+    monkeypatch.setattr(engines, "_start", held_start)
     chats = [await database_sync_to_async(services.conversation_create)(owner=alice) for _ in range(3)]
     _, _, first = await open_socket(alice, chats[0])  # starts loading in the background
-    await asyncio.sleep(0.2)
-    began = time.monotonic()
+    for _ in range(100):
+        if engines._warming:
+            break
+        await asyncio.sleep(0.05)
+    assert engines._warming, "opening a chat starts loading its model"
     others = [await open_socket(alice, chat) for chat in chats[1:]]
-    assert time.monotonic() - began < 1.5, "sockets open while the model is still loading"
-    assert all(connected for connected, _, _ in others)
+    assert all(connected for connected, _, _ in others), "sockets open while the model is still loading"
+    assert not engines._served, "the model is still loading"  # (loaded_engines() would wait for it)
+    others_connected.set()
     for _, _, socket in others:
         await socket.close()
     await first.close()
@@ -101,3 +109,4 @@ async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice
             break
         await asyncio.sleep(0.1)
     assert list(engines.loaded_engines()) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
+    assert waited_out == [False], "the load was held until the other sockets were open"
