@@ -124,6 +124,57 @@ def warm_up(spec: ModelSpec) -> None:
     threading.Thread(target=load, name=f"warm-{spec.id}", daemon=True).start()
 
 
+def release_unused() -> list[str]:
+    """Stop engines and drop adapters that no available model uses any more.
+
+    A fine-tuned model deleted or hidden in one process leaves its weights loaded in
+    every other process that served it; the status reporter of each process calls this
+    every few seconds. Replies still streaming on what goes end with an error. Returns
+    what was released ("source" for an engine, "source+model" for an adapter).
+    """
+    from inference.registry import available_models
+
+    released: list[str] = []
+    stopped: list[ServedModel] = []
+    with _lock:
+        if not _served or settings.INFERENCE_BACKEND == "synthetic":
+            return released
+        wanted: dict[str, set[str]] = {}
+        for spec in available_models():
+            adapters = wanted.setdefault(spec.base_source, set())
+            if spec.adapter_path:
+                adapters.add(spec.id)
+        for source, served in list(_served.items()):
+            if source not in wanted:
+                stopped.append(_served.pop(source))
+                released.append(source)
+                continue
+            for model_id in sorted(served.adapters - wanted[source]):
+                served.engine.remove_adapter(model_id)
+                served.adapters.discard(model_id)
+                released.append(f"{source}+{model_id}")
+    for served in stopped:
+        served.engine.shutdown()
+    if stopped:  # its tensors were frozen with everything else at load (see above)
+        gc.unfreeze()
+        _freeze_long_lived_objects()
+    if released:
+        logger.info("Released %s", ", ".join(released))
+    return released
+
+
+def unload(base_source: str) -> bool:
+    """Stop the engine of ``base_source`` in this process, if one runs."""
+    with _lock:
+        served = _served.pop(base_source, None)
+    if served is None:
+        return False
+    served.engine.shutdown()
+    gc.unfreeze()
+    _freeze_long_lived_objects()
+    return True
+
+
 def loaded_engines() -> dict[str, ServedModel]:
     with _lock:
         return dict(_served)

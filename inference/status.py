@@ -2,7 +2,8 @@
 
 A process that starts an engine also starts a reporter thread that writes its
 ``EngineStatus`` row every ``INFERENCE_STATUS_INTERVAL_SECONDS``; the status page
-and ``/status.json`` read those rows, so they show every machine's workers.
+and ``/status.json`` read those rows, so they show every machine's workers. Each
+report first releases the weights of fine-tuned models deleted or hidden meanwhile.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ def start_reporter() -> None:
 
 
 def _report_forever() -> None:
+    from inference.engines import release_unused
+
     previous_tokens, previous_time = 0, time.monotonic()
     while True:
         try:
+            release_unused()
             tokens = report_once(previous_tokens, previous_time)
             previous_tokens, previous_time = tokens, time.monotonic()
         except Exception:  # the database may be briefly away; try again next time

@@ -466,7 +466,7 @@ def finetuned_model_set_hidden(*, model: FineTunedModel, hidden: bool) -> FineTu
 
 
 def finetuned_model_delete(*, model: FineTunedModel) -> None:
-    """Delete a model and its adapter folder; it leaves every engine in this process.
+    """Delete a model and its folder; its weights leave every engine in this process.
 
     A full model that LoRA models run on is refused (``model_in_use``): its folder
     holds their weights. Delete those first.
@@ -481,11 +481,14 @@ def finetuned_model_delete(*, model: FineTunedModel) -> None:
             field="model",
             code="model_in_use",
         )
+    path = Path(model.adapter_path)
+    model.delete()
+    # This process lets go at once; the others within a status interval (release_unused).
+    if model.method == "full":
+        engines.unload(model.adapter_path)
     for served in engines.loaded_engines().values():
         if model.public_id in served.adapters:
             served.engine.remove_adapter(model.public_id)
             served.adapters.discard(model.public_id)
-    path = Path(model.adapter_path)
-    model.delete()
     if path.is_dir() and Path(settings.FINETUNE_OUTPUT_DIR).resolve() in path.resolve().parents:
         shutil.rmtree(path, ignore_errors=True)

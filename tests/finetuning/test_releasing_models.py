@@ -1,0 +1,61 @@
+"""A deleted or hidden fine-tuned model lets go of its weights in every process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from inference import engines, registry
+from inference.finetuning import services
+from inference.models import FineTunedModel
+from tests.finetuning.test_chat_with_fine_tuned import register, tiny_adapter
+
+pytestmark = pytest.mark.django_db
+
+WHOLE = "ft:tiny-llama:whole:aaaa1111"
+LOUD = "ft:tiny-llama:loud:bbbb2222"
+
+
+@pytest.fixture
+def served_models(tiny_model_dir, tmp_path) -> Iterator[dict[str, engines.ServedModel]]:  # type: ignore[no-untyped-def]
+    """The tiny base with a LoRA model attached, and a full fine-tuned model, all loaded."""
+    engines.shutdown_all()
+    shutil.copytree(tiny_model_dir, tmp_path / "whole")
+    register(WHOLE, tmp_path / "whole", "Whole tiny", method="full")
+    register(LOUD, tiny_adapter(tiny_model_dir, tmp_path / "adapter"), "Loud tiny")
+    served = {}
+    for model_id in (WHOLE, LOUD):
+        spec = registry.model_get(model_id)
+        assert spec is not None
+        served[model_id] = engines.engine_for(spec)
+    assert set(engines.loaded_engines()) == {str(tmp_path / "whole"), str(tiny_model_dir)}
+    yield served
+    engines.shutdown_all()
+
+
+def test_deleting_a_full_model_stops_its_engine_in_this_process(served_models, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    services.finetuned_model_delete(model=FineTunedModel.objects.get(public_id=WHOLE))
+    assert list(engines.loaded_engines()) == [str(tiny_model_dir)], "the base keeps serving"
+    thread = served_models[WHOLE].engine._thread
+    assert thread is not None and not thread.is_alive(), "the full model's engine thread ended"
+    services.finetuned_model_delete(model=FineTunedModel.objects.get(public_id=LOUD))
+    assert engines.loaded_engines()[str(tiny_model_dir)].adapters == set()
+    assert LOUD not in served_models[LOUD].engine.adapters.names()
+
+
+def test_a_process_lets_go_of_models_deleted_or_hidden_elsewhere(served_models, tiny_model_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert engines.release_unused() == [], "nothing changed yet"
+    # What another process (the admin's web process) does: only the rows change here.
+    FineTunedModel.objects.filter(public_id=WHOLE).delete()
+    FineTunedModel.objects.filter(public_id=LOUD).update(hidden=True)
+    released = engines.release_unused()
+    assert sorted(released) == sorted([str(tmp_path / "whole"), f"{tiny_model_dir}+{LOUD}"])
+    assert list(engines.loaded_engines()) == [str(tiny_model_dir)]
+    assert engines.loaded_engines()[str(tiny_model_dir)].adapters == set()
+    thread = served_models[WHOLE].engine._thread
+    assert thread is not None and not thread.is_alive()
+    FineTunedModel.objects.filter(public_id=LOUD).update(hidden=False)
+    spec = registry.model_get(LOUD)
+    assert spec is not None and LOUD in engines.engine_for(spec).adapters, "shown again, it is attached again"
