@@ -32,6 +32,10 @@ class ServedModel:
     adapters: set[str] = field(default_factory=set)
 
 
+# What a reply streaming on a released model ends with (after "The model failed while
+# writing this reply: ").
+GONE = "the model was deleted or hidden. Pick another in Settings and regenerate."
+
 _served: dict[str, ServedModel] = {}
 _warming: set[str] = set()
 _lock = threading.Lock()  # held while a model loads
@@ -154,7 +158,7 @@ def release_unused() -> list[str]:
                 served.adapters.discard(model_id)
                 released.append(f"{source}+{model_id}")
     for served in stopped:
-        served.engine.shutdown()
+        served.engine.shutdown(error=GONE)
     if stopped:  # its tensors were frozen with everything else at load (see above)
         gc.unfreeze()
         _freeze_long_lived_objects()
@@ -169,7 +173,7 @@ def unload(base_source: str) -> bool:
         served = _served.pop(base_source, None)
     if served is None:
         return False
-    served.engine.shutdown()
+    served.engine.shutdown(error=GONE)
     gc.unfreeze()
     _freeze_long_lived_objects()
     return True

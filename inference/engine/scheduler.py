@@ -127,6 +127,7 @@ class Engine:
         self._model_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._shutdown_finish: tuple[FinishReason, str] = ("cancelled", "The engine shut down.")
         self._closed = False
         self.tokens_generated = 0
         self.steps = 0
@@ -214,16 +215,19 @@ class Engine:
                     choices[row].append(token)
         return choices
 
-    def shutdown(self) -> None:
-        """Stop the model thread; requests still in flight end as cancelled."""
+    def shutdown(self, error: str | None = None) -> None:
+        """Stop the model thread; requests still in flight end as cancelled, or, given
+        ``error`` (the model went away), as errors with that reason."""
         with self._wake:
+            if error is not None:
+                self._shutdown_finish = ("error", error)
             self._stopping = True
             self._closed = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout=30)
         if self._thread is None or not self._thread.is_alive():
-            self._abandon_all("cancelled", "The engine shut down.")
+            self._abandon_all(*self._shutdown_finish)
 
     # -- the model thread -----------------------------------------------------
 
@@ -247,7 +251,7 @@ class Engine:
                     logger.exception("The engine step failed")
                     self._abandon_all("error", f"The engine failed: {exc}")
         finally:
-            self._abandon_all("cancelled", "The engine shut down.")
+            self._abandon_all(*self._shutdown_finish)
 
     def _wait_for_work(self) -> list[tuple[str, Any]] | None:
         with self._wake:

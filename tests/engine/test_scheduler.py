@@ -218,3 +218,13 @@ def test_duplicate_request_ids_are_refused(make_engine):
     assert second.wait().finish_reason == "error"
     engine.cancel("dup")
     assert first.wait().finish_reason == "cancelled"
+
+
+def test_shutdown_for_a_model_that_went_away_ends_requests_with_its_reason(make_engine):
+    engine = make_engine()
+    collector = submit(engine, GenerationRequest("gone", [40], greedy(10_000)))
+    while not collector.events:
+        time.sleep(0.001)
+    engine.shutdown(error="The model was deleted.")
+    finish = collector.wait()
+    assert (finish.finish_reason, finish.error) == ("error", "The model was deleted.")

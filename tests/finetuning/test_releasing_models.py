@@ -8,8 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from inference import engines, registry
+from inference.engine.types import GenerationRequest, SamplingParams
 from inference.finetuning import services
 from inference.models import FineTunedModel
+from tests.engine.conftest import submit
 from tests.finetuning.test_chat_with_fine_tuned import register, tiny_adapter
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +38,12 @@ def served_models(tiny_model_dir, tmp_path) -> Iterator[dict[str, engines.Served
 
 
 def test_deleting_a_full_model_stops_its_engine_in_this_process(served_models, tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    writing = submit(
+        served_models[WHOLE].engine, GenerationRequest("r1", [40, 41], SamplingParams(10_000, 0.0, ignore_eos=True))
+    )
     services.finetuned_model_delete(model=FineTunedModel.objects.get(public_id=WHOLE))
+    finish = writing.wait()
+    assert (finish.finish_reason, finish.error) == ("error", engines.GONE), "the reply says why it ended"
     assert list(engines.loaded_engines()) == [str(tiny_model_dir)], "the base keeps serving"
     thread = served_models[WHOLE].engine._thread
     assert thread is not None and not thread.is_alive(), "the full model's engine thread ended"
