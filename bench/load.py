@@ -19,19 +19,16 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.client import Browser, ChatSocket
+from bench.server import manage, start_site
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS_PER_USER = 10
@@ -69,12 +66,6 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def local_server(backend: str, tokens_per_second: float) -> Iterator[str]:
     """A throwaway Parley on loopback: fresh SQLite, the chosen backend."""
@@ -90,27 +81,9 @@ def local_server(backend: str, tokens_per_second: float) -> Iterator[str]:
         "CHAT_MAX_CONCURRENT_STREAMS": "100",
         "PARLEY_LOG_LEVEL": "WARNING",
     }
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    subprocess.run([*manage, "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    subprocess.run([*manage, "prepare_model"], cwd=ROOT, env=env, check=True, capture_output=True)
-    port = free_port()
-    log = open(workdir / "server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    manage(env, "prepare_model")
+    url, server = start_site(workdir, env)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/accounts/login/", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
         yield url
     finally:
         server.terminate()

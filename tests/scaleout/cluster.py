@@ -21,17 +21,11 @@ from pathlib import Path
 import psycopg
 
 from bench.client import Browser, ChatSocket
+from bench.server import ROOT, daphne_command, free_port, manage
 
-__all__ = ["Browser", "ChatSocket", "Cluster"]
+__all__ = ["ROOT", "Browser", "ChatSocket", "Cluster"]
 
-ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 60) -> None:
@@ -89,10 +83,7 @@ class Cluster:
         return env
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
-        )
-        return result.stdout
+        return manage(self.env, *args)
 
     def spawn(self, name: str, command: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -114,9 +105,7 @@ class Cluster:
     def start_web(self, name: str) -> None:
         port = self.web_ports.get(name) or free_port()
         self.web_ports[name] = port
-        self.spawn(
-            name, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
-        )
+        self.spawn(name, daphne_command(port))
         wait_for_port(port)
 
     def start_worker(self, name: str) -> None:
