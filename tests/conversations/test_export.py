@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from conversations import services
 from conversations.models import Conversation, Message
+from tests.conversations.factories import finished_turn
 
 pytestmark = pytest.mark.django_db
 
@@ -24,15 +25,7 @@ def client_for(user) -> Client:  # type: ignore[no-untyped-def]
 def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
     chat = services.conversation_create(owner=alice)
     for question, answer in [("What is 2+2?", "4"), ("And 3+3?", "6")]:
-        turn = services.turn_start(conversation=chat, text=question)
-        services.assistant_message_finish(
-            message_pk=turn.assistant_message.pk,
-            content=answer,
-            seq=1,
-            finish_reason="stop",
-            prompt_tokens=1,
-            completion_tokens=1,
-        )
+        finished_turn(chat, question, answer)
     return chat
 
 

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from conversations import services
 from conversations.models import Message, MessageFeedback
+from tests.conversations.factories import finished_turn
 
 pytestmark = pytest.mark.django_db
 
@@ -23,15 +24,7 @@ def client_for(user) -> Client:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def reply(alice) -> Message:  # type: ignore[no-untyped-def]
     chat = services.conversation_create(owner=alice)
-    turn = services.turn_start(conversation=chat, text="Tell me a fact")
-    services.assistant_message_finish(
-        message_pk=turn.assistant_message.pk,
-        content="The sun is cold.",
-        seq=1,
-        finish_reason="stop",
-        prompt_tokens=1,
-        completion_tokens=1,
-    )
+    turn = finished_turn(chat, "Tell me a fact", "The sun is cold.")
     return Message.objects.get(pk=turn.assistant_message.pk)
 
 

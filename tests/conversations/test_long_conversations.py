@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from conversations import services
 from conversations.models import Conversation
+from tests.conversations.factories import finished_turn
 
 pytestmark = pytest.mark.django_db
 
@@ -19,15 +20,7 @@ def long_chat(alice, settings) -> Conversation:  # type: ignore[no-untyped-def]
     settings.CHAT_INITIAL_MESSAGES = 10
     chat = services.conversation_create(owner=alice)
     for index in range(13):
-        turn = services.turn_start(conversation=chat, text=f"question {index}")
-        services.assistant_message_finish(
-            message_pk=turn.assistant_message.pk,
-            content=f"answer {index}",
-            seq=1,
-            finish_reason="stop",
-            prompt_tokens=1,
-            completion_tokens=1,
-        )
+        finished_turn(chat, f"question {index}", f"answer {index}")
     return chat
 
 

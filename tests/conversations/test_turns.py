@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from conversations import selectors, services
 from conversations.models import Conversation, Message
+from tests.conversations.factories import finished_turn
 
 
 @pytest.fixture
@@ -171,17 +172,8 @@ def test_a_turn_reads_its_history_in_a_fixed_number_of_queries(chat, settings, d
     from inference.generation import job_context_load
 
     settings.CHAT_MESSAGES_PER_MINUTE = 100
-
     for index in range(30):
-        turn = services.turn_start(conversation=chat, text=f"Question {index}")
-        services.assistant_message_finish(
-            message_pk=turn.assistant_message.pk,
-            content=f"Answer {index}",
-            seq=1,
-            finish_reason="stop",
-            prompt_tokens=None,
-            completion_tokens=None,
-        )
+        finished_turn(chat, f"Question {index}", f"Answer {index}")
     turn = services.turn_start(conversation=chat, text="And the last one?")
     with django_assert_max_num_queries(3):  # not one per earlier message
         context = job_context_load(message_pk=turn.assistant_message.pk)
