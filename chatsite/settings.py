@@ -225,6 +225,11 @@ INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "in
 INFERENCE_DEFAULT_SYSTEM_PROMPT = env_str("INFERENCE_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
 INFERENCE_DEFAULT_TEMPERATURE = env_float("INFERENCE_DEFAULT_TEMPERATURE", 0.7, minimum=0.0, maximum=2.0)
 INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 512, minimum=1)
+# New chats' repetition penalty (OpenAI's frequency_penalty): small models loop without it
+# (docs/performance.md, "Repetition").
+INFERENCE_DEFAULT_FREQUENCY_PENALTY = env_float(
+    "INFERENCE_DEFAULT_FREQUENCY_PENALTY", 0.3, minimum=-2.0, maximum=2.0
+)
 INFERENCE_MAX_TOKENS_LIMIT = env_int("INFERENCE_MAX_TOKENS_LIMIT", 4096, minimum=1)
 INFERENCE_FLUSH_INTERVAL_MS = env_int("INFERENCE_FLUSH_INTERVAL_MS", 300, minimum=10)
 

@@ -25,6 +25,14 @@ class ConversationSettingsForm(forms.Form):
     )
     temperature = forms.FloatField(label="Temperature", min_value=0.0, max_value=2.0)
     max_tokens = forms.IntegerField(label="Max reply tokens", min_value=1)
+    frequency_penalty = forms.FloatField(
+        label="Repetition penalty",
+        min_value=-2.0,
+        max_value=2.0,
+        required=False,
+        help_text="Lowers the odds of words the reply already used, so it does not go round in circles "
+        "(0 turns it off; -2 to 2).",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

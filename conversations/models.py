@@ -20,6 +20,8 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     temperature = models.FloatField()
     max_tokens = models.PositiveIntegerField()
+    # Lowers the odds of tokens the reply already used (OpenAI's frequency_penalty).
+    frequency_penalty = models.FloatField(default=0.0)
     # Where the conversation came from: the chat pages, or the HTTP API with "store": true.
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHAT)
     # The last message of the branch the user is looking at; the model sees this path.

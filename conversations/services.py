@@ -32,6 +32,7 @@ def conversation_create(*, owner: User, model_name: str | None = None) -> Conver
         system_prompt=settings.INFERENCE_DEFAULT_SYSTEM_PROMPT,
         temperature=settings.INFERENCE_DEFAULT_TEMPERATURE,
         max_tokens=settings.INFERENCE_DEFAULT_MAX_TOKENS,
+        frequency_penalty=settings.INFERENCE_DEFAULT_FREQUENCY_PENALTY,
     )
 
 
@@ -49,15 +50,26 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 
 def conversation_update_settings(
-    *, conversation: Conversation, model_name: str, system_prompt: str, temperature: float, max_tokens: int
+    *,
+    conversation: Conversation,
+    model_name: str,
+    system_prompt: str,
+    temperature: float,
+    max_tokens: int,
+    frequency_penalty: float | None = None,
 ) -> Conversation:
+    """Save a conversation's settings; a ``frequency_penalty`` of None keeps the current one."""
     if registry.model_get(model_name) is None:
         raise ValidationError(f"The model {model_name!r} is not available.")
     conversation.model_name = model_name
     conversation.system_prompt = system_prompt
     conversation.temperature = temperature
     conversation.max_tokens = max_tokens
-    conversation.save(update_fields=["model_name", "system_prompt", "temperature", "max_tokens", "updated_at"])
+    if frequency_penalty is not None:
+        conversation.frequency_penalty = frequency_penalty
+    conversation.save(
+        update_fields=["model_name", "system_prompt", "temperature", "max_tokens", "frequency_penalty", "updated_at"]
+    )
     return conversation
 
 

@@ -77,6 +77,7 @@ def _settings_form(conversation: Conversation, data: object = None) -> Conversat
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "max_tokens": conversation.max_tokens,
+        "frequency_penalty": conversation.frequency_penalty,
     }
     return ConversationSettingsForm(data, initial=initial)  # type: ignore[arg-type]
 

@@ -50,6 +50,7 @@ class JobContext:
     messages: list[dict[str, str]]
     temperature: float
     max_tokens: int
+    frequency_penalty: float = 0.0
 
 
 def job_context_load(*, message_pk: int) -> JobContext | None:
@@ -71,6 +72,7 @@ def job_context_load(*, message_pk: int) -> JobContext | None:
         messages=chat,
         temperature=conversation.temperature,
         max_tokens=conversation.max_tokens,
+        frequency_penalty=conversation.frequency_penalty,
     )
 
 
@@ -149,7 +151,11 @@ class GenerationJob:
         return await self.relay(stream)
 
     def sampling_params(self) -> SamplingParams:
-        return SamplingParams(max_new_tokens=self.context.max_tokens, temperature=self.context.temperature)
+        return SamplingParams(
+            max_new_tokens=self.context.max_tokens,
+            temperature=self.context.temperature,
+            frequency_penalty=self.context.frequency_penalty,
+        )
 
     def record_prompt(self, stream: gateway.Stream) -> None:
         """Keep the exact prompt and settings for the staff "inspect" view (the stream

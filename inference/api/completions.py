@@ -61,6 +61,8 @@ def sampling_params(request: ChatRequest, index: int) -> SamplingParams:
         top_p=request.top_p,
         stop=request.stop,
         seed=None if request.seed is None else request.seed + index,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
     )
 
 

@@ -110,8 +110,18 @@ def _chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
                 "description": "Only false: Parley's engine does not report log probabilities.",
             },
             "top_logprobs": {"type": "null", "description": "Not supported."},
-            "presence_penalty": {"enum": [0, None], "description": "Only 0 is supported."},
-            "frequency_penalty": {"enum": [0, None], "description": "Only 0 is supported."},
+            "presence_penalty": {
+                "type": ["number", "null"],
+                "minimum": -2,
+                "maximum": 2,
+                "description": "Lowers, once, the logit of every token the reply already has.",
+            },
+            "frequency_penalty": {
+                "type": ["number", "null"],
+                "minimum": -2,
+                "maximum": 2,
+                "description": "Lowers the logit of every token the reply already has, per time it appeared.",
+            },
             "response_format": {
                 "anyOf": [
                     {

@@ -74,6 +74,8 @@ class ChatRequest:
     seed: int | None = None
     n: int = 1
     store: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -224,9 +226,6 @@ def _refuse_unsupported_values(body: dict[str, Any]) -> None:
         raise invalid(
             "top_logprobs", "Log probabilities are not available from Parley's engine; leave out 'top_logprobs'."
         )
-    for name in ("presence_penalty", "frequency_penalty"):
-        if _number(body, name, 0.0, -2.0, 2.0) != 0.0:
-            raise invalid(name, f"'{name}' is not supported by Parley's engine; leave it out or send 0.")
     if body.get("logit_bias"):
         raise invalid("logit_bias", "'logit_bias' is not supported by Parley's engine; leave it out.")
     response_format = body.get("response_format")
@@ -275,6 +274,8 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         seed=_integer(body, "seed", *SEED_RANGE),
         n=n,
         store=_optional_bool(body, "store"),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
     )
 
 

@@ -29,6 +29,7 @@ def api_transcript_store(*, owner: User, request: ChatRequest, completion: Compl
             system_prompt=system,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
+            frequency_penalty=request.frequency_penalty,
             source=Conversation.Source.API,
         )
         parent = None

@@ -1,4 +1,5 @@
-"""Choosing the next token per request: greedy, temperature and nucleus (top-p) sampling.
+"""Choosing the next token per request: greedy, temperature and nucleus (top-p) sampling,
+after presence and frequency penalties on the tokens the reply already has.
 
 Every sampled request owns a ``torch.Generator``; a row is sampled from its own logits
 with its own generator, so a seeded request draws the same tokens whatever else shares
@@ -6,6 +7,8 @@ its batch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -21,13 +24,21 @@ def make_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+def sample_row(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator, generated: Sequence[int] = ()
+) -> int:
     """One token id from a 1-D row of logits."""
-    return sample_batch(logits[None, :], [params], [generator])[0]
+    return sample_batch(logits[None, :], [params], [generator], [generated])[0]
 
 
-def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
-    """One token per row of ``logits`` ``[rows, vocab]``.
+def sample_batch(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator],
+    generated: list[Sequence[int]] | None = None,
+) -> list[int]:
+    """One token per row of ``logits`` ``[rows, vocab]``; ``generated`` holds each
+    row's reply so far where its request has penalties (other rows may be empty).
 
     Greedy rows share one argmax. Sampled rows are handled together: one softmax, one
     sort for the rows with a nucleus (top_p < 1), one cumulative sum, and one
@@ -36,6 +47,8 @@ def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators:
     its neighbours, so a seeded request repeats itself in any batch. (Sampling row by
     row took ~1.2 ms a row per step: 30 % of a 16-row int8 decode step.)
     """
+    if generated is not None:
+        logits = _penalize(logits, params, generated)
     chosen = torch.argmax(logits, dim=-1).tolist()
     nucleus = [row for row, p in enumerate(params) if p.temperature > 0 and p.top_p < 1.0]
     plain = [row for row, p in enumerate(params) if p.temperature > 0 and p.top_p >= 1.0]
@@ -45,6 +58,19 @@ def sample_batch(logits: torch.Tensor, params: list[SamplingParams], generators:
             for row, token in zip(rows, picks, strict=True):
                 chosen[row] = token
     return chosen
+
+
+def _penalize(logits: torch.Tensor, params: list[SamplingParams], generated: list[Sequence[int]]) -> torch.Tensor:
+    """``logits`` with each penalized row's reply tokens lowered (a copy if any change)."""
+    rows = [row for row, p in enumerate(params) if p.penalized and generated[row]]
+    if not rows:
+        return logits
+    logits = logits.float().clone()
+    for row in rows:
+        tokens, counts = torch.unique(torch.tensor(generated[row], dtype=torch.long), return_counts=True)
+        p = params[row]
+        logits[row, tokens] -= counts.float() * p.frequency_penalty + p.presence_penalty
+    return logits
 
 
 # A nucleus is looked for among the most likely tokens first: a full sort of a

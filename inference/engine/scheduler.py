@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +75,9 @@ class _Stream:
     row: int = 0
     in_batch: bool = False
     done: bool = False
+
+    def reply_ids(self) -> list[int]:
+        return self.tokens[len(self.request.prompt_ids) :]
 
     @property
     def request_id(self) -> str:
@@ -381,10 +384,15 @@ class Engine:
     def _decode_step(self) -> None:
         streams = list(self._active)
         logits = self._forward(self._batch, [[s.tokens[-1]] for s in streams], [s.request.adapter for s in streams])
+        params = [s.request.params for s in streams]
+        generated: list[Sequence[int]] = [
+            s.reply_ids() if p.penalized else () for s, p in zip(streams, params, strict=True)
+        ]
         tokens = sample_batch(
             logits,
-            [s.request.params for s in streams],
+            params,
             [s.generator for s in streams],  # type: ignore[misc]
+            generated if any(p.penalized for p in params) else None,
         )
         for stream, token in zip(streams, tokens, strict=True):
             self._accept_token(stream, token)
@@ -496,7 +504,7 @@ class Engine:
             first_token_seconds=_elapsed(stream.submitted_at, stream.first_token_at),
             decode_seconds=_elapsed(stream.first_token_at, now),
             reused_prompt_tokens=stream.reused_tokens,
-            completion_ids=tuple(stream.tokens[len(stream.request.prompt_ids) :]),
+            completion_ids=tuple(stream.reply_ids()),
         )
 
     def _emit(self, stream: _Stream, event: EngineEvent) -> None:

@@ -13,8 +13,11 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 class SamplingParams:
     """Per-request generation settings. ``temperature == 0`` means greedy.
 
-    ``ignore_eos`` keeps generating past end-of-sequence tokens (benchmarks use it to
-    get replies of a fixed length).
+    ``presence_penalty`` and ``frequency_penalty`` work as OpenAI's do (-2 to 2): each
+    token already in the reply has its logit lowered by the presence penalty once and
+    by the frequency penalty for every time it appeared, which steers a small model out
+    of repeating itself. ``ignore_eos`` keeps generating past end-of-sequence tokens
+    (benchmarks use it to get replies of a fixed length).
     """
 
     max_new_tokens: int = 256
@@ -23,6 +26,12 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
 
 
 @dataclass

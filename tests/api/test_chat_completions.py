@@ -102,6 +102,19 @@ def test_the_same_seed_gives_the_same_reply(client) -> None:
     assert ask(42) != ask(43)
 
 
+def test_penalties_steer_the_reply_away_from_tokens_it_already_used(client) -> None:
+    def ask(**penalties: float) -> str:
+        reply = client.chat.completions.create(
+            model=TINY_MODEL_ID, messages=HELLO, max_tokens=40, temperature=0, **penalties
+        )
+        return reply.choices[0].message.content
+
+    plain, penalized = ask(), ask(frequency_penalty=2.0, presence_penalty=1.0)
+    assert penalized != plain
+    assert len(set(penalized)) > len(set(plain)), "more distinct characters (the tiny model's tokens are bytes)"
+    assert ask(frequency_penalty=0, presence_penalty=0) == plain
+
+
 def test_n_gives_several_different_choices(client) -> None:
     reply = client.chat.completions.create(model=TINY_MODEL_ID, messages=HELLO, max_tokens=10, n=3, seed=9)
     assert [choice.index for choice in reply.choices] == [0, 1, 2]
@@ -163,6 +176,8 @@ def test_an_unknown_model_is_not_found(client) -> None:
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"max_tokens": 0}, "max_tokens"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"presence_penalty": -3}, "presence_penalty"),
     ],
 )
 def test_a_bad_field_is_a_bad_request_that_names_it(client, fields, param) -> None:

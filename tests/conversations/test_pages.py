@@ -138,6 +138,26 @@ def test_settings_are_saved_and_validated(alice_client, chat) -> None:  # type: 
     assert chat.temperature == 0.2, "a bad form changes nothing"
 
 
+def test_the_repetition_penalty_is_a_setting_the_next_reply_uses(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+    from inference.generation import job_context_load
+
+    url = reverse("conversation_settings", args=[chat.public_id])
+    page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
+    assert 'name="frequency_penalty" value="0.3"' in page, "new chats start with the default"
+    good = {"model_name": "tiny-llama", "system_prompt": "", "temperature": "0.7", "max_tokens": "64"}
+    assert alice_client.post(url, {**good, "frequency_penalty": "1.25"}, **HTMX).status_code == 200
+    chat.refresh_from_db()
+    assert chat.frequency_penalty == 1.25
+    assert alice_client.post(url, good, **HTMX).status_code == 200
+    chat.refresh_from_db()
+    assert chat.frequency_penalty == 1.25, "a form without the field keeps it"
+    response = alice_client.post(url, {**good, "frequency_penalty": "2.5"}, **HTMX)
+    assert response.status_code == 422 and b"less than or equal to 2" in response.content
+    turn = services.turn_start(conversation=chat, text="Hello")
+    context = job_context_load(message_pk=turn.assistant_message.pk)
+    assert context is not None and context.frequency_penalty == 1.25
+
+
 def test_the_model_picker_lists_the_bundled_and_configured_models(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
     assert '<option value="tiny-llama" selected>tiny-llama</option>' in page

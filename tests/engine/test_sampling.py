@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference.engine.detokenize import IncrementalDetokenizer, StopFilter
-from inference.engine.sampling import make_generator, sample_row
+from inference.engine.sampling import make_generator, sample_batch, sample_row
 from inference.engine.scheduler import generate_text
 from inference.engine.types import GenerationRequest, SamplingParams
 from tests.tiny_model import build_byte_tokenizer
@@ -54,6 +54,46 @@ def test_sample_row_respects_top_p():
     generator = make_generator(0)
     draws = {sample_row(logits, params, generator) for _ in range(200)}
     assert draws == {0, 1}
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def test_frequency_penalty_counts_every_repeat_and_presence_penalty_counts_once():
+    logits = torch.tensor([[0.0, 3.0, 2.25, 0.0]])
+    before = logits.clone()
+    frequency = SamplingParams(temperature=0.0, frequency_penalty=0.5)
+    presence = SamplingParams(temperature=0.0, presence_penalty=0.5)
+    gen = make_generator(0)
+    assert sample_batch(logits, [frequency], [gen], [[1]]) == [1], "3.0 - 0.5 still beats 2.25"
+    assert sample_batch(logits, [frequency], [gen], [[1, 1]]) == [2], "3.0 - 2 x 0.5 loses to 2.25"
+    assert sample_batch(logits, [presence], [gen], [[1, 1, 1]]) == [1], "presence lowers it once: 2.5"
+    assert sample_batch(logits, [GREEDY], [gen], [[1, 1, 1]]) == [1], "no penalty, no change"
+    assert torch.equal(logits, before), "the caller's logits are left alone"
+
+
+def test_penalties_apply_to_their_own_row_only():
+    logits = torch.tensor([[0.0, 3.0, 2.2], [0.0, 3.0, 2.2]])
+    penalized = SamplingParams(temperature=0.0, frequency_penalty=2.0)
+    gens = [make_generator(0), make_generator(0)]
+    assert sample_batch(logits, [penalized, GREEDY], gens, [[1], [1, 1]]) == [2, 1]
+
+
+def test_a_penalized_reply_is_the_same_alone_and_in_a_batch(make_engine):
+    engine = make_engine()
+    prompt = list(engine.tokenizer.encode(PROMPT))
+    params = SamplingParams(max_new_tokens=40, temperature=0.0, frequency_penalty=1.0, presence_penalty=0.5)
+    plain = generate_text(engine, GenerationRequest("plain", prompt, SamplingParams(40, 0.0, ignore_eos=True)))[1]
+    alone = generate_text(engine, GenerationRequest("alone", prompt, params))[1]
+    neighbours = [submit(engine, GenerationRequest(f"n{i}", prompt[: i + 2], sampled(None, 40))) for i in range(5)]
+    together = submit(engine, GenerationRequest("together", prompt, params))
+    assert together.wait().completion_ids == alone.completion_ids
+    for neighbour in neighbours:
+        neighbour.wait()
+    assert alone.completion_ids != plain.completion_ids[: len(alone.completion_ids)], "the penalty changed the reply"
+    repeats = len(alone.completion_ids) - len(set(alone.completion_ids))
+    plain_repeats = len(plain.completion_ids) - len(set(plain.completion_ids))
+    assert repeats < plain_repeats, (alone.completion_ids, plain.completion_ids)
 
 
 def assert_deltas_join_to_full_decode(tokenizer, text: str) -> None:

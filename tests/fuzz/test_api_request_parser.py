@@ -53,6 +53,7 @@ bodies = st.fixed_dictionaries(
             "store",
             "tools",
             "frequency_penalty",
+            "presence_penalty",
             "unknown_field",
         )
     },
@@ -72,6 +73,7 @@ def check(parse, body) -> None:  # type: ignore[no-untyped-def]
     assert request.messages and all(m["role"] in ("system", "user", "assistant") for m in request.messages)
     assert request.max_tokens >= 1 and request.n >= 1
     assert math.isfinite(request.temperature) and math.isfinite(request.top_p)
+    assert -2 <= request.presence_penalty <= 2 and -2 <= request.frequency_penalty <= 2
     assert len(request.stop) <= 4 and all(isinstance(s, str) for s in request.stop)
 
 

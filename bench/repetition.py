@@ -1,0 +1,115 @@
+"""How often the bundled model goes round in circles, with and without a repetition penalty.
+
+    python -m bench.repetition                      # penalties 0 (the baseline), 0.3, 0.6
+    python -m bench.repetition --penalties 0 0.3 --weights fp32
+
+Eight everyday requests, two seeds each, temperature 0.7, up to 400 new tokens, all
+submitted at once to one engine. For each ``frequency_penalty`` it reports how many
+replies ran to the token limit instead of ending, and the share of repeated word
+4-grams in a reply (0: none repeats; a reply stuck in a loop scores near 1), mean and
+worst, with each figure's ratio to the first penalty given (the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from pathlib import Path
+
+REQUESTS = [
+    "Give me three tips for writing clear Python code, with a short code example.",
+    "Write a short poem about autumn.",
+    "Explain what a database index is.",
+    "What are the benefits of exercise?",
+    "Describe how to make a cup of tea.",
+    "Tell me about the history of Rome.",
+    "How do I learn to play guitar?",
+    "Write a short story about a robot.",
+]
+SEEDS = (1, 2)
+MAX_TOKENS = 400
+
+
+def repeated_share(text: str) -> float:
+    words = text.split()
+    grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def run(engine, prompts: list[list[int]], penalty: float) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    from inference.engine.types import FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+
+    texts: dict[str, list[str]] = {}
+    finishes: dict[str, str] = {}
+    done = threading.Semaphore(0)
+    for index, prompt in enumerate(prompts):
+        for seed in SEEDS:
+            request_id = f"{penalty}-{index}-{seed}"
+            texts[request_id] = []
+
+            def collect(event, request_id=request_id) -> None:  # type: ignore[no-untyped-def]
+                if isinstance(event, TokenEvent):
+                    texts[request_id].append(event.text)
+                elif isinstance(event, FinishEvent):
+                    finishes[request_id] = event.finish_reason
+                    done.release()
+
+            params = SamplingParams(MAX_TOKENS, 0.7, seed=seed, frequency_penalty=penalty)
+            engine.submit(GenerationRequest(request_id, prompt, params), collect)
+    for _ in texts:
+        done.acquire()
+    return [("".join(texts[request_id]), finishes[request_id]) for request_id in texts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--penalties", type=float, nargs="+", default=[0.0, 0.3, 0.6])
+    parser.add_argument("--weights", default="auto", help="the engine's weight form (default: auto, as served)")
+    parser.add_argument("--cache-dir", default=".cache/models")
+    args = parser.parse_args()
+
+    from inference.engine.loading import load_model
+    from inference.engine.scheduler import Engine
+
+    loaded = load_model("bundled", cache_dir=Path(args.cache_dir))
+    engine = Engine(loaded, max_batch_size=16, weights=args.weights)
+    engine.start()
+    tokenizer = loaded.tokenizer
+    prompts = []
+    for text in REQUESTS:
+        chat = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    rows = []
+    for penalty in args.penalties:
+        replies = run(engine, prompts, penalty)
+        shares = [repeated_share(text) for text, _ in replies]
+        rows.append(
+            {
+                "frequency_penalty": penalty,
+                "replies": len(replies),
+                "hit_token_limit": sum(1 for _, finish in replies if finish == "length"),
+                "repeated_4grams_mean": round(sum(shares) / len(shares), 3),
+                "repeated_4grams_worst": round(max(shares), 3),
+            }
+        )
+    engine.shutdown()
+    base = rows[0]
+    print(f"Bundled model, weights {args.weights}, temperature 0.7, up to {MAX_TOKENS} tokens:")
+    print(f"{'penalty':>8}{'at limit':>10}{'repeats mean':>14}{'vs base':>9}{'worst':>8}{'vs base':>9}")
+    for row in rows:
+        mean_ratio = row["repeated_4grams_mean"] / base["repeated_4grams_mean"] if base["repeated_4grams_mean"] else 0
+        worst_ratio = (
+            row["repeated_4grams_worst"] / base["repeated_4grams_worst"] if base["repeated_4grams_worst"] else 0
+        )
+        print(
+            f"{row['frequency_penalty']:>8g}{row['hit_token_limit']:>6}/{row['replies']:<3}"
+            f"{row['repeated_4grams_mean']:>14.3f}{mean_ratio:>8.2f}x{row['repeated_4grams_worst']:>8.3f}"
+            f"{worst_ratio:>8.2f}x"
+        )
+    print(json.dumps({"bench": "repetition", "weights": args.weights, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
