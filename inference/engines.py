@@ -143,17 +143,24 @@ def release_unused() -> list[str]:
     with _lock:
         if not _served or settings.INFERENCE_BACKEND == "synthetic":
             return released
-        wanted: dict[str, set[str]] = {}
-        for spec in available_models():
-            adapters = wanted.setdefault(spec.base_source, set())
-            if spec.adapter_path:
-                adapters.add(spec.id)
-        for source, served in list(_served.items()):
+        # Only what is loaded before the registry is read may go: a model registered and
+        # attached in the meantime is missing from that read but very much wanted.
+        loaded = {source: set(served.adapters) for source, served in _served.items()}
+    wanted: dict[str, set[str]] = {}
+    for spec in available_models():  # the database, outside the lock new requests need
+        adapters = wanted.setdefault(spec.base_source, set())
+        if spec.adapter_path:
+            adapters.add(spec.id)
+    with _lock:
+        for source, adapter_ids in loaded.items():
+            served = _served.get(source)
+            if served is None:
+                continue
             if source not in wanted:
                 stopped.append(_served.pop(source))
                 released.append(source)
                 continue
-            for model_id in sorted(served.adapters - wanted[source]):
+            for model_id in sorted((adapter_ids & served.adapters) - wanted[source]):
                 served.engine.remove_adapter(model_id)
                 served.adapters.discard(model_id)
                 released.append(f"{source}+{model_id}")

@@ -50,6 +50,9 @@ def _report_forever() -> None:
     while True:
         try:
             release_unused()
+        except Exception:  # the registry is in the database too; the report still goes out
+            logger.warning("Could not check for deleted models", exc_info=True)
+        try:
             tokens = report_once(previous_tokens, previous_time)
             previous_tokens, previous_time = tokens, time.monotonic()
         except Exception:  # the database may be briefly away; try again next time

@@ -66,3 +66,18 @@ def test_a_process_lets_go_of_models_deleted_or_hidden_elsewhere(served_models, 
     FineTunedModel.objects.filter(public_id=LOUD).update(hidden=False)
     spec = registry.model_get(LOUD)
     assert spec is not None and LOUD in engines.engine_for(spec).adapters, "shown again, it is attached again"
+
+
+def test_a_model_attached_while_the_registry_is_read_is_kept(served_models, tiny_model_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    fresh = "ft:tiny-llama:fresh:cccc3333"
+    register(fresh, FineTunedModel.objects.get(public_id=LOUD).adapter_path, "Fresh tiny")
+    real = registry.available_models
+
+    def read_while_a_request_attaches_it() -> list[registry.ModelSpec]:
+        specs = real()
+        engines.engine_for(next(spec for spec in specs if spec.id == fresh))  # a request for it, meanwhile
+        return [spec for spec in specs if spec.id != fresh]  # as read just before it was saved
+
+    monkeypatch.setattr(registry, "available_models", read_while_a_request_attaches_it)
+    assert engines.release_unused() == []
+    assert fresh in engines.loaded_engines()[str(tiny_model_dir)].adapters
