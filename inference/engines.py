@@ -174,18 +174,6 @@ def release_unused() -> list[str]:
     return released
 
 
-def unload(base_source: str) -> bool:
-    """Stop the engine of ``base_source`` in this process, if one runs."""
-    with _lock:
-        served = _served.pop(base_source, None)
-    if served is None:
-        return False
-    served.engine.shutdown(error=GONE)
-    gc.unfreeze()
-    _freeze_long_lived_objects()
-    return True
-
-
 def loaded_engines() -> dict[str, ServedModel]:
     with _lock:
         return dict(_served)

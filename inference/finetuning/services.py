@@ -483,12 +483,7 @@ def finetuned_model_delete(*, model: FineTunedModel) -> None:
         )
     path = Path(model.adapter_path)
     model.delete()
-    # This process lets go at once; the others within a status interval (release_unused).
-    if model.method == "full":
-        engines.unload(model.adapter_path)
-    for served in engines.loaded_engines().values():
-        if model.public_id in served.adapters:
-            served.engine.remove_adapter(model.public_id)
-            served.adapters.discard(model.public_id)
+    # This process lets go at once; the others at their next status report.
+    engines.release_unused()
     if path.is_dir() and Path(settings.FINETUNE_OUTPUT_DIR).resolve() in path.resolve().parents:
         shutil.rmtree(path, ignore_errors=True)
