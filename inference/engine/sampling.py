@@ -24,11 +24,9 @@ def make_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def sample_row(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator, generated: Sequence[int] = ()
-) -> int:
-    """One token id from a 1-D row of logits."""
-    return sample_batch(logits[None, :], [params], [generator], [generated])[0]
+def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """One token id from a 1-D row of logits (a reply's first: nothing to penalize yet)."""
+    return sample_batch(logits[None, :], [params], [generator])[0]
 
 
 def sample_batch(

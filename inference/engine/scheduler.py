@@ -384,15 +384,14 @@ class Engine:
     def _decode_step(self) -> None:
         streams = list(self._active)
         logits = self._forward(self._batch, [[s.tokens[-1]] for s in streams], [s.request.adapter for s in streams])
-        params = [s.request.params for s in streams]
-        generated: list[Sequence[int]] = [
-            s.reply_ids() if p.penalized else () for s, p in zip(streams, params, strict=True)
-        ]
+        generated: list[Sequence[int]] | None = None
+        if any(s.request.params.penalized for s in streams):
+            generated = [s.reply_ids() if s.request.params.penalized else () for s in streams]
         tokens = sample_batch(
             logits,
-            params,
+            [s.request.params for s in streams],
             [s.generator for s in streams],  # type: ignore[misc]
-            generated if any(p.penalized for p in params) else None,
+            generated,
         )
         for stream, token in zip(streams, tokens, strict=True):
             self._accept_token(stream, token)
