@@ -50,16 +50,16 @@ def database(postgres: str | None) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def seed(conversations: int) -> tuple[Any, int]:
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-
+def seed_conversations(owners: list[Any], count: int, *, model_name: str = "bench") -> list[Any]:
+    """``count`` conversations dealt round ``owners``, six ~80-word messages each; the
+    third also holds the one rare phrase, "the zebra crossing" (tests use this too)."""
     from conversations.models import Conversation, Message
 
-    users = [get_user_model().objects.create_user(name, password=None) for name in ("reader", "other")]
     chats = Conversation.objects.bulk_create(
-        Conversation(owner=users[i % 2], title=f"Chat {i}", model_name="bench", temperature=0.7, max_tokens=64)
-        for i in range(conversations)
+        Conversation(
+            owner=owners[i % len(owners)], title=f"Chat {i}", model_name=model_name, temperature=0.7, max_tokens=64
+        )
+        for i in range(count)
     )
     Message.objects.bulk_create(
         Message(conversation=chat, role=role, content=f"message {j} about topic {i} " + "filler words " * 40)
@@ -67,6 +67,17 @@ def seed(conversations: int) -> tuple[Any, int]:
         for j, role in enumerate(["user", "assistant", "user", "assistant", "user", "assistant"])
     )
     Message.objects.create(conversation=chats[2], role="user", content="the zebra crossing")
+    return chats
+
+
+def seed(conversations: int) -> tuple[Any, int]:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from conversations.models import Message
+
+    users = [get_user_model().objects.create_user(name, password=None) for name in ("reader", "other")]
+    seed_conversations(users, conversations)
     if connection.vendor == "postgresql":  # as autovacuum would soon: the planner needs statistics
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from bench.search import seed_conversations
 from conversations import selectors, services
 from conversations.models import Conversation, Message
 
@@ -74,17 +75,7 @@ def test_the_sidebar_has_a_live_search_box(alice) -> None:  # type: ignore[no-un
 
 
 def test_it_finds_the_one_match_among_thousands_of_conversations(alice, bob) -> None:  # type: ignore[no-untyped-def]
-    owners = [alice, bob]
-    chats = Conversation.objects.bulk_create(
-        Conversation(owner=owners[i % 2], title=f"Chat {i}", model_name="tiny-llama", temperature=0.7, max_tokens=64)
-        for i in range(4000)
-    )
-    Message.objects.bulk_create(
-        Message(conversation=chat, role=role, content=f"message {j} about topic {i} " + "filler words " * 40)
-        for i, chat in enumerate(chats)
-        for j, role in enumerate(["user", "assistant", "user", "assistant", "user", "assistant"])
-    )
-    Message.objects.create(conversation=chats[2], role="user", content="the zebra crossing")
+    chats = seed_conversations([alice, bob], 4000, model_name="tiny-llama")
     hits = selectors.conversation_search(owner=alice, query="zebra crossing")
     assert [hit.conversation.pk for hit in hits] == [chats[2].pk]
     assert "<mark>zebra</mark> <mark>crossing</mark>" in hits[0].snippets[0]
