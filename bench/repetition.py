@@ -69,18 +69,15 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=".cache/models")
     args = parser.parse_args()
 
+    from bench.inference import chat_ids
     from inference.engine.loading import load_model
     from inference.engine.scheduler import Engine
 
     loaded = load_model("bundled", cache_dir=Path(args.cache_dir))
     engine = Engine(loaded, max_batch_size=16, weights=args.weights)
     engine.start()
-    tokenizer = loaded.tokenizer
-    prompts = []
-    for text in REQUESTS:
-        chat = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": text}]
-        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
-        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    prompts = [chat_ids(loaded.tokenizer, [system, {"role": "user", "content": text}]) for text in REQUESTS]
     rows = []
     for penalty in args.penalties:
         replies = run(engine, prompts, penalty)
