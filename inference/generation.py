@@ -363,6 +363,11 @@ def generation_cancel_local(*, message_pk: int) -> None:
 
 
 async def generation_wait_idle(timeout: float = 30.0) -> None:
-    """Wait for this process's jobs to finish (tests and graceful shutdown)."""
-    if _tasks:
-        await asyncio.wait_for(asyncio.gather(*list(_tasks), return_exceptions=True), timeout)
+    """Wait for the jobs on this event loop to finish (tests and graceful shutdown).
+
+    Tasks of another loop (a test's earlier ``async_to_sync`` call) cannot be awaited
+    here and are left to theirs."""
+    loop = asyncio.get_running_loop()
+    mine = [task for task in _tasks if task.get_loop() is loop]
+    if mine:
+        await asyncio.wait_for(asyncio.gather(*mine, return_exceptions=True), timeout)

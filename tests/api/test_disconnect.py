@@ -75,7 +75,7 @@ async def test_a_client_that_disconnects_mid_stream_frees_its_engine_slot(alice,
     request_id = engine.requests[0].request_id
     assert request_id in engine.cancelled, "the engine was not told to stop the abandoned request"
     assert len(client.chunks) < 20, "the stream kept going after the client left"
-    await asyncio.sleep(0.2)  # let the engine thread deliver its last event before the loop closes
+    assert await asyncio.to_thread(engine.join), "the engine delivered its last event before the loop closes"
 
 
 async def test_a_client_that_disconnects_before_a_whole_reply_frees_its_slots_too(alice, scripted_engine) -> None:
@@ -94,4 +94,4 @@ async def test_a_client_that_disconnects_before_a_whole_reply_frees_its_slots_to
     assert client.status is None, "no response was sent to a client that had left"
     assert len(engine.requests) == 2
     assert {request.request_id for request in engine.requests} <= engine.cancelled
-    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(engine.join), "the engine delivered its last events before the loop closes"

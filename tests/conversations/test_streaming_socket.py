@@ -90,15 +90,18 @@ async def test_closing_the_tab_neither_stops_nor_loses_the_reply(alice, chat, sc
 
 
 async def test_a_reconnecting_tab_resumes_without_gaps_or_repeats(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
-    scripted_engine(ScriptedEngine(WORDS[:40], delay=0.03))
+    engine = scripted_engine(ScriptedEngine(WORDS[:40], delay=0.01, hold_after=20))
     _, _, first = await open_socket(alice, chat)
     await first.send({"action": "send", "message": "Count for me"})
     await first.until_deltas(3)
     await first.close()
-    await asyncio.sleep(0.2)  # deltas keep flowing while no tab is open
+    # Deltas keep flowing while no tab is open, up to the hold; the reply is still
+    # streaming when the second tab opens, and goes on once it has.
+    assert await asyncio.to_thread(engine.holding.wait, 10)
     _, _, second = await open_socket(alice, chat)
     snapshot_frame = await second.receive()
     assert "is-streaming" in snapshot_frame, "the reconnected tab first shows what was generated so far"
+    engine.release.set()
     message_id = await second.until_finished()
     await generation_wait_idle()
     reply = await reply_of(chat)

@@ -10,8 +10,12 @@ import pytest
 
 from inference.engine.loading import load_model
 from inference.engine.scheduler import Engine
-from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, TokenEvent
+from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 from tests.tiny_model import save_tiny_model
+
+# A request that cannot end on its own before a test cancels, removes or shuts it down:
+# the random tiny model may draw its end token at any point, so it is ignored.
+ENDLESS = SamplingParams(max_new_tokens=1_000_000, temperature=0, ignore_eos=True)
 
 BUNDLED_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"
 
@@ -21,14 +25,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(scope="session")
+def long_context_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model (same weights) with room for a request that must still be running
+    when a test acts on it: pair it with ``ENDLESS`` so nothing ends the request first."""
+    return save_tiny_model(tmp_path_factory.mktemp("long") / "model", context_length=1_000_000)
+
+
 @pytest.fixture
 def make_engine(tiny_model_dir: Path) -> Iterator:
     """Build started engines on a fresh copy of the tiny model (fp32 unless told)."""
     engines: list[Engine] = []
 
-    def build(**options) -> Engine:
+    def build(model_dir: Path = tiny_model_dir, **options) -> Engine:
         options.setdefault("weights", "fp32")
-        engine = Engine(load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent), **options)
+        engine = Engine(load_model(str(model_dir), cache_dir=model_dir.parent), **options)
         engine.start()
         engines.append(engine)
         return engine
@@ -43,10 +54,12 @@ class Collector:
 
     def __init__(self) -> None:
         self.events: list[EngineEvent] = []
+        self.started = threading.Event()  # the first event arrived
         self.done = threading.Event()
 
     def __call__(self, event: EngineEvent) -> None:
         self.events.append(event)
+        self.started.set()
         if isinstance(event, FinishEvent):
             self.done.set()
 

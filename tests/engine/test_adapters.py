@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from inference.engine.lora import AdapterError
 from inference.engine.scheduler import generate_text
 from inference.engine.types import GenerationRequest, SamplingParams
 
-from .conftest import submit
+from .conftest import ENDLESS, submit
 
 GREEDY = SamplingParams(max_new_tokens=16, temperature=0)
 PROMPTS = ["Hello adapter", "Another prompt, a bit longer than the first one", "z"]
@@ -78,21 +77,21 @@ def test_int8_base_weights_serve_adapters_too(make_engine, adapter_dirs):
     engine = make_engine(weights="int8")
     engine.add_adapter("a", adapter_dirs["a"])
     prompt = list(engine.tokenizer.encode(PROMPTS[0]))
-    _, base = generate_text(engine, GenerationRequest("base", prompt, GREEDY))
-    _, adapted = generate_text(engine, GenerationRequest("adapted", prompt, GREEDY, adapter="a"))
+    fixed = SamplingParams(max_new_tokens=16, temperature=0, ignore_eos=True)
+    _, base = generate_text(engine, GenerationRequest("base", prompt, fixed))
+    _, adapted = generate_text(engine, GenerationRequest("adapted", prompt, fixed, adapter="a"))
     assert base.finish_reason == adapted.finish_reason == "length"
     assert base.completion_ids != adapted.completion_ids
 
 
-def test_removing_an_adapter_ends_its_requests_and_keeps_the_others(make_engine, adapter_dirs):
-    engine = make_engine()
+def test_removing_an_adapter_ends_its_requests_and_keeps_the_others(make_engine, adapter_dirs, long_context_dir):
+    engine = make_engine(model_dir=long_context_dir)
     engine.add_adapter("a", adapter_dirs["a"])
     prompt = list(engine.tokenizer.encode(PROMPTS[0]))
-    long = SamplingParams(max_new_tokens=5000, temperature=0)
-    adapted = submit(engine, GenerationRequest("ad", prompt, long, adapter="a"))
-    base = submit(engine, GenerationRequest("base", prompt, SamplingParams(max_new_tokens=60, temperature=0)))
-    while not adapted.events:
-        time.sleep(0.001)
+    adapted = submit(engine, GenerationRequest("ad", prompt, ENDLESS, adapter="a"))
+    fixed = SamplingParams(max_new_tokens=60, temperature=0, ignore_eos=True)
+    base = submit(engine, GenerationRequest("base", prompt, fixed))
+    assert adapted.started.wait(30), "the adapted request never started"
     engine.remove_adapter("a")
     assert adapted.wait().finish_reason == "error"
     assert base.wait().finish_reason == "length"

@@ -35,7 +35,7 @@ def test_int8_modes_serve_requests(make_engine):
     for mode in ("int8", "int8-head"):
         engine = make_engine(weights=mode)
         assert engine.weights == mode
-        _, finish = generate_text(engine, GenerationRequest(mode, [40, 41, 42], SamplingParams(max_new_tokens=5)))
+        _, finish = generate_text(engine, GenerationRequest(mode, [40, 41, 42], SamplingParams(max_new_tokens=5, ignore_eos=True)))
         assert finish.finish_reason == "length"
 
 

@@ -3,15 +3,20 @@ socket or leaves a half-stored turn behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections import Counter
 
 import pytest
 from asgiref.sync import async_to_sync
-from hypothesis import HealthCheck, given
+from channels.db import database_sync_to_async
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from conversations import services
+from conversations.consumers import ConversationConsumer
 from conversations.models import Message
 from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import open_socket
@@ -32,13 +37,34 @@ shaped = st.fixed_dictionaries(
 frames = st.one_of(st.text(max_size=200), json_values.map(json.dumps), shaped)
 
 
+@pytest.fixture
+def frames_handled(monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-def]
+    """How many frames each conversation's socket has finished handling."""
+    handled: Counter[str] = Counter()
+    receive = ConversationConsumer.receive
+
+    async def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            await receive(self, *args, **kwargs)
+        finally:
+            handled[str(self.conversation.public_id)] += 1
+
+    monkeypatch.setattr(ConversationConsumer, "receive", counted)
+    return handled
+
+
 @hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(frames, min_size=1, max_size=4))
-def test_no_frame_crashes_the_socket_or_half_stores_a_turn(alice, scripted_engine, settings, batch) -> None:  # type: ignore[no-untyped-def]
+# A reply that finished before "still there?" was sent once let the test stop waiting
+# early and end its event loop under that turn's job, leaving the reply "streaming".
+@example(batch=[json.dumps({"action": "send", "message": "hi"})])
+@example(batch=[json.dumps({"action": "send", "message": "a"}), json.dumps({"action": "stop"})])
+@example(batch=[json.dumps({"action": "send", "message": "a"}), json.dumps({"action": "regenerate"})])
+def test_no_frame_crashes_the_socket_or_half_stores_a_turn(alice, scripted_engine, settings, frames_handled, batch) -> None:  # type: ignore[no-untyped-def]
     settings.CHAT_MESSAGES_PER_MINUTE = 10_000  # the examples share one user and one minute
     scripted_engine(ScriptedEngine(["ok"], delay=0.0))
     chat = services.conversation_create(owner=alice)
-    async_to_sync(_exchange)(alice, chat, batch)
+    async_to_sync(_exchange)(alice, chat, batch, frames_handled)
     users = Message.objects.filter(conversation=chat, role="user")
     assert users.filter(content="still there?").exists()
     replies = Message.objects.filter(conversation=chat, role="assistant")
@@ -48,18 +74,29 @@ def test_no_frame_crashes_the_socket_or_half_stores_a_turn(alice, scripted_engin
         assert reply.parent is not None and reply.parent.role == "user"
 
 
-async def _exchange(alice, chat, batch: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _streaming(chat) -> bool:  # type: ignore[no-untyped-def]
+    return Message.objects.filter(conversation=chat, role="assistant", status="streaming").exists()
+
+
+async def _settle(socket, chat, handled: Counter[str], sent: int) -> None:  # type: ignore[no-untyped-def]
+    """Wait (with a deadline) until the socket has handled ``sent`` frames and every
+    reply they started has ended: each job stores its end before its task finishes."""
+    deadline = time.monotonic() + 30
+    while handled[str(chat.public_id)] < sent or await database_sync_to_async(_streaming)(chat):
+        assert time.monotonic() < deadline, "a frame was never handled or a reply never ended"
+        await asyncio.sleep(0.01)
+    await generation_wait_idle()
+    while not await socket.communicator.receive_nothing(timeout=0.01):
+        await socket.receive()
+
+
+async def _exchange(alice, chat, batch: list[str], handled: Counter[str]) -> None:  # type: ignore[no-untyped-def]
     connected, _, socket = await open_socket(alice, chat)
     assert connected
-    for frame in batch:
+    for sent, frame in enumerate(batch, start=1):
         await socket.communicator.send_input({"type": "websocket.receive", "text": frame})
-        await socket.communicator.receive_nothing(timeout=0.05)
-        await generation_wait_idle()
-        while not await socket.communicator.receive_nothing(timeout=0.05):
-            await socket.receive()
+        await _settle(socket, chat, handled, sent)
     # The socket survived whatever came before: a real message still gets a reply.
     await socket.send({"action": "send", "message": "still there?"})
-    while not socket.finished:
-        await socket.receive(timeout=10)
-    await generation_wait_idle()
+    await _settle(socket, chat, handled, len(batch) + 1)
     await socket.close()

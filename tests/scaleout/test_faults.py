@@ -61,8 +61,11 @@ async def test_a_killed_worker_fails_its_reply_within_a_bound_and_the_chat_goes_
     async with ChatSocket(browser, cluster.url("web0"), conversation_id) as socket:
         await socket.send("A long answer, please.")
         await socket.until(lambda: len(socket.texts.get(socket.started[0], "")) > 20 if socket.started else False)
-        while not reply_row(cluster, socket.started[0])[2]:  # let a flush reach the database
+        for _ in range(300):  # let a flush reach the database (30 s at most)
+            if reply_row(cluster, socket.started[0])[2]:
+                break
             await asyncio.sleep(0.1)
+        assert reply_row(cluster, socket.started[0])[2], "the streamed text never reached the database"
         cluster.kill("worker0", signal.SIGKILL)
         loop = asyncio.get_running_loop()
         killed_at = loop.time()
