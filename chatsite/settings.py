@@ -222,6 +222,9 @@ INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
 # allow it (3x faster than fp32 here, 90 % of greedy next tokens the same); "fp32" is
 # exact and reproducible whatever shares a batch (inference/engine/weights.py).
 INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "int8-head", "int8"))
+# Where the model runs: "auto" takes a CUDA GPU when torch sees one. Only checked here so
+# far; the engine's device placement reads it once it is wired in.
+INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"))
 INFERENCE_DEFAULT_SYSTEM_PROMPT = env_str("INFERENCE_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
 INFERENCE_DEFAULT_TEMPERATURE = env_float("INFERENCE_DEFAULT_TEMPERATURE", 0.7, minimum=0.0, maximum=2.0)
 INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 512, minimum=1)

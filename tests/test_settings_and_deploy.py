@@ -44,6 +44,8 @@ def test_production_refuses_the_development_secret_key() -> None:
         ("INFERENCE_DEFAULT_TEMPERATURE", "9", "INFERENCE_DEFAULT_TEMPERATURE must be between 0.0 and 2.0"),
         ("PARLEY_DEBUG", "maybe", "PARLEY_DEBUG must be true or false"),
         ("INFERENCE_MODE", "cloud", "INFERENCE_MODE must be one of local, remote"),
+        ("INFERENCE_WEIGHTS", "int4", "INFERENCE_WEIGHTS must be one of auto, fp32, int8-head, int8, not 'int4'"),
+        ("INFERENCE_DEVICE", "gpu", "INFERENCE_DEVICE must be one of auto, cpu, cuda, not 'gpu'"),
         ("INFERENCE_MODE", "remote", "INFERENCE_MODE=remote needs REDIS_URL"),
     ],
 )
@@ -51,3 +53,9 @@ def test_a_malformed_setting_stops_start_up_with_its_name(name: str, value: str,
     result = manage("check", **{name: value})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_the_inference_device_is_auto_unless_set() -> None:
+    show = ("shell", "--verbosity", "0", "-c", "from django.conf import settings; print(settings.INFERENCE_DEVICE)")
+    assert manage(*show).stdout.strip() == "auto"
+    assert manage(*show, INFERENCE_DEVICE="cpu").stdout.strip() == "cpu"
