@@ -8,10 +8,14 @@ the same context as a full decode).
 
 ``StopFilter`` finds stop strings across token boundaries: text that could be the
 start of a stop string is held back until it is clearly not one.
+
+``TokenPieces`` gives each token on its own: its exact bytes and a text for it, which
+log probabilities report per token whatever the detokenizer held back.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _CONTEXT_TOKENS = 5
@@ -102,3 +106,62 @@ class StopFilter:
                     longest = size
                     break
         return longest
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, character to byte: printable bytes stand for
+    themselves, the others for the characters from U+0100 on, in order."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)}
+    alphabet: dict[str, int] = {}
+    shifted = 0
+    for byte in range(256):
+        if byte in printable:
+            alphabet[chr(byte)] = byte
+        else:
+            alphabet[chr(256 + shifted)] = byte
+            shifted += 1
+    return alphabet
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class TokenPieces:
+    """Each token's text and exact bytes (looked up once per id).
+
+    A byte-level BPE token (GPT-2, SmolLM, Llama 3) spells its bytes in GPT-2's
+    alphabet; a sentencepiece token writes a space as ``\u2581`` and a lone byte as
+    ``<0xNN>``; added and special tokens are their names. A piece that is not whole UTF-8
+    (part of a character split across tokens) reads as ``\\xNN`` escapes, as OpenAI's
+    log probabilities show it.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._named = {int(token_id) for token_id in getattr(tokenizer, "added_tokens_decoder", {})}
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        self._byte_level = type(decoder).__name__ == "ByteLevel"
+        self._known: dict[int, tuple[str, bytes]] = {}
+
+    def get(self, token_id: int) -> tuple[str, bytes]:
+        """``(text, bytes)`` of one token."""
+        found = self._known.get(token_id)
+        if found is None:
+            found = self._known[token_id] = self._look_up(token_id)
+        return found
+
+    def _look_up(self, token_id: int) -> tuple[str, bytes]:
+        name = self.tokenizer.convert_ids_to_tokens(token_id) or ""
+        if token_id in self._named:
+            return name, name.encode()
+        piece = self._bytes(name)
+        return piece.decode("utf-8", errors="backslashreplace"), piece
+
+    def _bytes(self, name: str) -> bytes:
+        if self._byte_level and all(char in _BYTE_LEVEL for char in name):
+            return bytes(_BYTE_LEVEL[char] for char in name)
+        lone_byte = _BYTE_TOKEN.fullmatch(name)
+        if lone_byte:
+            return bytes([int(lone_byte.group(1), 16)])
+        return name.replace("\u2581", " ").encode()

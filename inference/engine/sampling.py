@@ -1,5 +1,6 @@
 """Choosing the next token per request: greedy, temperature and nucleus (top-p) sampling,
-after presence and frequency penalties on the tokens the reply already has.
+after presence and frequency penalties on the tokens the reply already has; and, for
+requests that ask, the chosen tokens' log probabilities under the model's own logits.
 
 Every sampled request owns a ``torch.Generator``; a row is sampled from its own logits
 with its own generator, so a seeded request draws the same tokens whatever else shares
@@ -56,6 +57,25 @@ def sample_batch(
             for row, token in zip(rows, picks, strict=True):
                 chosen[row] = token
     return chosen
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: list[int], tops: list[int]
+) -> list[tuple[float, list[tuple[int, float]]]]:
+    """Per row of ``logits`` ``[rows, vocab]``: the log probability of ``tokens[row]``
+    and the ``tops[row]`` most likely ``(token, logprob)``, most likely first.
+
+    The distribution is the model's own (one log-softmax of the logits as they are:
+    no temperature, nucleus or penalty), which is what OpenAI's API reports.
+    """
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logprobs.gather(1, torch.tensor(tokens, dtype=torch.long)[:, None])[:, 0].tolist()
+    values, ids = torch.topk(logprobs, min(max(tops), logprobs.shape[-1]), dim=-1)
+    top_values, top_ids = values.tolist(), ids.tolist()
+    return [
+        (chosen[row], list(zip(top_ids[row][: tops[row]], top_values[row][: tops[row]], strict=True)))
+        for row in range(len(tokens))
+    ]
 
 
 def _penalize(logits: torch.Tensor, params: list[SamplingParams], generated: list[Sequence[int]]) -> torch.Tensor:

@@ -19,6 +19,8 @@ Every step of the model thread (``Engine._step``):
 
 Callbacks run on the engine thread and get ``TokenEvent`` deltas and exactly one
 ``FinishEvent`` per request, also when the step loop fails (``finish_reason="error"``).
+A request with ``SamplingParams.logprobs`` also gets each token's log probability and
+its most likely alternatives, from one log-softmax per step over the rows that asked.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from .detokenize import IncrementalDetokenizer, StopFilter
+from .detokenize import IncrementalDetokenizer, StopFilter, TokenPieces
 from .kvcache import PrefixCache, RaggedKVCache
 from .lora import LoraAdapters
-from .sampling import make_generator, sample_batch, sample_row
+from .sampling import make_generator, sample_batch, sample_row, token_logprobs
 from .types import (
     EngineEvent,
     EventCallback,
@@ -47,6 +49,7 @@ from .types import (
     FinishReason,
     GenerationRequest,
     TokenEvent,
+    TokenLogprob,
 )
 from .weights import prepare_weights
 
@@ -71,6 +74,7 @@ class _Stream:
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
     stops: StopFilter | None = None
+    unsent_logprobs: list[TokenLogprob] = field(default_factory=list)
     cache: RaggedKVCache | None = None
     row: int = 0
     in_batch: bool = False
@@ -118,6 +122,7 @@ class Engine:
         self._shape = _cache_shape(self.model)
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
+        self.pieces = TokenPieces(self.tokenizer)
         self.adapters = LoraAdapters(self.model, smoothing)
         self._prefixes = PrefixCache(prefix_cache_bytes)
         self._batch = self._new_cache(max_batch_size)
@@ -306,6 +311,8 @@ class Engine:
             raise RequestError("temperature must be 0 (greedy) or positive.")
         if not 0 < params.top_p <= 1:
             raise RequestError("top_p must be in (0, 1].")
+        if params.logprobs is not None and not 0 <= params.logprobs <= self.vocab_size:
+            raise RequestError(f"logprobs must be from 0 to {self.vocab_size}.")
         if request.adapter is not None and request.adapter not in self.adapters.names():
             raise RequestError(f"There is no adapter named {request.adapter!r}.")
 
@@ -377,7 +384,8 @@ class Engine:
         stream.in_batch = True
         self._active.append(stream)
         assert stream.generator is not None
-        self._accept_token(stream, sample_row(logits[0], stream.request.params, stream.generator))
+        token = sample_row(logits[0], stream.request.params, stream.generator)
+        self._accept_token(stream, token, self._token_logprobs(logits, [stream], [token])[0])
 
     # -- decode ---------------------------------------------------------------
 
@@ -393,8 +401,30 @@ class Engine:
             [s.generator for s in streams],  # type: ignore[misc]
             generated,
         )
-        for stream, token in zip(streams, tokens, strict=True):
-            self._accept_token(stream, token)
+        entries = self._token_logprobs(logits, streams, tokens)
+        for stream, token, entry in zip(streams, tokens, entries, strict=True):
+            self._accept_token(stream, token, entry)
+
+    def _token_logprobs(
+        self, logits: torch.Tensor, streams: list[_Stream], tokens: list[int]
+    ) -> list[TokenLogprob | None]:
+        """Each chosen token's entry for the streams that asked (one batched log-softmax
+        over their rows of the raw logits); None for the others, which pay nothing."""
+        entries: list[TokenLogprob | None] = [None] * len(streams)
+        rows = [row for row, stream in enumerate(streams) if stream.request.params.logprobs is not None]
+        if not rows:
+            return entries
+        picked = logits if len(rows) == len(streams) else logits[rows]
+        tops = [streams[row].request.params.logprobs or 0 for row in rows]
+        found = token_logprobs(picked, [tokens[row] for row in rows], tops)
+        for row, (logprob, top) in zip(rows, found, strict=True):
+            alternatives = tuple(self._logprob_entry(token, value) for token, value in top)
+            entries[row] = self._logprob_entry(tokens[row], logprob, alternatives)
+        return entries
+
+    def _logprob_entry(self, token: int, logprob: float, top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
+        text, piece = self.pieces.get(token)
+        return TokenLogprob(token, text, piece, logprob, top)
 
     def _forward(
         self,
@@ -425,7 +455,7 @@ class Engine:
         cache.commit()
         return output.logits[:, -1].float()
 
-    def _accept_token(self, stream: _Stream, token: int) -> None:
+    def _accept_token(self, stream: _Stream, token: int, logprob: TokenLogprob | None = None) -> None:
         assert stream.detokenizer is not None and stream.stops is not None
         now = time.perf_counter()
         if stream.first_token_at is None:
@@ -433,23 +463,31 @@ class Engine:
         stream.tokens.append(token)
         stream.generated += 1
         self.tokens_generated += 1
+        if logprob is not None:
+            stream.unsent_logprobs.append(logprob)
         if token in self.eos_token_ids and not stream.request.params.ignore_eos:
-            self._send_text(stream, stream.stops.feed(stream.detokenizer.flush()) + stream.stops.finish())
+            tail = stream.stops.feed(stream.detokenizer.flush()) + stream.stops.finish()
+            self._send_text(stream, tail, last=True)
             self._finish(stream, "stop")
             return
-        self._send_text(stream, stream.stops.feed(stream.detokenizer.push(token)))
+        text = stream.stops.feed(stream.detokenizer.push(token))
+        self._send_text(stream, text, last=stream.stops.stopped)
         if stream.stops.stopped:
             self._finish(stream, "stop")
         elif stream.generated >= stream.request.params.max_new_tokens or len(stream.tokens) >= self.context_length:
             tail = stream.stops.feed(stream.detokenizer.flush())
             if not stream.stops.stopped:
                 tail += stream.stops.finish()
-            self._send_text(stream, tail)
+            self._send_text(stream, tail, last=True)
             self._finish(stream, "stop" if stream.stops.stopped else "length")
 
-    def _send_text(self, stream: _Stream, text: str) -> None:
-        if text:
-            self._emit(stream, TokenEvent(stream.request_id, text, stream.generated))
+    def _send_text(self, stream: _Stream, text: str, *, last: bool = False) -> None:
+        """Send ``text`` with the log probabilities of the tokens since the last event;
+        the ``last`` event before a reply ends also goes out with no text if any are left."""
+        if text or (last and stream.unsent_logprobs):
+            logprobs = tuple(stream.unsent_logprobs)
+            stream.unsent_logprobs.clear()
+            self._emit(stream, TokenEvent(stream.request_id, text, stream.generated, logprobs))
 
     # -- leaving --------------------------------------------------------------
 

@@ -18,6 +18,9 @@ class SamplingParams:
     by the frequency penalty for every time it appeared, which steers a small model out
     of repeating itself. ``ignore_eos`` keeps generating past end-of-sequence tokens
     (benchmarks use it to get replies of a fixed length).
+
+    ``logprobs`` asks for each generated token's log probability with that many of the
+    most likely alternatives (0 for none); ``None``, the default, computes nothing.
     """
 
     max_new_tokens: int = 256
@@ -28,6 +31,7 @@ class SamplingParams:
     ignore_eos: bool = False
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logprobs: int | None = None
 
     @property
     def penalized(self) -> bool:
@@ -51,12 +55,36 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A token and its log probability under the model's own distribution: the
+    log-softmax of its logits before temperature, top_p and penalties.
+
+    ``text`` is the token as text (a special token's name; a piece of a multibyte
+    character as ``\\xNN`` escapes) and ``piece`` its exact bytes. ``top`` holds the
+    most likely tokens at that position, most likely first (their own ``top`` is empty).
+    """
+
+    token_id: int
+    text: str
+    piece: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
-    """New text for a request. ``text`` is a delta, never the whole reply."""
+    """New text for a request. ``text`` is a delta, never the whole reply.
+
+    For a request with ``SamplingParams.logprobs``, ``logprobs`` has one entry for each
+    token generated since the previous event (the tokens of this delta; text the
+    detokenizer or a stop string held back arrives with a later event, and the last
+    event before the FinishEvent may carry entries with empty ``text``).
+    """
 
     request_id: str
     text: str
     completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
