@@ -14,6 +14,11 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def env_is_set(name: str) -> bool:
+    """Whether the operator chose this setting, as opposed to leaving it to a default."""
+    return name in os.environ
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:

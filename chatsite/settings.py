@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from chatsite.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from chatsite.env import env_bool, env_choice, env_float, env_int, env_is_set, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -226,7 +226,16 @@ INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "in
 # far; the engine's device placement reads it once it is wired in.
 INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"))
 INFERENCE_DEFAULT_SYSTEM_PROMPT = env_str("INFERENCE_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
+# New chats' sampling: a model's own (its generation_config.json; the bundled model's are
+# declared in inference/registry.py) where it names one, else these. Set in the environment,
+# a value wins over the model's: the operator chose it for every model.
 INFERENCE_DEFAULT_TEMPERATURE = env_float("INFERENCE_DEFAULT_TEMPERATURE", 0.7, minimum=0.0, maximum=2.0)
+INFERENCE_DEFAULT_TOP_P = env_float("INFERENCE_DEFAULT_TOP_P", 1.0, minimum=0.01, maximum=1.0)
+INFERENCE_SAMPLING_OVERRIDES: dict[str, float] = {}
+if env_is_set("INFERENCE_DEFAULT_TEMPERATURE"):
+    INFERENCE_SAMPLING_OVERRIDES["temperature"] = INFERENCE_DEFAULT_TEMPERATURE
+if env_is_set("INFERENCE_DEFAULT_TOP_P"):
+    INFERENCE_SAMPLING_OVERRIDES["top_p"] = INFERENCE_DEFAULT_TOP_P
 INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 512, minimum=1)
 # New chats' repetition penalty (OpenAI's frequency_penalty): small models loop without it
 # (docs/performance.md, "Repetition").

@@ -24,6 +24,14 @@ class ConversationSettingsForm(forms.Form):
         label="System prompt", required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 3})
     )
     temperature = forms.FloatField(label="Temperature", min_value=0.0, max_value=2.0)
+    top_p = forms.FloatField(
+        label="Top-p",
+        min_value=0.01,
+        max_value=1.0,
+        required=False,
+        help_text="Picks only among the likeliest words that together make up this share of the odds "
+        "(1 considers every word; 0.01 to 1).",
+    )
     max_tokens = forms.IntegerField(label="Max reply tokens", min_value=1)
     frequency_penalty = forms.FloatField(
         label="Repetition penalty",

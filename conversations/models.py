@@ -19,6 +19,8 @@ class Conversation(models.Model):
     model_name = models.CharField(max_length=200)
     system_prompt = models.TextField(blank=True)
     temperature = models.FloatField()
+    # Nucleus sampling: only the likeliest tokens making up this share of the odds (1: all).
+    top_p = models.FloatField(default=1.0)
     max_tokens = models.PositiveIntegerField()
     # Lowers the odds of tokens the reply already used (OpenAI's frequency_penalty).
     frequency_penalty = models.FloatField(default=0.0)

@@ -26,11 +26,15 @@ from inference import registry
 
 
 def conversation_create(*, owner: User, model_name: str | None = None) -> Conversation:
+    """A new chat on ``model_name`` (the default model if None), sampling as that model advises."""
+    model_name = model_name or registry.default_model_id()
+    sampling = registry.sampling_defaults(model_id=model_name)
     return Conversation.objects.create(
         owner=owner,
-        model_name=model_name or registry.default_model_id(),
+        model_name=model_name,
         system_prompt=settings.INFERENCE_DEFAULT_SYSTEM_PROMPT,
-        temperature=settings.INFERENCE_DEFAULT_TEMPERATURE,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
         max_tokens=settings.INFERENCE_DEFAULT_MAX_TOKENS,
         frequency_penalty=settings.INFERENCE_DEFAULT_FREQUENCY_PENALTY,
     )
@@ -57,8 +61,9 @@ def conversation_update_settings(
     temperature: float,
     max_tokens: int,
     frequency_penalty: float | None = None,
+    top_p: float | None = None,
 ) -> Conversation:
-    """Save a conversation's settings; a ``frequency_penalty`` of None keeps the current one."""
+    """Save a conversation's settings; a ``frequency_penalty`` or ``top_p`` of None keeps the current one."""
     if registry.model_get(model_name) is None:
         raise ValidationError(f"The model {model_name!r} is not available.")
     conversation.model_name = model_name
@@ -67,8 +72,18 @@ def conversation_update_settings(
     conversation.max_tokens = max_tokens
     if frequency_penalty is not None:
         conversation.frequency_penalty = frequency_penalty
+    if top_p is not None:
+        conversation.top_p = top_p
     conversation.save(
-        update_fields=["model_name", "system_prompt", "temperature", "max_tokens", "frequency_penalty", "updated_at"]
+        update_fields=[
+            "model_name",
+            "system_prompt",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "frequency_penalty",
+            "updated_at",
+        ]
     )
     return conversation
 

@@ -76,6 +76,7 @@ def _settings_form(conversation: Conversation, data: object = None) -> Conversat
         "model_name": conversation.model_name,
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
+        "top_p": conversation.top_p,
         "max_tokens": conversation.max_tokens,
         "frequency_penalty": conversation.frequency_penalty,
     }
@@ -122,6 +123,7 @@ def conversation_settings(request: HtmxHttpRequest, conversation_id: UUID) -> Ht
         try:
             services.conversation_update_settings(conversation=conversation, **form.cleaned_data)
             saved = True
+            form = _settings_form(conversation)  # the values now in use, also those the post left out
         except ValidationError as exc:
             form.add_error("model_name", exc)
     status = 200 if saved or not form.errors else 422

@@ -51,6 +51,7 @@ class JobContext:
     temperature: float
     max_tokens: int
     frequency_penalty: float = 0.0
+    top_p: float = 1.0
 
 
 def job_context_load(*, message_pk: int) -> JobContext | None:
@@ -73,6 +74,7 @@ def job_context_load(*, message_pk: int) -> JobContext | None:
         temperature=conversation.temperature,
         max_tokens=conversation.max_tokens,
         frequency_penalty=conversation.frequency_penalty,
+        top_p=conversation.top_p,
     )
 
 
@@ -154,6 +156,7 @@ class GenerationJob:
         return SamplingParams(
             max_new_tokens=self.context.max_tokens,
             temperature=self.context.temperature,
+            top_p=self.context.top_p,
             frequency_penalty=self.context.frequency_penalty,
         )
 

@@ -1,8 +1,13 @@
-"""Which models a user can pick, and where each one's weights come from."""
+"""Which models a user can pick, where each one's weights come from, and the sampling a
+new chat on it starts with."""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +16,19 @@ from django.db.models import Q
 
 from inference.engine.loading import BUNDLED_DISPLAY_NAME, BUNDLED_MODEL
 
+logger = logging.getLogger(__name__)
+
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 FINE_TUNED_PREFIX = "ft:"
+# Its authors' recommended sampling (the model card's example); the GGUF file names none, so
+# it is declared here rather than written into the converted cache, which an older
+# conversion would lack.
+BUNDLED_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
+# A generation_config.json value is taken only where the engine and the chat accept it.
+SAMPLING_VALID: dict[str, Callable[[float], bool]] = {
+    "temperature": lambda value: 0.0 <= value <= 2.0,
+    "top_p": lambda value: 0.0 < value <= 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -102,3 +118,68 @@ def model_get(model_id: str) -> ModelSpec | None:
 
 def model_choices() -> list[tuple[str, str]]:
     return [(spec.id, spec.label) for spec in available_models()]
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampling settings a new chat on a model starts with."""
+
+    temperature: float
+    top_p: float
+
+
+def sampling_defaults(*, model_id: str) -> SamplingDefaults:
+    """New chats' sampling on ``model_id``, each value from the first that names it: the
+    environment (``INFERENCE_SAMPLING_OVERRIDES``), the model, the ``INFERENCE_DEFAULT_*``
+    defaults."""
+    spec = model_get(model_id)
+    values = {
+        "temperature": settings.INFERENCE_DEFAULT_TEMPERATURE,
+        "top_p": settings.INFERENCE_DEFAULT_TOP_P,
+        **(_model_sampling(spec) if spec is not None else {}),
+        **settings.INFERENCE_SAMPLING_OVERRIDES,
+    }
+    return SamplingDefaults(temperature=values["temperature"], top_p=values["top_p"])
+
+
+def _model_sampling(spec: ModelSpec) -> dict[str, float]:
+    """A model's own sampling; a fine-tuned model takes its base's for what its folder leaves out."""
+    root = model_get(spec.root_id) if spec.root_id is not None else None
+    inherited = _source_sampling(root.base_source) if root is not None else {}
+    return {**inherited, **_source_sampling(spec.base_source)}
+
+
+def _source_sampling(source: str) -> dict[str, float]:
+    if source == BUNDLED_MODEL:
+        return dict(BUNDLED_SAMPLING)
+    return generation_config_sampling(Path(source).expanduser())
+
+
+def generation_config_sampling(folder: Path) -> dict[str, float]:
+    """The temperature and top_p a model folder's ``generation_config.json`` names.
+
+    A missing or unreadable file names none; a value out of range is left out (logged).
+    ``do_sample`` is not read (vLLM does the same), and transformers' ``repetition_penalty``
+    is not taken: it divides logits, where the
+    chat's repetition penalty is OpenAI's subtracted frequency penalty, another scale.
+    """
+    try:
+        config = json.loads((folder / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    found = {}
+    for name, valid in SAMPLING_VALID.items():
+        value = _number(config.get(name))
+        if value is not None and valid(value):
+            found[name] = value
+        elif config.get(name) is not None:
+            logger.warning("Ignoring %s=%r in %s: out of range", name, config[name], folder / "generation_config.json")
+    return found
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)

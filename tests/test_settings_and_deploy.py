@@ -42,6 +42,7 @@ def test_production_refuses_the_development_secret_key() -> None:
     [
         ("INFERENCE_DEFAULT_MAX_TOKENS", "lots", "INFERENCE_DEFAULT_MAX_TOKENS must be a whole number, not 'lots'"),
         ("INFERENCE_DEFAULT_TEMPERATURE", "9", "INFERENCE_DEFAULT_TEMPERATURE must be between 0.0 and 2.0"),
+        ("INFERENCE_DEFAULT_TOP_P", "0", "INFERENCE_DEFAULT_TOP_P must be between 0.01 and 1.0"),
         ("PARLEY_DEBUG", "maybe", "PARLEY_DEBUG must be true or false"),
         ("INFERENCE_MODE", "cloud", "INFERENCE_MODE must be one of local, remote"),
         ("INFERENCE_WEIGHTS", "int4", "INFERENCE_WEIGHTS must be one of auto, fp32, int8-head, int8, not 'int4'"),
@@ -55,7 +56,17 @@ def test_a_malformed_setting_stops_start_up_with_its_name(name: str, value: str,
     assert message in result.stderr
 
 
+def setting(name: str, **env: str) -> str:
+    code = f"from django.conf import settings; print(settings.{name})"
+    return manage("shell", "--verbosity", "0", "-c", code, **env).stdout.strip()
+
+
 def test_the_inference_device_is_auto_unless_set() -> None:
-    show = ("shell", "--verbosity", "0", "-c", "from django.conf import settings; print(settings.INFERENCE_DEVICE)")
-    assert manage(*show).stdout.strip() == "auto"
-    assert manage(*show, INFERENCE_DEVICE="cpu").stdout.strip() == "cpu"
+    assert setting("INFERENCE_DEVICE") == "auto"
+    assert setting("INFERENCE_DEVICE", INFERENCE_DEVICE="cpu") == "cpu"
+
+
+def test_only_sampling_defaults_set_in_the_environment_override_a_models_own() -> None:
+    assert setting("INFERENCE_SAMPLING_OVERRIDES") == "{}"
+    overrides = setting("INFERENCE_SAMPLING_OVERRIDES", INFERENCE_DEFAULT_TEMPERATURE="0.5")
+    assert overrides == "{'temperature': 0.5}"
