@@ -24,7 +24,14 @@ from django.conf import settings
 
 from inference import engines
 from inference.engine.prompt import ChatMessage, FittedPrompt, PromptTooLongError, fit_prompt
-from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+from inference.engine.types import (
+    EngineEvent,
+    FinishEvent,
+    GenerationRequest,
+    SamplingParams,
+    TokenEvent,
+    TokenLogprob,
+)
 from inference.registry import ModelSpec, model_get
 
 __all__ = ["PromptTooLongError", "Stream", "open_stream"]
@@ -145,8 +152,16 @@ def event_to_message(event: EngineEvent) -> dict[str, Any]:
 
 def event_from_message(message: dict[str, Any]) -> EngineEvent:
     if message["kind"] == "token":
-        return TokenEvent(**message["event"])
+        event = message["event"]
+        logprobs = tuple(_logprob_from_message(entry) for entry in event.get("logprobs", ()))
+        return TokenEvent(**{**event, "logprobs": logprobs})
     return FinishEvent(**message["event"])
+
+
+def _logprob_from_message(entry: dict[str, Any]) -> TokenLogprob:
+    """A log probability entry back from its message form (where tuples became lists)."""
+    top = tuple(_logprob_from_message(alternative) for alternative in entry["top"])
+    return TokenLogprob(entry["token_id"], entry["text"], bytes(entry["piece"]), entry["logprob"], top)
 
 
 async def open_remote_stream(

@@ -4,7 +4,8 @@
 that cannot fit surface before any byte is sent); ``completion_collect`` waits for
 the whole reply and ``completion_chunks`` yields OpenAI chunk objects as tokens
 arrive. Leaving ``completion_chunks`` early (a client that disconnected) cancels
-its engine request at once through the gateway.
+its engine request at once through the gateway. With ``logprobs``, each choice (and
+each chunk) carries OpenAI's ``logprobs.content``: one entry per generated token.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inference import gateway
 from inference.api.errors import ApiError
 from inference.api.schemas import ChatRequest
-from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
+from inference.engine.types import FinishEvent, SamplingParams, TokenEvent, TokenLogprob
 from inference.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Choice:
+    """One reply; ``logprobs`` is None unless the request asked for them."""
+
     index: int
     text: str = ""
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -63,6 +67,7 @@ def sampling_params(request: ChatRequest, index: int) -> SamplingParams:
         seed=None if request.seed is None else request.seed + index,
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
+        logprobs=request.top_logprobs if request.logprobs else None,
     )
 
 
@@ -90,7 +95,7 @@ async def completion_open(*, spec: ModelSpec, request: ChatRequest) -> Completio
         _cancel_all(streams)
         logger.exception("Could not start the model %s", spec.id)
         raise ApiError(503, f"The model {spec.id!r} could not be started; try again shortly.") from exc
-    choices = [Choice(index=index) for index in range(request.n)]
+    choices = [Choice(index=index, logprobs=[] if request.logprobs else None) for index in range(request.n)]
     return Completion(completion_id, spec.id, int(time.time()), streams, choices)
 
 
@@ -122,6 +127,8 @@ async def _collect_choice(completion: Completion, index: int) -> None:
     async for event in completion.streams[index].events():
         if isinstance(event, TokenEvent):
             choice.text += event.text
+            if choice.logprobs is not None:
+                choice.logprobs.extend(event.logprobs)
         else:
             _record_finish(completion, choice, event)
 
@@ -146,7 +153,7 @@ def completion_body(completion: Completion) -> dict[str, Any]:
             {
                 "index": choice.index,
                 "message": {"role": "assistant", "content": choice.text, "refusal": None},
-                "logprobs": None,
+                "logprobs": logprobs_body(choice.logprobs),
                 "finish_reason": choice.finish_reason,
             }
             for choice in completion.choices
@@ -154,6 +161,24 @@ def completion_body(completion: Completion) -> dict[str, Any]:
         "usage": completion.usage(),
         "system_fingerprint": None,
     }
+
+
+def logprobs_body(entries: Sequence[TokenLogprob] | None) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` of a choice or chunk: None when the request did not ask."""
+    if entries is None:
+        return None
+    content = [
+        {**_token_logprob(entry), "top_logprobs": [_token_logprob(top) for top in entry.top]} for entry in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+# JSON has no -Infinity: a token the model rules out (a masked logit) reads as OpenAI's -9999.
+LOWEST_LOGPROB = -9999.0
+
+
+def _token_logprob(entry: TokenLogprob) -> dict[str, Any]:
+    return {"token": entry.text, "logprob": max(entry.logprob, LOWEST_LOGPROB), "bytes": list(entry.piece)}
 
 
 def _chunk(completion: Completion, choices: list[dict[str, Any]], include_usage: bool) -> dict[str, Any]:
@@ -170,8 +195,10 @@ def _chunk(completion: Completion, choices: list[dict[str, Any]], include_usage:
     return chunk
 
 
-def _delta(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def _delta(
+    index: int, delta: dict[str, Any], logprobs: dict[str, Any] | None, finish_reason: str | None = None
+) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 async def completion_chunks(*, completion: Completion, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
@@ -179,18 +206,23 @@ async def completion_chunks(*, completion: Completion, include_usage: bool) -> A
 
     The first carries the role, the next ones content deltas, the last an empty delta
     with the finish reason; with ``include_usage`` a final chunk with ``choices: []``
-    carries the token counts. Raises ApiError if the model fails mid-way.
+    carries the token counts. With log probabilities every chunk's choice has them:
+    the entries of the tokens of its delta (none for the first and last); a delta's text
+    may be empty for tokens that add none (an end token, a stop string cut off). Raises
+    ApiError if the model fails mid-way.
     """
     choice = completion.choices[0]
-    yield _chunk(completion, [_delta(0, {"role": "assistant", "content": ""})], include_usage)
+    no_tokens = logprobs_body(None if choice.logprobs is None else [])
+    yield _chunk(completion, [_delta(0, {"role": "assistant", "content": ""}, no_tokens)], include_usage)
     async for event in completion.streams[0].events():
         if isinstance(event, TokenEvent):
-            if event.text:
+            if event.text or event.logprobs:
                 choice.text += event.text
-                yield _chunk(completion, [_delta(0, {"content": event.text})], include_usage)
+                logprobs = logprobs_body(None if choice.logprobs is None else event.logprobs)
+                yield _chunk(completion, [_delta(0, {"content": event.text}, logprobs)], include_usage)
         else:
             _record_finish(completion, choice, event)
-    yield _chunk(completion, [_delta(0, {}, choice.finish_reason)], include_usage)
+    yield _chunk(completion, [_delta(0, {}, no_tokens, choice.finish_reason)], include_usage)
     if include_usage:
         yield {**_chunk(completion, [], include_usage), "usage": completion.usage()}
 

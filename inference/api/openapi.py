@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
-from inference.api.schemas import MAX_STOP_SEQUENCES, SEED_RANGE
+from inference.api.schemas import MAX_STOP_SEQUENCES, MAX_TOP_LOGPROBS, SEED_RANGE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -71,10 +71,19 @@ def _chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
         "type": "object",
         "required": ["model", "messages"],
         "additionalProperties": False,
-        # Streaming returns one choice; stream_options only go with streaming.
-        "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
-        "then": {"properties": {"n": {"enum": [1, None]}}},
-        "else": {"properties": {"stream_options": {"type": "null"}}},
+        "allOf": [
+            # Streaming returns one choice; stream_options only go with streaming.
+            {
+                "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+                "then": {"properties": {"n": {"enum": [1, None]}}},
+                "else": {"properties": {"stream_options": {"type": "null"}}},
+            },
+            # Alternatives are only listed with log probabilities.
+            {
+                "if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
+                "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
+            },
+        ],
         "properties": {
             "model": _model_schema(model_ids),
             "messages": _messages_schema(),
@@ -106,10 +115,16 @@ def _chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
             "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
             "store": {"type": ["boolean", "null"], "description": "Keep the completion as a transcript."},
             "logprobs": {
-                "enum": [False, None],
-                "description": "Only false: Parley's engine does not report log probabilities.",
+                "type": ["boolean", "null"],
+                "description": "Report each generated token's log probability under the model's own "
+                "distribution (before temperature, top_p and penalties).",
             },
-            "top_logprobs": {"type": "null", "description": "Not supported."},
+            "top_logprobs": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": MAX_TOP_LOGPROBS,
+                "description": "How many of the most likely tokens to list at each position; needs logprobs: true.",
+            },
             "presence_penalty": {
                 "type": ["number", "null"],
                 "minimum": -2,
@@ -150,7 +165,7 @@ def _completion_schema(chunk: bool) -> dict[str, Any]:
         "properties": {
             "index": {"type": "integer"},
             "finish_reason": finish,
-            "logprobs": {"type": "null"},
+            "logprobs": {"anyOf": [_ref("ChatCompletionLogprobs"), {"type": "null"}]},
             ("delta" if chunk else "message"): {
                 "type": "object",
                 "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
@@ -169,6 +184,33 @@ def _completion_schema(chunk: bool) -> dict[str, Any]:
             "usage": {"anyOf": [_ref("Usage"), {"type": "null"}]},
         },
     }
+
+
+def _logprobs_schemas() -> dict[str, Any]:
+    token = {
+        "type": "object",
+        "required": ["token", "logprob", "bytes"],
+        "properties": {
+            "token": {"type": "string", "description": "The token as text; part of a character as \\xNN escapes."},
+            "logprob": {"type": "number", "maximum": 0},
+            "bytes": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 0, "maximum": 255}},
+        },
+    }
+    content_token = {
+        "allOf": [token],
+        "required": ["top_logprobs"],
+        "properties": {"top_logprobs": {"type": "array", "items": _ref("TokenLogprob")}},
+    }
+    logprobs = {
+        "type": "object",
+        "required": ["content"],
+        "description": "One entry per generated token (in a chunk: the tokens of its delta).",
+        "properties": {
+            "content": {"type": ["array", "null"], "items": _ref("ChatCompletionTokenLogprob")},
+            "refusal": {"type": ["array", "null"], "items": _ref("ChatCompletionTokenLogprob")},
+        },
+    }
+    return {"TokenLogprob": token, "ChatCompletionTokenLogprob": content_token, "ChatCompletionLogprobs": logprobs}
 
 
 def _seed_schemas(model_ids: list[str]) -> dict[str, Any]:
@@ -247,6 +289,7 @@ def _components(model_ids: list[str]) -> dict[str, Any]:
             "ChatCompletion": _completion_schema(chunk=False),
             "ChatCompletionChunk": _completion_schema(chunk=True),
             "Usage": _usage_schema(),
+            **_logprobs_schemas(),
             "Model": model,
             "ModelList": {
                 "type": "object",

@@ -1,7 +1,7 @@
 """Validate request bodies for /v1/ and turn them into typed requests.
 
 Every rejection is a 400 that names the field (``messages[2].content``) and says what
-was wrong. Parameters Parley cannot honour (log probabilities, tools, penalties) are
+was wrong. Parameters Parley cannot honour (tools, logit bias, structured output) are
 refused by name rather than silently ignored, so a client never gets a reply that
 looks like it used them.
 """
@@ -20,6 +20,7 @@ from inference.engine.prompt import ChatMessage
 
 ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
+MAX_TOP_LOGPROBS = 20
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
 # Accepted and without effect on generation (``user`` and ``metadata`` are
@@ -76,6 +77,8 @@ class ChatRequest:
     store: bool = False
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -219,13 +222,16 @@ def _max_tokens(body: dict[str, Any]) -> int:
     return first or second or min(settings.INFERENCE_DEFAULT_MAX_TOKENS, limit)
 
 
+def _logprobs(body: dict[str, Any]) -> tuple[bool, int]:
+    """``(logprobs, top_logprobs)``; alternatives are only given with log probabilities."""
+    logprobs = _optional_bool(body, "logprobs")
+    top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if top is not None and not logprobs:
+        raise invalid("top_logprobs", "'top_logprobs' needs 'logprobs': true.")
+    return logprobs, top or 0
+
+
 def _refuse_unsupported_values(body: dict[str, Any]) -> None:
-    if _optional_bool(body, "logprobs"):
-        raise invalid("logprobs", "Log probabilities are not available from Parley's engine; leave out 'logprobs'.")
-    if body.get("top_logprobs") is not None:
-        raise invalid(
-            "top_logprobs", "Log probabilities are not available from Parley's engine; leave out 'top_logprobs'."
-        )
     if body.get("logit_bias"):
         raise invalid("logit_bias", "'logit_bias' is not supported by Parley's engine; leave it out.")
     response_format = body.get("response_format")
@@ -262,6 +268,7 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise invalid("user", "'user' must be a string.")
+    logprobs, top_logprobs = _logprobs(body)
     return ChatRequest(
         model=_model(body),
         messages=_messages(body),
@@ -276,6 +283,8 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         store=_optional_bool(body, "store"),
         presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
         frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
     )
 
 

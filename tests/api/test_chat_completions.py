@@ -173,7 +173,6 @@ def test_an_unknown_model_is_not_found(client) -> None:
         ({"messages": []}, "messages"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"n": 2, "stream": True}, "n"),
-        ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"frequency_penalty": 2.5}, "frequency_penalty"),
