@@ -9,9 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from inference.engine.detokenize import TokenPieces
 from inference.engine.types import GenerationRequest, SamplingParams, TokenEvent, TokenLogprob
+from tests.tiny_model import build_byte_tokenizer
 
-from .conftest import Collector, prompt_ids, submit
+from .conftest import BUNDLED_CACHE, Collector, prompt_ids, submit
+from .test_sampling import TEXTS
 
 PROMPT = "Tell me a story about a dragon who learned to cook."
 CLOSE = 1e-4
@@ -95,3 +98,44 @@ def test_too_many_alternatives_is_a_readable_error(make_engine):
     params = SamplingParams(max_new_tokens=3, logprobs=engine.vocab_size + 1)
     finish = submit(engine, GenerationRequest("many", [40], params)).wait()
     assert finish.finish_reason == "error" and "logprobs" in (finish.error or "")
+
+
+def assert_pieces_join_up_to_the_text(tokenizer, text: str) -> None:  # type: ignore[no-untyped-def]
+    pieces = TokenPieces(tokenizer)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert b"".join(pieces.get(token)[1] for token in ids) == text.encode()
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_token_pieces_are_exact_bytes(text):
+    assert_pieces_join_up_to_the_text(build_byte_tokenizer(), text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", TEXTS)
+def test_token_pieces_are_exact_bytes_with_the_bundled_tokenizer(text):
+    from transformers import AutoTokenizer
+
+    from inference.engine.loading import convert_bundled_to_cache
+
+    tokenizer = AutoTokenizer.from_pretrained(convert_bundled_to_cache(BUNDLED_CACHE))
+    assert_pieces_join_up_to_the_text(tokenizer, text)
+    pieces = TokenPieces(tokenizer)
+    assert pieces.get(tokenizer.convert_tokens_to_ids("<|im_end|>")) == ("<|im_end|>", b"<|im_end|>")
+
+
+def test_sentencepiece_tokens_read_spaces_and_lone_bytes():
+    class SentencePieceNames:
+        added_tokens_decoder = {0: "<s>"}
+
+        def convert_ids_to_tokens(self, token_id: int) -> str:
+            return ["<s>", "\u2581hello", "<0xE4>", "<0xBD>", "<0xA0>"][token_id]
+
+    pieces = TokenPieces(SentencePieceNames())
+    assert [pieces.get(token) for token in range(5)] == [
+        ("<s>", b"<s>"),
+        (" hello", b" hello"),
+        ("\\xe4", b"\xe4"),
+        ("\\xbd", b"\xbd"),
+        ("\\xa0", b"\xa0"),
+    ]
