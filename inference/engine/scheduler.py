@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from . import invariance
 from .detokenize import IncrementalDetokenizer, StopFilter, TokenPieces
 from .kvcache import PrefixCache, RaggedKVCache
 from .lora import LoraAdapters
@@ -119,6 +120,8 @@ class Engine:
         # two threads: 24.5 ms a step, one thread: 15.0 ms; docs/performance.md).
         self.threads = torch.get_num_threads()
         self.parallel_rows = parallel_rows
+        # Pad small decode steps so no request's logits depend on its neighbours.
+        self.row_padding = in_own_thread(self._pad_rows_for_invariance)
         self._shape = _cache_shape(self.model)
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
@@ -436,7 +439,7 @@ class Engine:
     ) -> torch.Tensor:
         """One forward pass; returns the last position's logits ``[rows, vocab]``."""
         ids = torch.tensor(input_ids, dtype=torch.long)
-        threads = self.threads if prefill or len(input_ids) >= self.parallel_rows else 1
+        threads = self.threads if prefill else self._threads_for(len(input_ids))
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         if prefill:
@@ -577,6 +580,22 @@ class Engine:
             max_rows=rows,
             max_length=self.context_length,
         )
+
+    def _threads_for(self, rows: int) -> int:
+        return self.threads if rows >= self.parallel_rows else 1
+
+    def _pad_rows_for_invariance(self) -> dict[int, int] | None:
+        layers = invariance.float_linears(self.model)
+        shapes = {(layer.out_features, layer.in_features) for layer in layers}
+        if not shapes or next(self.model.parameters()).device.type != "cpu":
+            return None
+        invariance.install_ragged_attention(self.model)
+        plan = invariance.probe(shapes, self.max_batch_size, self._threads_for, self.threads)
+        if plan is None:
+            logger.warning("No batch-invariant row counts on this CPU: replies may depend on what shares a step.")
+            return None
+        invariance.install_padding(self.model, plan)
+        return plan
 
     def _warm_up(self) -> None:
         """Run a short prefill and a few batched decode steps so lazy setup happens now."""
