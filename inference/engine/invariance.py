@@ -70,7 +70,7 @@ def install_padding(model: Any, plan: dict[int, int]) -> int:
     as they are: a prompt is prefilled alone, so nothing else shares its rows."""
     layers = float_linears(model)
     for layer in layers:
-        layer.forward = _padded(layer, plan)  # type: ignore[method-assign]
+        layer.forward = _padded(layer, plan)  # type: ignore[method-assign,assignment]
     return len(layers)
 
 
