@@ -31,7 +31,16 @@ browser:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-run: install
+# `make run`'s own secret key: made on the first run, readable by this user only, kept out
+# of git with the rest of .cache/. PARLEY_SECRET_KEY, when set, wins over it.
+SECRET_KEY_FILE ?= .cache/secret_key
+
+$(SECRET_KEY_FILE):
+	mkdir -p $(@D)
+	$(PY) -c "import os, secrets; fd = os.open('$@', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600); os.write(fd, secrets.token_urlsafe(50).encode())"
+
+run: export PARLEY_SECRET_KEY_FILE ?= $(abspath $(SECRET_KEY_FILE))
+run: install $(SECRET_KEY_FILE)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py prepare_model

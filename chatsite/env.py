@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -69,3 +70,35 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+SECRET_HOWTO = (
+    'python -c "import secrets; print(secrets.token_urlsafe(50))" makes one; '
+    "`make run` keeps its own in .cache/secret_key, and PARLEY_DEBUG=true uses a development key."
+)
+
+
+def env_secret(name: str, *, fallback: str | None) -> str:
+    """``name`` from the environment, else the contents of the file ``<name>_FILE`` names,
+    else ``fallback``; with no fallback, start-up stops with a message saying what to set."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    file_name = os.environ.get(f"{name}_FILE", "").strip()
+    if file_name:
+        return _secret_from_file(f"{name}_FILE", Path(file_name))
+    if fallback is None:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Set it to a long random value, or {name}_FILE to a file holding one: {SECRET_HOWTO}"
+        )
+    return fallback
+
+
+def _secret_from_file(variable: str, path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{variable} names {path}, which cannot be read ({exc.strerror}).") from None
+    if not value:
+        raise ImproperlyConfigured(f"{variable} names {path}, which is empty: {SECRET_HOWTO}")
+    return value

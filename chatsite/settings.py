@@ -13,13 +13,19 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from chatsite.env import env_bool, env_choice, env_float, env_int, env_is_set, env_list, env_str
+from chatsite.env import env_bool, env_choice, env_float, env_int, env_is_set, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("PARLEY_DEBUG", False)
-SECRET_KEY = env_str("PARLEY_SECRET_KEY", "parley-dev-only-insecure-key-change-me-in-production-0123456789")
-ALLOWED_HOSTS = env_list("PARLEY_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+# Everyone can read the development key, so only debug mode falls back on it; otherwise a
+# missing key stops start-up (`make run` keeps a generated one in .cache/secret_key).
+SECRET_KEY = env_secret(
+    "PARLEY_SECRET_KEY",
+    fallback="parley-dev-only-insecure-key-change-me-in-production-0123456789" if DEBUG else None,
+)
+# Django's test client adds its "testserver" host itself, in tests only.
+ALLOWED_HOSTS = env_list("PARLEY_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("PARLEY_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [

@@ -18,10 +18,19 @@ PRODUCTION = {
 }
 
 
+LOCAL_KEY = "a-local-key-for-these-checks-only-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "INFERENCE_", "DATABASE_"))}
+    """``manage.py ARGS`` with the real settings, a secret key (an empty one is unset) and ``env``."""
+    prefixes = ("PARLEY_", "INFERENCE_", "DATABASE_", "DJANGO_SETTINGS_MODULE")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, "PARLEY_SECRET_KEY": LOCAL_KEY, **env},
+        capture_output=True,
+        text=True,
     )
 
 
@@ -70,3 +79,47 @@ def test_only_sampling_defaults_set_in_the_environment_override_a_models_own() -
     assert setting("INFERENCE_SAMPLING_OVERRIDES") == "{}"
     overrides = setting("INFERENCE_SAMPLING_OVERRIDES", INFERENCE_DEFAULT_TEMPERATURE="0.5")
     assert overrides == "{'temperature': 0.5}"
+
+
+def test_a_missing_secret_key_stops_start_up_unless_debugging() -> None:
+    result = manage("check", PARLEY_SECRET_KEY="")
+    assert result.returncode != 0
+    assert "PARLEY_SECRET_KEY is not set. Set it to a long random value" in result.stderr
+    assert manage("check", PARLEY_SECRET_KEY="", PARLEY_DEBUG="true").returncode == 0
+
+
+def test_the_secret_key_can_come_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text("from-a-file-" + "k" * 50 + "\n")
+    assert setting("SECRET_KEY", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(key_file)) == "from-a-file-" + "k" * 50
+    missing = manage("check", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(tmp_path / "nothing"))
+    assert missing.returncode != 0 and f"PARLEY_SECRET_KEY_FILE names {tmp_path / 'nothing'}" in missing.stderr
+
+
+def test_make_run_makes_a_local_key_once_and_every_step_uses_it(tmp_path: Path) -> None:
+    """``make run`` with each ``manage.py`` step recorded instead of run (the key step runs)."""
+    log, key_file, stamp = tmp_path / "steps.log", tmp_path / "cache" / "secret_key", tmp_path / "installed"
+    stamp.touch()
+    python = tmp_path / "python"
+    python.write_text(
+        f'#!/bin/sh\necho "$PARLEY_SECRET_KEY_FILE|$*" >> {log}\n'
+        f'case "$1" in -c) exec {sys.executable} "$@";; esac\n'
+    )
+    python.chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "DJANGO_SETTINGS_MODULE"))}
+    make = ["make", "-s", "run", f"PY={python}", f"STAMP={stamp}", f"SECRET_KEY_FILE={key_file}"]
+    for _ in range(2):
+        subprocess.run(make, cwd=ROOT, env=clean, check=True, capture_output=True)
+    steps = [line.split("|", 1) for line in log.read_text().splitlines()]
+    assert sum(args.startswith("-c") for _, args in steps) == 1, "the key is made on the first run only"
+    manage_steps = [args.split()[1] for _, args in steps if args.startswith("manage.py")]
+    assert manage_steps[:5] == ["migrate", "collectstatic", "prepare_model", "recover_streams", "serve"]
+    assert {path for path, _ in steps} == {str(key_file)}
+    assert key_file.stat().st_mode & 0o077 == 0, "only its owner may read it"
+    key = key_file.read_text()
+    assert len(key) >= 50
+    assert setting("SECRET_KEY", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(key_file)) == key
+
+
+def test_testserver_is_not_an_allowed_host_outside_tests() -> None:
+    assert setting("ALLOWED_HOSTS") == "['127.0.0.1', 'localhost', '[::1]']"
