@@ -1,32 +1,79 @@
 """Transcript review for staff: conversations read as chats, tagged, exported, turned into training data.
 
-Nobody changes what users wrote here: conversations, messages and feedback are
-read-only for every staff member. The "Transcript reviewers" group (migration 0004)
-grants exactly view + tag. Every opening of a transcript or of a reply's prompt, and
-every export, is recorded as a ``TranscriptView`` (who, when, what).
+Nobody changes or deletes what users wrote here, superusers included: conversations,
+messages and feedback are read-only. The "Transcript reviewers" group (migration 0004)
+grants exactly view + tag. The lists show no user text (no titles, reply excerpts or
+comments); user text is read by opening a transcript or a reply's prompt, exporting,
+building a dataset or searching, and each of those is recorded as a ``TranscriptView``
+(who, when, what, which conversation), a record nobody can change or delete here.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from conversations import selectors, services, training_data
 from conversations.models import Conversation, Message, MessageFeedback, TranscriptTag, TranscriptView
 from inference.finetuning.errors import FineTuningError
 
 PREVIEW_EXAMPLES = 5
+
+_M = TypeVar("_M", bound=Model)
+
+
+class UserTextAdmin(admin.ModelAdmin[_M]):
+    """A list of users' records that shows none of their text: searching it is audited,
+    and nothing is added, changed or deleted through it."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def action_checkbox(self, obj: _M) -> SafeString:
+        # Django labels each row's checkbox with str(obj), and a conversation's is its title.
+        label = f"Select this object for an action - {self.model._meta.verbose_name} {obj.pk}"
+        checkbox = forms.CheckboxInput({"class": "action-select", "aria-label": label}, lambda value: False)
+        return checkbox.render(helpers.ACTION_CHECKBOX_NAME, str(obj.pk))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        query = request.GET.get(SEARCH_VAR, "").strip()
+        changelist = (getattr(response, "context_data", None) or {}).get("cl")
+        if query and changelist is not None:
+            shown = self.conversations_of(changelist.result_list)
+            services.transcript_search_record(viewer=request.user, query=query, conversations=shown)  # type: ignore[arg-type]
+        return response
+
+    def conversations_of(self, rows: QuerySet[_M]) -> list[Conversation]:
+        """The conversations (owners loaded) whose text ``rows``, a page of results, matched."""
+        raise NotImplementedError
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        # Its page names the object by its text; the transcript shows it with an audit record.
+        return HttpResponseRedirect(self.transcript_url(object_id))
+
+    def transcript_url(self, object_id: str) -> str:
+        raise NotImplementedError
 
 
 class FeedbackFilter(admin.SimpleListFilter):
@@ -73,9 +120,9 @@ class TagFilter(admin.SimpleListFilter):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin[Conversation]):
+class ConversationAdmin(UserTextAdmin[Conversation]):
     list_display = (
-        "__str__",
+        "conversation",
         "owner",
         "model_name",
         "message_count",
@@ -98,15 +145,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     actions = ["export_jsonl", "build_training_dataset"]
     list_per_page = 50
 
-    # -- Permissions: read and tag, never edit ------------------------------------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    # -- The list ---------------------------------------------------------------------------
+    # -- The list: no user text (titles are the first message) ------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return (
@@ -120,6 +159,16 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
                 n_down=Count("messages__feedback", filter=Q(messages__feedback__rating="down"), distinct=True),
             )
         )
+
+    def conversations_of(self, rows: QuerySet[Conversation]) -> list[Conversation]:
+        return list(rows)
+
+    def transcript_url(self, object_id: str) -> str:
+        return reverse("admin:conversations_conversation_change", args=[object_id])
+
+    @admin.display(description="conversation", ordering="public_id")
+    def conversation(self, obj: Conversation) -> str:
+        return str(obj.public_id)[:8]
 
     @admin.display(description="messages", ordering="n_messages")
     def message_count(self, obj: Any) -> int:
@@ -160,7 +209,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
             "tags": list(conversation.tags.all()),
             "can_tag": request.user.has_perm("conversations.add_transcripttag"),
             "can_untag": request.user.has_perm("conversations.delete_transcripttag"),
-            "views": TranscriptView.objects.filter(conversation=conversation)[:10],
+            "views": TranscriptView.objects.filter(conversation_public_id=conversation.public_id)[:10],
         }
         return TemplateResponse(request, "admin/conversations/transcript.html", context)
 
@@ -282,28 +331,37 @@ def _save_training_file(model_admin: admin.ModelAdmin[Any], request: HttpRequest
 
 
 @admin.register(MessageFeedback)
-class MessageFeedbackAdmin(admin.ModelAdmin[MessageFeedback]):
-    """Rated replies: filter (say, thumbs up on one model) and build a dataset from them."""
+class MessageFeedbackAdmin(UserTextAdmin[MessageFeedback]):
+    """Rated replies: filter (say, thumbs up on one model) and build a dataset from them.
 
-    list_display = ("reply_excerpt", "rating", "reason", "comment", "user", "reply_model", "updated_at", "transcript")
+    The reply and the comment are read in the transcript (audited), not in this list.
+    """
+
+    list_display = ("rating", "reason", "has_comment", "user", "reply_model", "updated_at", "transcript")
+    list_display_links = None
     list_filter = ("rating", "reason", "message__model_name", "updated_at", "message__conversation__source")
     search_fields = ("user__username", "message__content", "comment")
     actions = ["build_training_dataset"]
-    list_select_related = ("message", "user", "message__conversation")
+    list_select_related = ("message", "user", "message__conversation__owner")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def conversations_of(self, rows: QuerySet[MessageFeedback]) -> list[Conversation]:
+        return [feedback.message.conversation for feedback in rows]
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def transcript_url(self, object_id: str) -> str:
+        feedback = get_object_or_404(MessageFeedback.objects.select_related("message"), pk=object_id)
+        url = reverse("admin:conversations_conversation_change", args=[feedback.message.conversation_id])
+        return f"{url}#m-{feedback.message.public_id}"
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(self.transcript_url(object_id))
 
-    @admin.display(description="reply")
-    def reply_excerpt(self, obj: MessageFeedback) -> str:
-        text = " ".join(obj.message.content.split())
-        return text[:80] + ("…" if len(text) > 80 else "")
+    @admin.display(description="comment", boolean=True)
+    def has_comment(self, obj: MessageFeedback) -> bool:
+        return bool(obj.comment)
 
     @admin.display(description="model", ordering="message__model_name")
     def reply_model(self, obj: MessageFeedback) -> str:
@@ -326,16 +384,15 @@ class MessageFeedbackAdmin(admin.ModelAdmin[MessageFeedback]):
 
 @admin.register(TranscriptView)
 class TranscriptViewAdmin(admin.ModelAdmin[TranscriptView]):
-    """The audit trail: who opened which user's transcript, and when."""
+    """The audit trail: who read or searched which user's transcripts, and when.
 
-    list_display = ("viewed_at", "viewer_username", "what", "conversation", "owner")
+    Read-only for everyone, superusers included: no add, change or delete (so no bulk
+    delete action either).
+    """
+
+    list_display = ("viewed_at", "viewer_username", "what", "conversation_public_id", "owner_username", "query")
     list_filter = ("what", "viewed_at", "viewer_username")
-    search_fields = ("viewer_username", "conversation__owner__username")
-    list_select_related = ("conversation__owner",)
-
-    @admin.display(description="user")
-    def owner(self, obj: TranscriptView) -> str:
-        return obj.conversation.owner.get_username()
+    search_fields = ("viewer_username", "owner_username", "query", "=conversation_public_id")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -12,7 +12,6 @@ delta, resynchronises from the database instead of showing duplicated or missing
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from django.core.exceptions import ValidationError
 from conversations import fragments, selectors, services
 from conversations.models import Conversation
 from inference import engines, registry
+from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
 from inference.generation import (
     JobContext,
     conversation_group,
@@ -42,6 +42,12 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
 RESYNC_ATTEMPTS = 20
+
+
+def frame_chars_limit() -> int:
+    """The longest frame read: a message at ``CHAT_MAX_MESSAGE_CHARS`` with every character
+    escaped (``\\uXXXX``, 6 characters), and room for the other fields."""
+    return int(settings.CHAT_MAX_MESSAGE_CHARS) * 6 + 1024
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,23 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         # Empty or binary frames are answered like unreadable JSON, never with a crash.
-        await self.receive_json(await self.decode_json(text_data) if text_data else None, **kwargs)
+        if text_data and len(text_data) > frame_chars_limit():
+            await self.send_error(f"That message is over the limit of {frame_chars_limit():,} characters a frame.")
+            return
+        try:
+            content = await self.decode_json(text_data) if text_data else None
+        except JsonTooDeepError as exc:
+            await self.send_error(f"That message is nested more than {exc.limit} levels deep; send plain text.")
+            return
+        await self.receive_json(content, **kwargs)
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
+        """The frame's JSON, None if unreadable; JsonTooDeepError past the nesting limit."""
         try:
-            return json.loads(text_data)
+            return json_loads_limited(text_data)
+        except JsonTooDeepError:
+            raise
         except ValueError:
             return None
 

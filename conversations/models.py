@@ -153,18 +153,38 @@ class TranscriptTag(models.Model):
         return self.name
 
 
-class TranscriptView(models.Model):
-    """An audit record: a staff member opened a user's transcript."""
+AUDIT_QUERY_CHARS = 200
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="staff_views")
+
+class TranscriptView(models.Model):
+    """An audit record: a staff member read users' text (a transcript, a reply's prompt, an
+    export, a dataset) or searched it.
+
+    It names the conversation by public id and keeps the usernames, with no foreign key to
+    cascade: the record outlives the conversation and both accounts. Nothing in the app
+    changes or deletes these rows.
+    """
+
+    class What(models.TextChoices):
+        TRANSCRIPT = "transcript", "Opened the transcript"
+        INSPECT = "inspect", "Inspected a reply's prompt"
+        EXPORT = "export", "Exported the transcript"
+        DATASET = "dataset", "Built a dataset from it"
+        SEARCH = "search", "Searched transcripts"
+
+    # None for a search that matched nothing.
+    conversation_public_id = models.UUIDField(null=True, blank=True, db_index=True)
+    owner_username = models.CharField(max_length=150, blank=True)
     viewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     # Kept when the viewer's account is deleted, so the record still says who it was.
     viewer_username = models.CharField(max_length=150)
-    what = models.CharField(max_length=40, default="transcript")
+    what = models.CharField(max_length=40, choices=What.choices, default=What.TRANSCRIPT)
+    # What was searched for (searches only): the reviewer's words, not a user's.
+    query = models.CharField(max_length=AUDIT_QUERY_CHARS, blank=True)
     viewed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-viewed_at"]
+        ordering = ["-viewed_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.viewer_username} viewed {self.conversation_id} ({self.what})"
+        return f"{self.viewer_username}: {self.get_what_display()} {self.conversation_public_id or ''}".strip()

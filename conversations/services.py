@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,6 +15,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from conversations.models import (
+    AUDIT_QUERY_CHARS,
     Conversation,
     GenerationRecord,
     Message,
@@ -399,8 +400,30 @@ TAG_CHARS = 60
 def transcript_view_record(*, conversation: Conversation, viewer: User, what: str = "transcript") -> None:
     """Audit: a staff member opened this user's transcript (or one reply's prompt)."""
     TranscriptView.objects.create(
-        conversation=conversation, viewer=viewer, viewer_username=viewer.get_username(), what=what
+        conversation_public_id=conversation.public_id,
+        owner_username=conversation.owner.get_username(),
+        viewer=viewer,
+        viewer_username=viewer.get_username(),
+        what=what,
     )
+
+
+def transcript_search_record(*, viewer: User, query: str, conversations: Iterable[Conversation]) -> None:
+    """Audit: a staff member searched users' text; one record for each conversation the
+    results showed (owners loaded), or one without a conversation if nothing matched."""
+    audit = {"viewer": viewer, "viewer_username": viewer.get_username(), "what": TranscriptView.What.SEARCH}
+    query = query[:AUDIT_QUERY_CHARS]
+    found = {conversation.pk: conversation for conversation in conversations}.values()
+    rows = [
+        TranscriptView(
+            conversation_public_id=conversation.public_id,
+            owner_username=conversation.owner.get_username(),
+            query=query,
+            **audit,
+        )
+        for conversation in found
+    ]
+    TranscriptView.objects.bulk_create(rows or [TranscriptView(query=query, **audit)])
 
 
 def transcript_tag_add(*, conversation: Conversation, name: str, added_by: User) -> TranscriptTag:

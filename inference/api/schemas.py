@@ -8,7 +8,6 @@ looks like it used them.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from django.conf import settings
 
 from inference.api.errors import ApiError, invalid
+from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
 from inference.engine.prompt import ChatMessage
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -85,7 +85,10 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
     try:
-        body = json.loads(raw)
+        body = json_loads_limited(raw)
+    except JsonTooDeepError as exc:
+        message = f"{exc} Parley reads request bodies up to {exc.limit} levels deep."
+        raise ApiError(400, message, param=exc.field, code="invalid_json") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"The request body is not valid JSON: {exc}.", code="invalid_json") from exc
     if not isinstance(body, dict):

@@ -38,11 +38,16 @@ from typing import Any, Literal, cast
 
 from jinja2.exceptions import TemplateError
 
+from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
+
 DatasetFormat = Literal["prompt_completion", "chat", "csv"]
 FormatChoice = Literal["auto", "prompt_completion", "chat", "csv"]
 Auto = Literal["auto"]
 ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_ERRORS = 50
+# A chat example filling a 32k-token context is ~130,000 characters; a line past this
+# is not an example, and parsing it would only cost time.
+MAX_JSONL_LINE_CHARS = 1_000_000
 _FORMAT_NAMES = {"prompt_completion": "prompt/completion", "chat": "chat"}
 
 
@@ -397,8 +402,12 @@ def _parse_jsonl(lines: Sequence[str], format: FormatChoice) -> _Records:
 
 
 def _jsonl_example(line: str, number: int, state: _JsonlState) -> Example:
+    if len(line) > MAX_JSONL_LINE_CHARS:
+        raise _LineError(f"longer than {MAX_JSONL_LINE_CHARS:,} characters")
     try:
-        value = json.loads(line)
+        value = json_loads_limited(line)
+    except JsonTooDeepError as exc:
+        raise _LineError(f"nested more than {exc.limit} levels deep") from None
     except json.JSONDecodeError as exc:
         raise _LineError(f"not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,19 @@ class LiveServer:
 
     def new_key(self, username: str, name: str = "tests") -> str:
         return self.manage("create_api_key", username, "--name", name).strip()
+
+    def post_raw(self, key: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Status and JSON answer of a POST of ``body`` as it is (no client library's checks)."""
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
 
 def _serve(tmp: Path, **settings: str) -> Iterator[LiveServer]:

@@ -20,6 +20,7 @@ from inference.generation import generation_run
 from tests.fakes import ScriptedEngine
 
 LIST = "admin:conversations_conversation_changelist"
+FEEDBACK = "admin:conversations_messagefeedback_changelist"
 
 
 def client_for(user) -> Client:  # type: ignore[no-untyped-def]
@@ -77,20 +78,102 @@ def change_url(chat: Conversation) -> str:
     return reverse("admin:conversations_conversation_change", args=[chat.pk])
 
 
+def listed(page: str, chat: Conversation) -> bool:
+    return f'href="{change_url(chat)}' in page
+
+
+@pytest.fixture
+def superuser(db) -> User:  # type: ignore[no-untyped-def]
+    return User.objects.create_superuser("sue", password="superuser pass 123")
+
+
 @pytest.mark.django_db
 def test_the_list_shows_counts_and_feedback_and_filters(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
     client = client_for(reviewer)
     page = client.get(reverse(LIST)).content.decode()
     assert "1 up · 1 down" in page and ">5<" in page, "feedback summary and message count"
+    assert str(chat.public_id)[:8] in page, "a conversation is named by its public id"
     down = client.get(reverse(LIST), {"feedback": "down"}).content.decode()
-    assert "What is the capital of Peru?" in down and "Write a poem" not in down
+    assert listed(down, chat) and not listed(down, other_chat)
     errors = client.get(reverse(LIST), {"finish_reason": "error"}).content.decode()
-    assert "Write a poem" in errors and "capital of Peru" not in errors
+    assert listed(errors, other_chat) and not listed(errors, chat)
     by_text = client.get(reverse(LIST), {"q": "Santiago"}).content.decode()
-    assert "capital of Peru" in by_text and "Write a poem" not in by_text
+    assert listed(by_text, chat) and not listed(by_text, other_chat)
     by_user = client.get(reverse(LIST), {"q": "bob"}).content.decode()
-    assert "Write a poem" in by_user and "capital of Peru" not in by_user
+    assert listed(by_user, other_chat) and not listed(by_user, chat)
     assert client.get(reverse(LIST), {"source__exact": "api"}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_lists_show_no_user_text_until_a_transcript_is_opened(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(reviewer)
+    conversations = client.get(reverse(LIST)).content.decode()
+    feedback = client.get(reverse(FEEDBACK)).content.decode()
+    assert listed(conversations, chat) and "What is the capital of Peru?" not in conversations, "titles are user text"
+    assert "Thumbs down" in feedback and "Wrong or made up" in feedback
+    for text in ("Buenos Aires", "That is Argentina", "Lima"):
+        assert text not in feedback, "neither replies nor comments show in the feedback list"
+    down = MessageFeedback.objects.get(rating="down")
+    for url in (
+        reverse("admin:conversations_messagefeedback_change", args=[down.pk]),
+        reverse("admin:conversations_messagefeedback_history", args=[down.pk]),
+        reverse("admin:conversations_conversation_history", args=[chat.pk]),
+    ):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith(change_url(chat)), url
+    assert not TranscriptView.objects.exists(), "lists and redirects showed nobody's text"
+    assert "That is Argentina" in client.get(change_url(chat)).content.decode()
+    assert TranscriptView.objects.get().what == "transcript"
+
+
+@pytest.mark.django_db
+def test_searching_users_text_is_audited_with_each_conversation_it_showed(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
+    client = client_for(reviewer)
+    client.get(reverse(LIST), {"q": "Santiago"})
+    client.get(reverse(FEEDBACK), {"q": "Argentina"})
+    client.get(reverse(LIST), {"q": "no such words anywhere"})
+    searches = list(
+        TranscriptView.objects.order_by("id").values_list(
+            "viewer_username", "what", "query", "conversation_public_id", "owner_username"
+        )
+    )
+    assert searches == [
+        ("rita", "search", "Santiago", chat.public_id, "alice"),
+        ("rita", "search", "Argentina", chat.public_id, "alice"),
+        ("rita", "search", "no such words anywhere", None, ""),
+    ]
+
+
+@pytest.mark.django_db
+def test_nobody_deletes_conversations_or_the_audit_trail_through_the_admin(superuser, reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+    client_for(reviewer).get(change_url(chat))
+    view = TranscriptView.objects.get()
+    admin = client_for(superuser)
+    assert admin.post(reverse("admin:conversations_conversation_delete", args=[chat.pk]), {"post": "yes"}).status_code == 403
+    admin.post(reverse(LIST), {"action": "delete_selected", "_selected_action": [chat.pk], "post": "yes", "index": 0})
+    assert Conversation.objects.filter(pk=chat.pk).exists()
+    trail = reverse("admin:conversations_transcriptview_changelist")
+    assert "rita" in admin.get(trail).content.decode(), "superusers read the trail"
+    assert admin.post(reverse("admin:conversations_transcriptview_delete", args=[view.pk]), {"post": "yes"}).status_code == 403
+    admin.post(trail, {"action": "delete_selected", "_selected_action": [view.pk], "post": "yes", "index": 0})
+    change = reverse("admin:conversations_transcriptview_change", args=[view.pk])
+    admin.post(change, {"viewer_username": "someone else", "what": "search"})
+    view.refresh_from_db()
+    assert (view.viewer_username, view.what) == ("rita", "transcript"), "unchanged"
+
+
+@pytest.mark.django_db
+def test_the_audit_trail_outlives_the_conversation_and_both_accounts(superuser, reviewer, alice, chat) -> None:  # type: ignore[no-untyped-def]
+    client_for(reviewer).get(change_url(chat))
+    public_id = chat.public_id
+    response = client_for(alice).post(reverse("conversation_delete", args=[public_id]))
+    assert response.status_code in {200, 302} and not Conversation.objects.filter(public_id=public_id).exists()
+    alice.delete()
+    reviewer.delete()
+    view = TranscriptView.objects.get()
+    assert (view.viewer_username, view.owner_username, view.conversation_public_id) == ("rita", "alice", public_id)
+    found = client_for(superuser).get(reverse("admin:conversations_transcriptview_changelist"), {"q": str(public_id)})
+    assert str(public_id) in found.content.decode()
 
 
 @pytest.mark.django_db
@@ -104,7 +187,8 @@ def test_a_transcript_reads_as_a_chat_with_branches_and_feedback_and_is_audited(
     fields = set(re.findall(r'<(?:input|textarea|select)[^>]*name="([^"]+)"', page))
     assert fields <= {"csrfmiddlewaretoken", "tag", "remove_tag"}, "nothing editable but the tag box"
     view = TranscriptView.objects.get()
-    assert (view.viewer, view.conversation, view.what) == (reviewer, chat, "transcript")
+    assert (view.viewer, view.conversation_public_id, view.what) == (reviewer, chat.public_id, "transcript")
+    assert view.owner_username == "alice"
 
 
 @pytest.mark.django_db
@@ -113,8 +197,8 @@ def test_a_reviewer_can_tag_but_cannot_change_or_delete(reviewer, chat) -> None:
     client.post(change_url(chat), {"tag": "  Geography  Error "})
     assert list(chat.tags.values_list("name", flat=True)) == ["geography error"]
     tagged = client.get(reverse(LIST), {"tag": "geography error"}).content.decode()
-    assert "capital of Peru" in tagged
-    assert "capital of Peru" not in client.get(reverse(LIST), {"tag": "other"}).content.decode()
+    assert listed(tagged, chat)
+    assert not listed(client.get(reverse(LIST), {"tag": "other"}).content.decode(), chat)
     client.post(change_url(chat), {"title": "Hacked", "tag": ""})
     chat.refresh_from_db()
     assert chat.title == "What is the capital of Peru?"

@@ -97,3 +97,20 @@ def test_only_the_fine_tune_purpose_is_accepted(admin_user) -> None:  # type: ig
     with pytest.raises(FineTuningError) as refused:
         services.training_file_create(filename="a.jsonl", data=shout_pairs(), purpose="assistants")
     assert refused.value.field == "purpose"
+
+
+def test_a_line_nested_50000_levels_deep_is_refused_by_its_number(admin_user) -> None:  # type: ignore[no-untyped-def]
+    deep = b'{"prompt": "Shout cat", "completion": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    data = shout_pairs() + deep + b"\n"
+    with pytest.raises(DatasetRejected) as refused:
+        services.training_file_create(filename="deep.jsonl", data=data, created_by=admin_user)
+    lines = len(shout_pairs().splitlines())
+    assert refused.value.problems == [f"Line {lines + 1}: nested more than 32 levels deep"]
+    assert TrainingFile.objects.count() == 0
+
+
+def test_a_line_over_a_million_characters_is_refused_unread(admin_user, settings) -> None:  # type: ignore[no-untyped-def]
+    data = jsonl([{"prompt": "Shout cat", "completion": "CAT"}, {"prompt": "x" * 1_000_000, "completion": "X"}])
+    with pytest.raises(DatasetRejected) as refused:
+        services.training_file_create(filename="wide.jsonl", data=data, created_by=admin_user)
+    assert refused.value.problems == ["Line 2: longer than 1,000,000 characters"]
