@@ -86,8 +86,8 @@ def until_eos(ids: list[int], eos: frozenset[int]) -> list[int]:
 class Reference:
     """fp32 through transformers itself: greedy replies, their log-probs, the facts."""
 
-    def __init__(self, tokens: int) -> None:
-        loaded = load_model("bundled", cache_dir=CACHE_DIR)
+    def __init__(self, tokens: int, loaded: Any = None, device: str = "cpu") -> None:
+        loaded = loaded or load_model("bundled", cache_dir=CACHE_DIR, device=device)
         self.model, self.tokenizer, self.tokens = loaded.model, loaded.tokenizer, tokens
         config_eos = self.model.generation_config.eos_token_id
         eos = config_eos if isinstance(config_eos, list) else [config_eos]
@@ -96,18 +96,30 @@ class Reference:
     @torch.inference_mode()
     def greedy(self, prompt: list[int], tokens: int) -> list[int]:
         output = self.model.generate(
-            torch.tensor([prompt]), max_new_tokens=tokens, do_sample=False, pad_token_id=self.tokenizer.eos_token_id
+            torch.tensor([prompt], device=self.model.device), max_new_tokens=tokens, do_sample=False, pad_token_id=self.tokenizer.eos_token_id
         )
         return until_eos(output[0, len(prompt) :].tolist(), self.eos)
 
     @torch.inference_mode()
     def logprobs(self, prompt: list[int], reply: list[int]) -> torch.Tensor:
-        ids = torch.tensor([prompt + reply[:-1]])
-        logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 :].float()
+        ids = torch.tensor([prompt + reply[:-1]], device=self.model.device)
+        logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 :].float().cpu()
         return torch.log_softmax(logits, -1)
 
     def text(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def quick_targets(reference: Reference, chats: int = 16, tokens: int = 16) -> tuple[list, list, list]:
+    """Prompts, fp32 greedy replies and their log-probs for a short fidelity check."""
+    prompts = [chat_ids(reference.tokenizer, chat) for chat in CHATS[::4][:chats]]
+    replies = [reference.greedy(p, tokens) for p in prompts]
+    return prompts, replies, [reference.logprobs(p, r) for p, r in zip(prompts, replies, strict=True)]
+
+
+def quick_fidelity(engine: Engine, targets: tuple[list, list, list]) -> Agreement:
+    prompts, replies, expected = targets
+    return compare(expected, teacher_forced_logprobs(engine, prompts, replies))
 
 
 def first_difference(a: list[int], b: list[int], limit: int) -> int:
@@ -164,7 +176,7 @@ def measure_form(
     form: str, reference: Reference, prompts: list[list[int]], ref_replies: list[list[int]],
     ref_logprobs: list[torch.Tensor], fact_prompts: list[list[int]], facts_fp32: int, tokens: int,
 ) -> FormReport:
-    engine = Engine(load_model("bundled", cache_dir=CACHE_DIR), weights=form)
+    engine = Engine(load_model("bundled", cache_dir=CACHE_DIR, device=str(reference.model.device.type)), weights=form)
     engine.start()
     try:
         # 1. Teacher-forced through prefill and the 16-row batched decode.
@@ -212,8 +224,8 @@ def measure_form(
         engine.shutdown()
 
 
-def run(forms: list[str], *, chats: int, tokens: int) -> dict[str, Any]:
-    reference = Reference(tokens)
+def run(forms: list[str], *, chats: int, tokens: int, device: str = "cpu") -> dict[str, Any]:
+    reference = Reference(tokens, device=device)
     prompts = [chat_ids(reference.tokenizer, chat) for chat in CHATS[:chats]]
     ref_replies = [reference.greedy(p, tokens) for p in prompts]
     ref_logprobs = [reference.logprobs(p, r) for p, r in zip(prompts, ref_replies, strict=True)]
@@ -251,11 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="32 chats x 16 tokens")
     parser.add_argument("--forms", default=",".join(m for m in WEIGHT_MODES if m != "auto"))
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
-    report = run(forms, chats=32 if args.quick else len(CHATS), tokens=16 if args.quick else 32)
+    report = run(forms, chats=32 if args.quick else len(CHATS), tokens=16 if args.quick else 32, device=args.device)
     print_table(report)
     print(json.dumps(report))
 

@@ -192,8 +192,8 @@ class StepClock:
 def baseline_generate(model: Any, tokenizer: Any, prompts: list[list[int]], new_tokens: int, name: str) -> Run:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     width = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
     clock = StepClock()
     started = time.perf_counter()
     with torch.inference_mode():
@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=None)
     parser.add_argument("--weights", default="auto", choices=("auto", "fp32", "int8-head", "int8"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--weights-study", action="store_true", help="also time fp32, int8 and torch.compile steps")
     args = parser.parse_args(argv)
     if args.threads:
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
 
     # 1. The baseline, on its own fp32 copy of the model (freed before the engine loads).
-    loaded = load_model("bundled", cache_dir=CACHE_DIR)
+    loaded = load_model("bundled", cache_dir=CACHE_DIR, device=args.device)
     tokenizer = loaded.tokenizer
     prompts = build_prompts(tokenizer, 16, 200)
     conversation = build_conversation(tokenizer, 1500)
@@ -474,11 +475,16 @@ def main(argv: list[str] | None = None) -> None:
     baseline_history = in_own_thread(
         baseline_generate, loaded.model, tokenizer, [history_prompt], 2, "generate, long follow-up"
     )
+    # The fidelity of the engine's form, measured on the same weights (bench.fidelity
+    # measures it in full): fp32 targets from this copy, before it is freed.
+    from bench.fidelity import Reference, quick_fidelity, quick_targets
+
+    targets = quick_targets(Reference(16, loaded))
     del loaded
     gc.collect()
 
     # 2. The engine.
-    engine = Engine(load_model("bundled", cache_dir=CACHE_DIR), weights=args.weights)
+    engine = Engine(load_model("bundled", cache_dir=CACHE_DIR, device=args.device), weights=args.weights)
     engine.start()
     rows: list[tuple[Run, Run | None]] = [(baseline_one, None), (baseline_batch, None), (baseline_history, None)]
     runs = {}
@@ -496,15 +502,21 @@ def main(argv: list[str] | None = None) -> None:
     arrivals = getattr(engine_run, "arrivals", [])
     follow_up, history_tokens, reused = engine_follow_up(engine, tokenizer, conversation)
     rows.append((follow_up, baseline_history))
+    fidelity = quick_fidelity(engine, targets)
     engine.shutdown()
 
     print()
     print_table(rows)
     print(f"chat arriving while 8 stream: first token {', '.join(f'{a:.2f}' for a in arrivals)} s")
     print(f"follow-up turn: {history_tokens} prompt tokens, {reused} reused from the prefix cache")
+    print(
+        f"fidelity of these {engine.weights} weights against fp32 (16 chats x 16 tokens, teacher-forced, "
+        f"batched): top-1 {fidelity.top1:.1%}, mean KL {fidelity.mean_kl:.5f} nats/token"
+    )
     report = {
         "machine": machine(),
         "weights": engine.weights,
+        "fidelity": {"top1": round(fidelity.top1, 4), "mean_kl": round(fidelity.mean_kl, 6)},
         "new_tokens": new_tokens,
         "prompt_tokens": round(statistics.mean(map(len, prompts))),
         "baseline": {r.name: r.summary() for r in (baseline_one, baseline_batch, baseline_history)},

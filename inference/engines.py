@@ -56,7 +56,9 @@ def _start(base_source: str) -> ServedModel:
     from inference.engine.loading import load_model
     from inference.engine.scheduler import Engine
 
-    loaded = load_model(base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=inference_threads())
+    loaded = load_model(
+        base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=inference_threads(), device=settings.INFERENCE_DEVICE
+    )
     engine = Engine(loaded, max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE, weights=settings.INFERENCE_WEIGHTS)
     engine.start()
     logger.info("Loaded %s in %.1f s", loaded.name, loaded.load_seconds)

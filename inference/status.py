@@ -75,7 +75,10 @@ def report_once(previous_tokens: int = 0, previous_time: float | None = None) ->
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "role": PROCESS_ROLE["role"],
-            "served_models": [source for source, _ in stats],
+            "served_models": [
+                {"source": source, "weights": s.get("weights", ""), "why": s.get("weights_reason", "")}
+                for source, s in stats
+            ],
             "active_streams": sum(int(s.get("active_streams", 0)) for _, s in stats),
             "queued_requests": sum(int(s.get("queued_requests", 0)) for _, s in stats),
             "tokens_generated": tokens,
@@ -85,6 +88,11 @@ def report_once(previous_tokens: int = 0, previous_time: float | None = None) ->
         },
     )
     return tokens
+
+
+def served_source(entry: Any) -> str:
+    """A served model's source; rows written before weights were reported hold only it."""
+    return str(entry["source"]) if isinstance(entry, dict) else str(entry)
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ def status_overview() -> Overview:
     interval = settings.INFERENCE_STATUS_INTERVAL_SECONDS
     now = timezone.now()
     rows = EngineStatus.objects.filter(last_seen__gte=now - timedelta(hours=1))
-    processes = []
+    processes: list[dict[str, Any]] = []
     for row in rows:
         up = (now - row.last_seen).total_seconds() <= 3 * interval
         processes.append(
@@ -109,7 +117,8 @@ def status_overview() -> Overview:
                 "process": row.process_id,
                 "role": row.role,
                 "up": up,
-                "models": row.served_models,
+                "models": [served_source(entry) for entry in row.served_models],
+                "weights": [entry for entry in row.served_models if isinstance(entry, dict) and entry.get("weights")],
                 "active_streams": row.active_streams if up else 0,
                 "queued_requests": row.queued_requests if up else 0,
                 "tokens_per_second": row.tokens_per_second if up else 0.0,

@@ -21,6 +21,12 @@ PRODUCTION = {
 LOCAL_KEY = "a-local-key-for-these-checks-only-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+def torch_sees_a_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``manage.py ARGS`` with the real settings, a secret key (an empty one is unset) and ``env``."""
     prefixes = ("PARLEY_", "INFERENCE_", "DATABASE_", "DJANGO_SETTINGS_MODULE")
@@ -63,6 +69,15 @@ def test_a_malformed_setting_stops_start_up_with_its_name(name: str, value: str,
     result = manage("check", **{name: value})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.skipif(torch_sees_a_gpu(), reason="this machine has a GPU")
+def test_a_device_or_form_this_machine_cannot_run_stops_start_up_with_the_reason() -> None:
+    result = manage("check", INFERENCE_DEVICE="cuda")
+    assert result.returncode != 0
+    assert "INFERENCE_DEVICE=cuda, but torch sees no CUDA device" in result.stderr
+    result = manage("check", INFERENCE_DEVICE="cuda", INFERENCE_WEIGHTS="fp32", INFERENCE_BACKEND="synthetic")
+    assert result.returncode == 0, "a model-free engine needs no device"
 
 
 def setting(name: str, **env: str) -> str:

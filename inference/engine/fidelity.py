@@ -18,7 +18,10 @@ from .scheduler import Engine
 
 
 def teacher_forced_logprobs(
-    engine: Engine, prompts: list[list[int]], continuations: list[list[int]]
+    engine: Engine,
+    prompts: list[list[int]],
+    continuations: list[list[int]],
+    adapters: list[str | None] | None = None,
 ) -> list[torch.Tensor]:
     """For each prompt, ``[len(continuation), vocab]`` log-probabilities of the next
     token at each position of its continuation, while being fed that continuation.
@@ -29,6 +32,7 @@ def teacher_forced_logprobs(
     if len(prompts) != len(continuations) or not prompts or not all(continuations):
         raise ValueError("Give one non-empty continuation per prompt.")
     steps = max(len(c) for c in continuations)
+    adapters = adapters or [None] * len(prompts)
     outputs: list[list[torch.Tensor]] = [[] for _ in prompts]
     with engine._model_lock:
         # 1. Prefill each prompt alone, in the engine's chunks; its last logits score
@@ -38,13 +42,14 @@ def teacher_forced_logprobs(
             single = engine._new_cache(1)
             single.add_empty_row()
             for start in range(0, len(prompt), engine.prefill_chunk_tokens):
-                logits = engine._forward(single, [prompt[start : start + engine.prefill_chunk_tokens]], [None], prefill=True)
+                chunk = prompt[start : start + engine.prefill_chunk_tokens]
+                logits = engine._forward(single, [chunk], [adapters[row]], prefill=True)
             outputs[row].append(torch.log_softmax(logits[0], -1))
             batch.add_row(single, 0)
         # 2. Decode all rows together, feeding each its own continuation.
         for step in range(steps - 1):
             fed = [[c[min(step, len(c) - 1)]] for c in continuations]
-            logits = engine._forward(batch, fed, [None] * len(prompts))
+            logits = engine._forward(batch, fed, adapters)
             for row, continuation in enumerate(continuations):
                 if step + 1 < len(continuation):
                     outputs[row].append(torch.log_softmax(logits[row], -1))

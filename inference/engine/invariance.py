@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -58,6 +59,55 @@ def probe(
             return None
         plan[count] = min(targets)
     return plan
+
+
+def onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_linear(weight: torch.Tensor, rows_hint: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+
+    def linear(x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")  # type: ignore[no-any-return]
+
+    return linear
+
+
+def onednn_is_invariant(
+    shapes: set[tuple[int, int]], max_rows: int, threads_for: Callable[[int], int], reference_threads: int
+) -> bool:
+    """Whether oneDNN's linear with prepacked weights gives every row the same bits for
+    every row count and thread count the engine uses (it did on every CPU tried: its
+    kernels sum each output over the packed weight's fixed blocks, whatever the rows)."""
+    generator = torch.Generator().manual_seed(0)
+    previous = torch.get_num_threads()
+    try:
+        for out_features, in_features in sorted(shapes):
+            linear = _onednn_linear(torch.randn(out_features, in_features, generator=generator), max_rows)
+            rows = torch.randn(max_rows, in_features, generator=generator)
+            torch.set_num_threads(reference_threads)
+            reference = linear(rows)
+            for count in range(1, max_rows + 1):
+                torch.set_num_threads(threads_for(count))
+                if not (torch.equal(linear(rows[:count]), reference[:count]) and torch.equal(linear(rows[-count:]), reference[-count:])):
+                    return False
+    finally:
+        torch.set_num_threads(previous)
+    return True
+
+
+def install_onednn(model: Any, rows_hint: int) -> int:
+    """Serve the model's float linear layers through oneDNN with prepacked weights."""
+    layers = float_linears(model)
+    for layer in layers:
+        linear = _onednn_linear(layer.weight.detach(), rows_hint)
+        layer.forward = partial(_onednn_forward, linear, layer)  # type: ignore[method-assign,assignment]
+    return len(layers)
+
+
+def _onednn_forward(linear: Callable[..., torch.Tensor], layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return linear(x, layer.bias)
 
 
 def float_linears(model: Any) -> list[torch.nn.Linear]:

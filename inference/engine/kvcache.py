@@ -45,7 +45,9 @@ class RaggedKVCache:
         dtype: torch.dtype,
         max_rows: int,
         max_length: int,
+        device: torch.device | str = "cpu",
     ) -> None:
+        self.device = torch.device(device)
         self.num_layers = num_layers
         self.kv_heads = kv_heads
         self.head_dim = head_dim
@@ -57,7 +59,7 @@ class RaggedKVCache:
         self.values: list[torch.Tensor] = []
         self._row_capacity = 0
         self._capacity = 0
-        self._write_index = torch.zeros(0, dtype=torch.long)
+        self._write_index = torch.zeros(0, dtype=torch.long, device=self.device)
         self._prefill: tuple[int, int] | None = None
         self._view_length = 0
         self._pending = 0
@@ -79,13 +81,13 @@ class RaggedKVCache:
             for layer, old in enumerate(store):
                 # Write every element once: the kept part is copied, the rest zeroed
                 # (masked positions must hold finite numbers, or 0 * NaN spoils a row).
-                new = torch.empty(shape, dtype=self.dtype)
+                new = torch.empty(shape, dtype=self.dtype, device=self.device)
                 new[:keep_rows, :, :keep_len] = old[:keep_rows, :, :keep_len]
                 new[:keep_rows, :, keep_len:] = 0
                 new[keep_rows:] = 0
                 store[layer] = new
             if not store:
-                store.extend(torch.zeros(shape, dtype=self.dtype) for _ in range(self.num_layers))
+                store.extend(torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.num_layers))
         self._row_capacity = row_capacity
         self._capacity = capacity
 
@@ -169,7 +171,7 @@ class RaggedKVCache:
         # index_copy_ of whole head_dim rows is far cheaper than advanced-index assignment.
         heads = torch.arange(self.kv_heads)
         slots = (torch.arange(rows)[:, None] * self.kv_heads + heads[None, :]) * self._capacity
-        self._write_index = (slots + positions[:, None]).flatten()
+        self._write_index = (slots + positions[:, None]).flatten().to(self.device)
         self._prefill = None
         self._view_length = max(self.lengths) + 1
         self._pending = 1
@@ -189,7 +191,7 @@ class RaggedKVCache:
 
     def _additive_mask(self, allowed: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros(allowed.shape, dtype=self.dtype)
-        return mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        return mask.masked_fill_(~allowed, torch.finfo(self.dtype).min).to(self.device)
 
     def update(
         self,

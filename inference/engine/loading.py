@@ -97,8 +97,22 @@ def display_name(source: str) -> str:
     return Path(source).name or source
 
 
-def load_model(source: str, *, cache_dir: Path, threads: int | None = None) -> LoadedModel:
-    """Load model and tokenizer in fp32 for CPU inference, in eval mode."""
+def resolve_device(device: str) -> str:
+    """``auto`` is a CUDA device where torch sees one, else the CPU; ``cuda`` without
+    one is refused with the reason rather than quietly served on the CPU."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"INFERENCE_DEVICE must be one of auto, cpu, cuda, not {device!r}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("INFERENCE_DEVICE=cuda, but torch sees no CUDA device (no GPU, or a CPU-only torch build).")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(source: str, *, cache_dir: Path, threads: int | None = None, device: str = "cpu") -> LoadedModel:
+    """Load model and tokenizer in fp32, in eval mode, on ``device`` (see ``resolve_device``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,6 +126,9 @@ def load_model(source: str, *, cache_dir: Path, threads: int | None = None) -> L
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load the model {source!r}: {exc}") from exc
     model.eval()
+    device = resolve_device(device)
+    if device != "cpu":
+        model.to(device)  # type: ignore[arg-type]
     context_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     return LoadedModel(
         model=model,

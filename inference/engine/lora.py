@@ -29,6 +29,18 @@ _PREFIX = "base_model.model."
 _WEIGHT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 
 
+def low_rank_update(x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """``lora_b(lora_a(x)) * scaling``. In a decode step (one token per row) each row is
+    its own batch entry of a batched product, so a row's update does not depend on how
+    many rows share the step (one matrix product over all rows picks its kernel by
+    their count, and kernels round differently)."""
+    if x.dim() == 3 and x.shape[1] == 1:
+        rows = x.shape[0]
+        low = torch.bmm(x, lora_a.T.expand(rows, -1, -1))
+        return torch.bmm(low, lora_b.T.expand(rows, -1, -1)) * scaling
+    return (x @ lora_a.T) @ lora_b.T * scaling
+
+
 class AdapterError(ValueError):
     """An adapter folder the engine cannot serve; the message says why."""
 
@@ -113,8 +125,9 @@ class LoraAdapters:
         if adapter.name in self._adapters:
             self.remove(adapter.name)
         known = dict(self.model.named_modules())
-        for module, weights in adapter.modules.items():
-            self._table.setdefault(module, {})[adapter.name] = weights
+        device = next(self.model.parameters()).device
+        for module, (lora_a, lora_b, scaling) in adapter.modules.items():
+            self._table.setdefault(module, {})[adapter.name] = (lora_a.to(device), lora_b.to(device), scaling)
             if module not in self._hooks:
                 self._hooks[module] = known[module].register_forward_hook(self._hook_for(module))
         self._adapters[adapter.name] = adapter
@@ -141,10 +154,9 @@ class LoraAdapters:
                     continue
                 lora_a, lora_b, scaling = entry
                 if rows is None:
-                    output = output + (x @ lora_a.T) @ lora_b.T * scaling
+                    output = output + low_rank_update(x, lora_a, lora_b, scaling)
                 else:
-                    update = (x[rows] @ lora_a.T) @ lora_b.T * scaling
-                    output = output.index_add(0, rows, update)
+                    output = output.index_add(0, rows, low_rank_update(x[rows], lora_a, lora_b, scaling))
             return output
 
         return apply_lora
@@ -162,7 +174,8 @@ class LoraAdapters:
             for row, name in enumerate(adapters):
                 if name is not None:
                     rows.setdefault(name, []).append(row)
-            groups = [(name, torch.tensor(indices)) for name, indices in rows.items()]
+            device = next(self.model.parameters()).device
+            groups = [(name, torch.tensor(indices, device=device)) for name, indices in rows.items()]
         self._groups = groups
         try:
             yield

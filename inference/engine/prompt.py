@@ -47,31 +47,108 @@ def _turn_starts(history: list[ChatMessage]) -> list[int]:
 def fit_prompt(
     tokenizer: Any, messages: list[ChatMessage], *, context_length: int, max_new_tokens: int
 ) -> FittedPrompt:
-    """Drop the oldest turns until the prompt plus the reply's reserve fits."""
+    """Drop the oldest turns until the prompt plus the reply's reserve fits.
+
+    Costs a few renders of what is kept, however long the history: older turns are
+    priced from their texts' token counts, and real renders only confirm the guess
+    (a search of renders of the whole history took 82 s for 20,000 short messages).
+    """
     # 1. Split off the system prompt, which is always kept.
     system = [m for m in messages[:1] if m["role"] == "system"]
     history = messages[len(system) :]
     reserve = max(1, min(max_new_tokens, context_length // 2))
     budget = context_length - reserve
-    # 2. Binary-search the earliest turn start whose suffix fits (shorter suffixes
-    #    never need more tokens, so "fits" is monotonic along the candidates).
-    candidates = [0, *_turn_starts(history)[1:]]
-    low, high, best = 0, len(candidates) - 1, None
-    while low <= high:
-        middle = (low + high) // 2
-        kept = system + history[candidates[middle] :]
-        ids = render_ids(tokenizer, kept)
-        if len(ids) <= budget:
-            best, high = (candidates[middle], kept, ids), middle - 1
+    starts = [0, *_turn_starts(history)[1:]]  # where the kept history may begin, oldest first
+    # 2. The newest turn must fit on its own.
+    fits, fits_ids = len(starts) - 1, render_ids(tokenizer, system + history[starts[-1] :])
+    if len(fits_ids) > budget:
+        raise PromptTooLongError(
+            f"The message is too long for this model: it needs {len(fits_ids):,} tokens and "
+            f"{budget:,} are available after leaving room for the reply."
+        )
+    # 3. Narrow down the earliest start that fits: ``fails`` is a start known not to fit
+    #    (-1: none yet), ``fits`` one known to fit. Guess from the estimates, corrected by
+    #    what each render showed; after three guesses bisect, so a template the estimates
+    #    misjudge still costs no more than a search.
+    costs = _TurnCosts(tokenizer, history, starts)
+    fails, renders, scale = -1, 0, 1.0
+    while fails + 1 < fits:
+        if renders < 3:
+            guess = costs.earliest_within((budget - len(fits_ids)) / scale, after=fails, before=fits)
         else:
-            low = middle + 1
-    if best is not None:
-        start, kept, ids = best
-        return FittedPrompt(ids, kept, start, min(max_new_tokens, context_length - len(ids)))
-    # 3. Not even the last turn fits.
-    last_turn = _turn_starts(history)[-1:] or [0]
-    needed = len(render_ids(tokenizer, system + history[last_turn[0] :]))
-    raise PromptTooLongError(
-        f"The message is too long for this model: it needs {needed:,} tokens and "
-        f"{budget:,} are available after leaving room for the reply."
-    )
+            guess = (fails + fits) // 2
+        ids = render_ids(tokenizer, system + history[starts[guess] :])
+        renders += 1
+        estimated = costs.between(guess, fits)
+        scale = max(scale, (len(ids) - len(fits_ids)) / estimated) if estimated > 0 else scale
+        if len(ids) <= budget:
+            fits, fits_ids = guess, ids
+        else:
+            fails = guess
+    # 4. Keep from the earliest start that fits.
+    start = starts[fits]
+    return FittedPrompt(fits_ids, system + history[start:], start, min(max_new_tokens, context_length - len(fits_ids)))
+
+
+class _TurnCosts:
+    """Estimated tokens of each turn: its texts' token counts plus the template's cost
+    per message, tokenized lazily from the newest turn back in batches."""
+
+    BATCH = 64
+
+    def __init__(self, tokenizer: Any, history: list[ChatMessage], starts: list[int]) -> None:
+        self.tokenizer = tokenizer
+        self.history = history
+        self.starts = starts
+        self.per_message = _template_tokens_per_message(tokenizer)
+        self.known: dict[int, int] = {}  # turn index -> estimated tokens
+
+    def earliest_within(self, room: float, *, after: int, before: int) -> int:
+        """The earliest turn in (``after``, ``before``) from which the turns up to
+        ``before`` are estimated to fit in ``room``; the turn just before ``before`` if
+        none is (that it does not fit must still be confirmed)."""
+        guess, used = before - 1, 0
+        for turn in range(before - 1, after, -1):
+            used += self.cost(turn)
+            if used > room:
+                break
+            guess = turn
+        return guess
+
+    def between(self, first: int, end: int) -> int:
+        """Estimated tokens of turns ``first`` up to (not including) ``end``."""
+        return sum(self.cost(turn) for turn in range(first, end))
+
+    def cost(self, turn: int) -> int:
+        if turn not in self.known:
+            self._estimate(range(max(0, turn - self.BATCH + 1), turn + 1))
+        return self.known[turn]
+
+    def _estimate(self, turns: range) -> None:
+        bounds = [(self.starts[t], self.starts[t + 1] if t + 1 < len(self.starts) else len(self.history)) for t in turns]
+        texts = [m["content"] for begin, end in bounds for m in self.history[begin:end]]
+        counts = iter(_token_counts(self.tokenizer, texts))
+        for turn, (begin, end) in zip(turns, bounds, strict=True):
+            self.known[turn] = round(sum(next(counts) + self.per_message for _ in range(begin, end)))
+
+
+def _token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _template_tokens_per_message(tokenizer: Any) -> float:
+    """What the chat template adds around one message's text (the mean of a user's and
+    an assistant's), measured on a three-message probe; 0 if the template refuses it."""
+    probe: list[ChatMessage] = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "x"},
+        {"role": "user", "content": "x"},
+    ]
+    try:
+        lengths = [len(render_ids(tokenizer, probe[:count])) for count in (1, 2, 3)]
+    except Exception:  # a template with rules of its own; the estimates only steer the search
+        return 0
+    text = _token_counts(tokenizer, ["x"])[0]
+    return max(0.0, (lengths[2] - lengths[0]) / 2 - text)

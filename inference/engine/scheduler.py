@@ -52,7 +52,7 @@ from .types import (
     TokenEvent,
     TokenLogprob,
 )
-from .weights import prepare_weights
+from .weights import choose_weights, prepare_weights
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,8 +109,11 @@ class Engine:
         if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
             raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
         self.tokenizer = loaded.tokenizer
+        self.weights_reason = choose_weights(weights, loaded.model)[1]
         self.model, self.weights, smoothing = in_own_thread(prepare_weights, loaded.model, weights, loaded.tokenizer)
+        logger.info("Serving %s weights: %s", self.weights, self.weights_reason)
         self.model.eval()
+        self.device = next(self.model.parameters()).device
         self.context_length = int(loaded.context_length)
         self.max_batch_size = max_batch_size
         self.prefill_chunk_tokens = prefill_chunk_tokens
@@ -120,8 +123,9 @@ class Engine:
         # two threads: 24.5 ms a step, one thread: 15.0 ms; docs/performance.md).
         self.threads = torch.get_num_threads()
         self.parallel_rows = parallel_rows
-        # Pad small decode steps so no request's logits depend on its neighbours.
-        self.row_padding = in_own_thread(self._pad_rows_for_invariance)
+        self.row_padding: dict[int, int] | None = None
+        # No request's logits may depend on its neighbours (invariance.py says how).
+        self.invariance = in_own_thread(self._make_batch_invariant)
         self._shape = _cache_shape(self.model)
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.eos_token_ids = _eos_token_ids(self.model, self.tokenizer)
@@ -196,6 +200,8 @@ class Engine:
             "tokens_generated": self.tokens_generated,
             "steps": self.steps,
             "weights": self.weights,
+            "weights_reason": self.weights_reason,
+            "batch_invariance": self.invariance,
             "adapters": sorted(self.adapters.names()),
             "running": self._thread is not None and self._thread.is_alive(),
         }
@@ -438,7 +444,7 @@ class Engine:
         prefill: bool = False,
     ) -> torch.Tensor:
         """One forward pass; returns the last position's logits ``[rows, vocab]``."""
-        ids = torch.tensor(input_ids, dtype=torch.long)
+        ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)
         threads = self.threads if prefill else self._threads_for(len(input_ids))
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -449,14 +455,14 @@ class Engine:
         with torch.inference_mode(), self.adapters.batch(adapters):
             output = self.model(
                 input_ids=ids,
-                position_ids=positions,
+                position_ids=positions.to(self.device),
                 attention_mask=mask,
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
         cache.commit()
-        return output.logits[:, -1].float()
+        return output.logits[:, -1].float().cpu()  # sampling runs on the CPU
 
     def _accept_token(self, stream: _Stream, token: int, logprob: TokenLogprob | None = None) -> None:
         assert stream.detokenizer is not None and stream.stops is not None
@@ -579,23 +585,36 @@ class Engine:
             dtype=dtype,
             max_rows=rows,
             max_length=self.context_length,
+            device=self.device,
         )
 
     def _threads_for(self, rows: int) -> int:
         return self.threads if rows >= self.parallel_rows else 1
 
-    def _pad_rows_for_invariance(self) -> dict[int, int] | None:
+    def _make_batch_invariant(self) -> str:
+        """Route decode attention per row, then pick linear kernels whose rows come out the
+        same whatever else is in the step: oneDNN's with prepacked weights where they
+        prove so on this machine, else the default kernels with small steps padded to
+        row counts that prove so. Returns how, for the log and stats."""
         layers = invariance.float_linears(self.model)
         shapes = {(layer.out_features, layer.in_features) for layer in layers}
-        if not shapes or next(self.model.parameters()).device.type != "cpu":
-            return None
+        if next(self.model.parameters()).device.type != "cpu":
+            invariance.install_ragged_attention(self.model)
+            return "per-row attention only (not checked on this device)"
         invariance.install_ragged_attention(self.model)
-        plan = invariance.probe(shapes, self.max_batch_size, self._threads_for, self.threads)
+        if not shapes:
+            return "per-row attention (no float linear layers)"
+        checks = (shapes, self.max_batch_size, self._threads_for, self.threads)
+        if invariance.onednn_available() and invariance.onednn_is_invariant(*checks):
+            invariance.install_onednn(self.model, self.max_batch_size)
+            return "oneDNN linears with prepacked weights, per-row attention"
+        plan = invariance.probe(*checks)
         if plan is None:
-            logger.warning("No batch-invariant row counts on this CPU: replies may depend on what shares a step.")
-            return None
+            logger.warning("No batch-invariant kernels on this CPU: replies may depend on what shares a step.")
+            return "none found"
         invariance.install_padding(self.model, plan)
-        return plan
+        self.row_padding = plan
+        return f"small steps padded ({plan}), per-row attention"
 
     def _warm_up(self) -> None:
         """Run a short prefill and a few batched decode steps so lazy setup happens now."""

@@ -1,43 +1,25 @@
-"""The form the model's weights are served in: fp32, or int8 dynamic quantization.
+"""The form the model's weights are served in, and how ``auto`` chooses one.
 
-First measured on a 2-core AVX2 CPU (docs/performance.md, section "Inference engine";
-``python -m bench.inference --weights-study``):
+Forms: ``"fp32"`` (the reference: the bundled GGUF's 4-bit weights dequantized
+exactly), ``"int8-head"`` (only the vocabulary head int8) and ``"int8"`` (every
+linear layer int8 after SmoothQuant-style smoothing, ``smoothing.py``), both through
+``torch.ao.quantization.quantize_dynamic`` with per-channel weight scales.
 
-- int8 dynamic quantization (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86
-  kernels) makes the vocabulary head ~10x faster than fp32 and the layer matmuls 2-4x
-  faster at batch sizes 1-16 and in prefill. Weight-only int8
-  (``torch._weight_int8pack_mm``) was 10-100x slower than fp32 here, and
-  ``torch.compile`` of the batched step slower than eager after a long compile.
-- Quality, SmolLM2-135M-Instruct, greedy next token of 6 chat prompts x 40 positions
-  (teacher-forced on the fp32 continuation): every linear int8 agrees with fp32 on
-  only 38 % (per-tensor weights) / 48 % (per-channel) of positions -- answers change
-  from the first words. The vocabulary head alone int8 agrees on 86 % (per-tensor);
-  int8 in the transformer layers is what derails it (their activations have outliers
-  that one per-batch activation scale cannot carry).
-
-Every linear int8 after activation smoothing (``smoothing.py``: SmoothQuant's
-per-channel rescaling, folded into the norms and projections, fp32-exact) agrees with
-fp32 on 90 % of next tokens in the engine's own batched decode (8 chats x 48 tokens,
-teacher-forced; int8 without smoothing: 73 %, vocabulary head alone int8: 92 %) and is
-~3x faster than fp32 per decode step and per prefill chunk (2-core AVX-512 EPYC: 14.0
-vs 41.2 ms a step at batch 1, 31.7 vs 88.5 at batch 16; bf16 28.2 / 38.2).
-
-So the modes are ``"fp32"`` (exact), ``"int8-head"`` (only the vocabulary head int8,
-per-channel), ``"int8"`` (every linear int8, per-channel weight scales, activations
-smoothed first where the architecture allows it) and ``"auto"``, which picks
-``"int8"`` on a CPU with a quantized engine for a model smoothing supports,
-``"int8-head"`` on such a CPU otherwise, and fp32 elsewhere. A test bounds the
-divergence of ``auto`` from fp32 on the bundled model.
-
-Dynamic quantization picks one activation scale per matmul input, i.e. per batch, so
-with int8 a request's logits can differ in the last bits depending on which requests
-share its step. Use ``weights="fp32"`` where bit-for-bit reproducibility across batch
-compositions matters.
+Fast is worth nothing if the replies change, so ``auto`` serves the fastest form this
+machine can run *that keeps the model's answers*: mean KL(fp32 || form) <= 0.006 nats
+per token, top-1 agreement >= 97 % (teacher-forced through the 16-row batched decode),
+and batch invariance (a reply never depends on what shares its step). ``FIDELITY``
+holds what ``python -m bench.fidelity`` measured for each form on the bundled model
+(docs/performance.md). The int8 forms pick one activation scale per batch, so their
+replies change with the step's other rows, and they miss the bar on divergence too;
+``auto`` therefore serves fp32 until a form passes. The chosen form and the reason are
+logged at start-up and shown on the status page.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +27,32 @@ import torch
 from . import smoothing
 
 WEIGHT_MODES = ("auto", "fp32", "int8-head", "int8")
+FASTEST_FIRST = ("int8", "int8-head", "fp32")
+MAX_MEAN_KL = 0.006
+MIN_TOP1 = 0.97
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """One form against fp32 on the bundled model (``bench.fidelity``)."""
+
+    top1: float
+    mean_kl: float
+    batch_invariant: bool
+
+    def meets_bar(self) -> bool:
+        return self.mean_kl <= MAX_MEAN_KL and self.top1 >= MIN_TOP1 and self.batch_invariant
+
+    def describe(self) -> str:
+        invariant = "batch-invariant" if self.batch_invariant else "not batch-invariant"
+        return f"top-1 {self.top1:.1%}, mean KL {self.mean_kl:.4f}, {invariant}"
+
+
+FIDELITY = {
+    "fp32": Fidelity(top1=1.0, mean_kl=0.0, batch_invariant=True),
+    "int8-head": Fidelity(top1=0.0, mean_kl=float("inf"), batch_invariant=False),  # not yet measured
+    "int8": Fidelity(top1=0.835, mean_kl=0.116, batch_invariant=False),
+}
 
 
 def int8_supported() -> bool:
@@ -52,17 +60,38 @@ def int8_supported() -> bool:
     return any(engine in engines for engine in ("x86", "fbgemm"))
 
 
-def resolve_weights(mode: str, model: Any) -> str:
+def cannot_run(form: str, model: Any) -> str | None:
+    """Why this machine cannot serve ``form``, or None if it can."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if form.startswith("int8") and not (on_cpu and int8_supported()):
+        return "int8 weights need a CPU with the x86/fbgemm quantized engine"
+    return None
+
+
+def choose_weights(mode: str, model: Any) -> tuple[str, str]:
+    """The form to serve for ``mode`` and why, in a sentence for the log and status page."""
     if mode not in WEIGHT_MODES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, not {mode!r}.")
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    if mode == "auto":
-        if not (on_cpu and int8_supported()):
-            return "fp32"
-        return "int8" if smoothing.supports(model) else "int8-head"
-    if mode.startswith("int8") and not (on_cpu and int8_supported()):
-        raise ValueError("int8 weights need a CPU with the x86/fbgemm quantized engine.")
-    return mode
+    if mode != "auto":
+        problem = cannot_run(mode, model)
+        if problem:
+            raise ValueError(f"INFERENCE_WEIGHTS={mode} cannot run here: {problem}.")
+        return mode, f"{mode}, as INFERENCE_WEIGHTS asks ({FIDELITY[mode].describe()})"
+    passed_over = []
+    for form in FASTEST_FIRST:
+        fidelity = FIDELITY[form]
+        if not fidelity.meets_bar():
+            passed_over.append(f"{form} changes the answers ({fidelity.describe()})")
+        elif problem := cannot_run(form, model):
+            passed_over.append(f"{form} cannot run here ({problem})")
+        else:
+            because = "; ".join(passed_over) if passed_over else "the fastest form that keeps the answers"
+            return form, f"auto chose {form}: {because}"
+    raise AssertionError("fp32 always meets the bar and always runs")
+
+
+def resolve_weights(mode: str, model: Any) -> str:
+    return choose_weights(mode, model)[0]
 
 
 def _linear_names(model: Any, mode: str) -> set[str]:

@@ -16,7 +16,13 @@ pytestmark = pytest.mark.django_db
 
 class BusyEngine:
     def stats(self) -> dict[str, int]:
-        return {"active_streams": 3, "queued_requests": 2, "tokens_generated": 120}
+        return {
+            "active_streams": 3,
+            "queued_requests": 2,
+            "tokens_generated": 120,
+            "weights": "fp32",
+            "weights_reason": "auto chose fp32: int8 changes the answers",
+        }
 
 
 @pytest.fixture
@@ -40,6 +46,15 @@ def test_a_process_reports_its_streams_and_queue(monkeypatch, staff_client, alic
     assert data["processes"][0]["up"] is True and data["processes"][0]["models"] == ["bundled"]
     page = staff_client.get(reverse("inference_status")).content.decode()
     assert "requests queued" in page and ">up<" in page
+    assert data["processes"][0]["weights"][0]["weights"] == "fp32"
+    assert "fp32 weights" in page and "auto chose fp32: int8 changes the answers" in page, "the choice and its reason"
+
+
+def test_rows_written_before_weights_were_reported_still_show(staff_client) -> None:  # type: ignore[no-untyped-def]
+    status.report_once()
+    EngineStatus.objects.update(served_models=["bundled"])
+    data = staff_client.get(reverse("inference_status_json")).json()
+    assert data["processes"][0]["models"] == ["bundled"] and data["processes"][0]["weights"] == []
 
 
 def test_a_silent_process_shows_as_down(monkeypatch, staff_client, settings) -> None:  # type: ignore[no-untyped-def]
