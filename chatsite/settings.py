@@ -274,4 +274,6 @@ FINETUNE_TOKENS_PER_SECOND = env_float("FINETUNE_TOKENS_PER_SECOND", 130.0, mini
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 60, minimum=1)
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1_000_000, minimum=1024)
 API_MAX_CHOICES = env_int("API_MAX_CHOICES", 8, minimum=1)
+# Messages in one request: each costs template rendering and tokenizing however short it is.
+API_MAX_MESSAGES = env_int("API_MAX_MESSAGES", 2048, minimum=1)
 API_KEYS_PER_USER = env_int("API_KEYS_PER_USER", 50, minimum=1)

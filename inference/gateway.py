@@ -84,15 +84,23 @@ class LocalStream(Stream):
 
 
 async def open_local_stream(
-    *, spec: ModelSpec, messages: list[ChatMessage], params: SamplingParams, request_id: str, cache_key: str | None
+    *,
+    spec: ModelSpec,
+    messages: list[ChatMessage],
+    params: SamplingParams,
+    request_id: str,
+    cache_key: str | None,
+    fitted: FittedPrompt | None = None,
 ) -> LocalStream:
     served = await asyncio.to_thread(engines.engine_for, spec)
-    fitted = fit_prompt(
-        served.loaded.tokenizer,
-        messages,
-        context_length=served.loaded.context_length,
-        max_new_tokens=params.max_new_tokens,
-    )
+    if fitted is None:  # tokenizing a long history takes a while: never on the event loop
+        fitted = await asyncio.to_thread(
+            fit_prompt,
+            served.loaded.tokenizer,
+            messages,
+            context_length=served.loaded.context_length,
+            max_new_tokens=params.max_new_tokens,
+        )
     stream = LocalStream(request_id=request_id, fitted=fitted, served=served)
     loop = asyncio.get_running_loop()
 
@@ -165,7 +173,13 @@ def _logprob_from_message(entry: dict[str, Any]) -> TokenLogprob:
 
 
 async def open_remote_stream(
-    *, spec: ModelSpec, messages: list[ChatMessage], params: SamplingParams, request_id: str, cache_key: str | None
+    *,
+    spec: ModelSpec,
+    messages: list[ChatMessage],
+    params: SamplingParams,
+    request_id: str,
+    cache_key: str | None,
+    fitted: FittedPrompt | None = None,
 ) -> RemoteStream:
     layer = get_channel_layer()
     reply_channel = await layer.new_channel("inference-reply.")
@@ -179,6 +193,7 @@ async def open_remote_stream(
             "messages": messages,
             "params": {**asdict(params), "stop": list(params.stop)},
             "cache_key": cache_key,
+            "fitted": None if fitted is None else asdict(fitted),
         },
     )
     try:
@@ -213,6 +228,7 @@ async def serve_remote_stream(message: dict[str, Any], *, worker_channel: str, s
             params=params,
             request_id=request_id,
             cache_key=message["cache_key"],
+            fitted=FittedPrompt(**message["fitted"]) if message.get("fitted") else None,
         )
     except (PromptTooLongError, WorkerUnavailableError) as exc:
         too_long = isinstance(exc, PromptTooLongError)
@@ -237,13 +253,18 @@ async def open_stream(
     request_id: str | None = None,
     cache_key: str | None = None,
     local: bool | None = None,
+    fitted: FittedPrompt | None = None,
 ) -> Stream:
     """Start generating; raises PromptTooLongError (a sentence for the user) first.
 
     ``local`` forces this process's engine (generation workers and chat jobs already
-    running on one); by default ``INFERENCE_MODE`` decides.
+    running on one); by default ``INFERENCE_MODE`` decides. ``fitted`` is the prompt an
+    earlier stream of the same request was given (``Stream.fitted``): the messages are
+    then not fitted again.
     """
     request_id = request_id or f"req-{uuid.uuid4()}"
     run_here = local if local is not None else settings.INFERENCE_MODE == "local"
     opener = open_local_stream if run_here else open_remote_stream
-    return await opener(spec=spec, messages=messages, params=params, request_id=request_id, cache_key=cache_key)
+    return await opener(
+        spec=spec, messages=messages, params=params, request_id=request_id, cache_key=cache_key, fitted=fitted
+    )

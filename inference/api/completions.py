@@ -1,9 +1,9 @@
 """Chat completions: a validated request in, gateway streams out, OpenAI shapes back.
 
-``completion_open`` starts one engine stream per choice (so errors such as a prompt
-that cannot fit surface before any byte is sent); ``completion_collect`` waits for
-the whole reply and ``completion_chunks`` yields OpenAI chunk objects as tokens
-arrive. Leaving ``completion_chunks`` early (a client that disconnected) cancels
+``completion_open`` starts one engine stream per choice, fitting the prompt once for
+all of them (so errors such as a prompt that cannot fit surface before any byte is
+sent); ``completion_collect`` waits for the whole reply and ``completion_chunks``
+yields OpenAI chunk objects as tokens arrive. Leaving ``completion_chunks`` early (a client that disconnected) cancels
 its engine request at once through the gateway. With ``logprobs``, each choice (and
 each chunk) carries OpenAI's ``logprobs.content``: one entry per generated token.
 """
@@ -83,6 +83,7 @@ async def completion_open(*, spec: ModelSpec, request: ChatRequest) -> Completio
                     messages=request.messages,
                     params=sampling_params(request, index),
                     request_id=f"{completion_id}-{index}",
+                    fitted=streams[0].fitted if streams else None,  # every choice has the same prompt
                 )
             )
     except gateway.PromptTooLongError as exc:

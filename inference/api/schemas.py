@@ -186,6 +186,10 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise invalid("messages", "'messages' must be a non-empty list of {role, content} objects.")
+    if len(raw) > settings.API_MAX_MESSAGES:
+        raise invalid(
+            "messages", f"'messages' holds {len(raw):,} messages; the limit is {settings.API_MAX_MESSAGES:,} a request."
+        )
     parsed = [_message(index, value) for index, value in enumerate(raw)]
     limit = settings.CHAT_MAX_MESSAGE_CHARS * 16
     if sum(len(m["content"]) for m in parsed) > limit:

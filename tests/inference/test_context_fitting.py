@@ -58,3 +58,38 @@ def test_the_reply_budget_shrinks_to_what_is_left(tokenizer) -> None:  # type: i
     messages = [{"role": "user", "content": "y" * 200}]
     fitted = fit_prompt(tokenizer, messages, context_length=512, max_new_tokens=4000)
     assert fitted.max_new_tokens == 512 - len(fitted.prompt_ids)
+
+
+class CountingTokenizer:
+    """The byte tokenizer, counting the tokens of every template render; with
+    ``misjudge`` it reports every text as empty, so the estimates are all wrong."""
+
+    def __init__(self, tokenizer, misjudge: bool = False) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.misjudge, self.rendered = tokenizer, misjudge, []
+        self.chat_template = tokenizer.chat_template
+
+    def apply_chat_template(self, messages, **kwargs):  # type: ignore[no-untyped-def]
+        ids = self.inner.apply_chat_template(messages, **kwargs)
+        self.rendered.append(len(ids))
+        return ids
+
+    def __call__(self, texts, **kwargs):  # type: ignore[no-untyped-def]
+        return {"input_ids": [[] for _ in texts]} if self.misjudge else self.inner(texts, **kwargs)
+
+
+def test_a_long_history_costs_a_few_renders_of_what_is_kept(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    counting = CountingTokenizer(tokenizer)
+    messages = [{"role": "system", "content": "Be brief."}, *turns(10_000, size=0), {"role": "user", "content": "?"}]
+    fitted = fit_prompt(counting, messages, context_length=2048, max_new_tokens=512)
+    assert fitted.dropped_messages > 19_000
+    assert len(render_ids(tokenizer, messages[:1] + messages[fitted.dropped_messages - 1 :])) > 2048 - 512
+    assert len(counting.rendered) <= 6, "a probe of three tiny renders, the newest turn, the guess and its check"
+    assert max(counting.rendered) <= 2048, "what fits and one turn more, never the whole history"
+
+
+def test_misjudged_estimates_still_find_as_much_history_as_fits(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    messages = [*turns(300, size=30), {"role": "user", "content": "last"}]
+    exact = fit_prompt(tokenizer, messages, context_length=1024, max_new_tokens=100)
+    misjudged = CountingTokenizer(tokenizer, misjudge=True)
+    assert fit_prompt(misjudged, messages, context_length=1024, max_new_tokens=100) == exact
+    assert len(misjudged.rendered) <= 3 + 2 + 10, "two guesses, then a bisection of 300 turns"
