@@ -221,6 +221,9 @@ INFERENCE_STATUS_REPORTING = env_bool("INFERENCE_STATUS_REPORTING", True)
 # A streaming reply whose job has not written to the database for this long is
 # taken as lost (its worker died) and marked failed.
 INFERENCE_STALE_AFTER_SECONDS = env_int("INFERENCE_STALE_AFTER_SECONDS", 20, minimum=2)
+# How long a finished reply's job keeps retrying to store it while the database refuses
+# writes (with backoff) before telling the user it could not be saved.
+INFERENCE_FINISH_RETRY_SECONDS = env_float("INFERENCE_FINISH_RETRY_SECONDS", 120.0, minimum=0.0)
 INFERENCE_CHANNEL = env_str("INFERENCE_CHANNEL", "inference")
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0, minimum=0)
 INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)

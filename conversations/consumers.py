@@ -218,6 +218,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def chat_trimmed(self, event: dict[str, Any]) -> None:
         await self.send_html(fragments.trimmed_notice(message_id=event["message_id"], dropped=event["dropped"]))
 
+    async def chat_unsaved(self, event: dict[str, Any]) -> None:
+        await self.send_html(fragments.unsaved_notice(message_id=event["message_id"]))
+
     async def chat_finished(self, event: dict[str, Any]) -> None:
         self.seqs.pop(event["message_id"], None)
         html = await database_sync_to_async(fragments.reply_finished)(message_id=event["message_id"])

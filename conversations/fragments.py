@@ -30,6 +30,17 @@ def trimmed_notice(*, message_id: str, dropped: int) -> str:
     )
 
 
+def unsaved_notice(*, message_id: str) -> str:
+    """The reply finished but the database refused it for too long: what the tab shows is
+    all there is."""
+    return format_html(
+        '<div id="m-{}-notice" hx-swap-oob="true"><div class="msg-error" role="alert">{}</div></div>',
+        message_id,
+        "This reply could not be saved: the database is unavailable. Copy it now if you need it; "
+        "it will not be in the conversation when you reload.",
+    )
+
+
 def turn_started(*, user_message: Message, reply: Message, conversation: Conversation) -> str:
     """The new turn, rendered once by the socket that started it and sent to every tab."""
     return render_to_string(

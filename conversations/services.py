@@ -24,6 +24,7 @@ from conversations.models import (
     TranscriptView,
 )
 from inference import registry
+from inference.services import WORKER_STOPPED
 
 
 def conversation_create(*, owner: User, model_name: str | None = None) -> Conversation:
@@ -194,10 +195,18 @@ def assistant_message_finish(
     prompt_tokens: int | None,
     completion_tokens: int | None,
     error: str = "",
+    reclaim_reaped: bool = False,
 ) -> bool:
-    """Record the end of a reply; returns False if it had already ended."""
+    """Record the end of a reply; returns False if it had already ended.
+
+    With ``reclaim_reaped`` it also ends a reply that a reaper failed as abandoned
+    (``WORKER_STOPPED``): the caller is that reply's job, alive after all.
+    """
     status = Message.Status.ERROR if finish_reason == Message.FinishReason.ERROR else Message.Status.COMPLETE
-    updated = Message.objects.filter(pk=message_pk, status=Message.Status.STREAMING).update(
+    ending = Q(status=Message.Status.STREAMING)
+    if reclaim_reaped:
+        ending |= Q(status=Message.Status.ERROR, error=WORKER_STOPPED)
+    updated = Message.objects.filter(ending, pk=message_pk).update(
         content=content,
         stream_seq=seq,
         status=status,

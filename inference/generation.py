@@ -3,7 +3,8 @@
 A job reassembles the prompt from the database, streams the engine's deltas to the
 conversation's group on the channel layer (each with a sequence number), flushes the
 text to the database every ``INFERENCE_FLUSH_INTERVAL_MS`` (one ``StreamWriter`` per
-process stores all replies in one call a tick) and records how it ended.
+process stores all replies in one call a tick) and records how it ended, retrying while
+the database refuses writes (``GenerationJob.store_ending``).
 It runs as an asyncio task in the web process (``INFERENCE_MODE=local``) or in a
 generation worker (``manage.py runworker inference``, ``INFERENCE_MODE=remote``).
 """
@@ -22,6 +23,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 
 from conversations import selectors, services
 from conversations.models import Message
@@ -31,6 +33,10 @@ from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
 from inference.gateway import PromptTooLongError
 
 logger = logging.getLogger(__name__)
+
+# Backoff between tries to store a finished reply (see GenerationJob.store_ending).
+FINISH_RETRY_FIRST_DELAY = 0.05
+FINISH_RETRY_MAX_DELAY = 2.0
 
 _tasks: set[asyncio.Task[None]] = set()
 _running: dict[int, gateway.Stream] = {}
@@ -117,8 +123,10 @@ class GenerationJob:
             logger.exception("Generation failed for message %s", self.context.message_pk)
             error = f"The model failed while writing this reply ({type(exc).__name__})."
         finally:
-            writer.discard(self)
-            await self.finish(finish, error)
+            try:
+                await self.finish(finish, error)
+            finally:  # its heartbeat beats until the end is stored, so no reaper takes it meanwhile
+                writer.discard(self)
 
     def stop(self) -> None:
         """Stop was pressed or the reply already ended elsewhere: end the stream, keep the text."""
@@ -195,7 +203,7 @@ class GenerationJob:
         if self.record_write is not None:  # a tick is storing the prompt: the timings update that row
             await asyncio.wait([self.record_write])
         record, self.record = self.record, None
-        await database_sync_to_async(_job_end)(
+        stored = await self.store_ending(
             record=record,
             message_pk=self.context.message_pk,
             content=self.text,
@@ -204,7 +212,27 @@ class GenerationJob:
             event=event,
             error=error if reason == "error" else "",
         )
-        await self.send({"type": "chat.finished"})
+        await self.send({"type": "chat.finished" if stored else "chat.unsaved"})
+
+    async def store_ending(self, **ending: Any) -> bool:
+        """Store how the reply ended, retrying with backoff while the database refuses
+        (SQLite busy past its timeout, PostgreSQL restarting); the text waits in memory.
+
+        False, and the user is told, only after ``INFERENCE_FINISH_RETRY_SECONDS``.
+        """
+        deadline = time.monotonic() + settings.INFERENCE_FINISH_RETRY_SECONDS
+        delay = FINISH_RETRY_FIRST_DELAY
+        while True:
+            try:
+                await database_sync_to_async(_job_end)(**ending)
+                return True
+            except DatabaseError:
+                if time.monotonic() + delay > deadline:
+                    logger.exception("Gave up storing the end of message %s", self.context.message_pk)
+                    return False
+                logger.warning("Could not store the end of message %s; retrying", self.context.message_pk)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, FINISH_RETRY_MAX_DELAY)
 
 
 @dataclass(frozen=True)
@@ -238,6 +266,9 @@ def _job_end(*, record: PromptRecord | None, message_pk: int, event: FinishEvent
         message_pk=message_pk,
         prompt_tokens=event.prompt_tokens if event else None,
         completion_tokens=event.completion_tokens if event else None,
+        # The model finished, so its worker is alive: a reaper that failed the reply
+        # while the database kept its heartbeat out was wrong, and the whole text wins.
+        reclaim_reaped=ending["finish_reason"] in (Message.FinishReason.STOP, Message.FinishReason.LENGTH),
         **ending,
     )
     if event is not None:
