@@ -17,14 +17,18 @@ from django.conf import settings  # noqa: E402
 
 from chatsite import dbthread  # noqa: E402
 from chatsite.routing import websocket_urlpatterns  # noqa: E402
+from inference.reaper import ReaperStarter  # noqa: E402
 from inference.worker import GenerationWorkerConsumer  # noqa: E402
 
 dbthread.install()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        "channel": ChannelNameRouter({settings.INFERENCE_CHANNEL: GenerationWorkerConsumer.as_asgi()}),
-    }
+# Every process this serves reaps dead workers' replies and jobs on a timer (inference/reaper.py).
+application = ReaperStarter(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            "channel": ChannelNameRouter({settings.INFERENCE_CHANNEL: GenerationWorkerConsumer.as_asgi()}),
+        }
+    )
 )

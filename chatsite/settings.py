@@ -221,6 +221,10 @@ INFERENCE_STATUS_REPORTING = env_bool("INFERENCE_STATUS_REPORTING", True)
 # A streaming reply whose job has not written to the database for this long is
 # taken as lost (its worker died) and marked failed.
 INFERENCE_STALE_AFTER_SECONDS = env_int("INFERENCE_STALE_AFTER_SECONDS", 20, minimum=2)
+# Every process that serves users fails such replies (and settles fine-tuning jobs a crash
+# left behind) this often, whether or not anyone has their conversation open.
+INFERENCE_REAPER = env_bool("INFERENCE_REAPER", True)
+INFERENCE_REAP_INTERVAL_SECONDS = env_float("INFERENCE_REAP_INTERVAL_SECONDS", 5.0, minimum=0.1)
 # How long a finished reply's job keeps retrying to store it while the database refuses
 # writes (with backoff) before telling the user it could not be saved.
 INFERENCE_FINISH_RETRY_SECONDS = env_float("INFERENCE_FINISH_RETRY_SECONDS", 120.0, minimum=0.0)

@@ -264,8 +264,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             if not quiet:
                 continue  # nothing in flight here, or all of it arriving live
             ended = await database_sync_to_async(streams_fail_stale)(conversation_pk=self.conversation.pk)
-            for message_id in ended:
-                await self.notify_group({"type": "chat.finished", "message_id": message_id})
+            for stream in ended:
+                await self.notify_group({"type": "chat.finished", "message_id": stream.message_id})
             await self.catch_up(quiet)
 
     async def catch_up(self, message_ids: list[str]) -> None:

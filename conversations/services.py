@@ -236,14 +236,26 @@ def _conversation_lock_idle(conversation: Conversation) -> Conversation:
     if counts["here"]:
         raise ValidationError("Wait for the current reply to finish, or press Stop.")
     if counts["streaming"] >= settings.CHAT_MAX_CONCURRENT_STREAMS:
-        raise ValidationError(
-            f"You already have {counts['streaming']} replies being written; wait for one to finish or stop it."
-        )
+        raise ValidationError(_streams_refusal(owner_id=locked.owner_id, count=counts["streaming"]))
     if counts["recent"] >= settings.CHAT_MESSAGES_PER_MINUTE:
         raise ValidationError(
             f"You can send {settings.CHAT_MESSAGES_PER_MINUTE} messages a minute; wait a moment and try again."
         )
     return locked
+
+
+def _streams_refusal(*, owner_id: int, count: int) -> str:
+    """Say which conversations hold the user's streams, so a stuck one can be found and stopped."""
+    titles = [
+        str(conversation)
+        for conversation in Conversation.objects.filter(
+            owner_id=owner_id, messages__status=Message.Status.STREAMING, messages__role=Message.Role.ASSISTANT
+        )
+        .distinct()
+        .order_by("-updated_at")
+    ]
+    where = ", ".join(f"“{title}”" for title in titles)
+    return f"You already have {count} replies being written (in {where}); wait for one to finish or stop it."
 
 
 def _owner_stream_counts(*, owner_id: int, conversation_pk: int) -> dict[str, int]:

@@ -65,7 +65,7 @@ class FineTuningJobAdmin(FineTuningPermission):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if views.can_finetune(request.user):
-            services.finetune_jobs_fail_stale()
+            services.finetune_jobs_recover()
         return super().changelist_view(request, extra_context)
 
     def change_view(

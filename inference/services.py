@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -28,10 +29,17 @@ def streams_recover_abandoned(*, reason: str) -> int:
     return _streaming_fail(reason=reason)
 
 
-def streams_fail_stale(*, conversation_pk: int | None = None) -> list[str]:
+@dataclass(frozen=True)
+class EndedStream:
+    conversation_id: str
+    message_id: str
+
+
+def streams_fail_stale(*, conversation_pk: int | None = None) -> list[EndedStream]:
     """Fail streaming replies whose job stopped beating (its worker died).
 
-    Returns the public ids of the replies it ended, so open sockets can show them.
+    Returns the replies it ended, with their conversations' public ids, so the sockets
+    open on those conversations can show them.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.INFERENCE_STALE_AFTER_SECONDS)
     stale = Message.objects.filter(status=Message.Status.STREAMING).filter(
@@ -39,8 +47,8 @@ def streams_fail_stale(*, conversation_pk: int | None = None) -> list[str]:
     )
     if conversation_pk is not None:
         stale = stale.filter(conversation_id=conversation_pk)
-    ended: list[str] = []
-    for message in stale:
-        if _streaming_fail(pk=message.pk, reason=WORKER_STOPPED):
-            ended.append(str(message.public_id))
+    ended: list[EndedStream] = []
+    for pk, message_id, conversation_id in stale.values_list("pk", "public_id", "conversation__public_id"):
+        if _streaming_fail(pk=pk, reason=WORKER_STOPPED):
+            ended.append(EndedStream(conversation_id=str(conversation_id), message_id=str(message_id)))
     return ended

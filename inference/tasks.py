@@ -12,6 +12,6 @@ from inference.finetuning import runner, services
 
 @task()
 def finetune_job_run(*, job_pk: int) -> str:
-    """Train one fine-tuning job; first fail jobs whose worker died (stale heartbeat)."""
-    services.finetune_jobs_fail_stale()
+    """Train one fine-tuning job; first settle jobs a crash left behind (finetune_jobs_recover)."""
+    services.finetune_jobs_recover()
     return runner.finetune_job_execute(job_pk=job_pk)

@@ -28,6 +28,8 @@ def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:  # t
     settings.INFERENCE_WEIGHTS = "fp32"
     # No background thread writing status rows into the test database.
     settings.INFERENCE_STATUS_REPORTING = False
+    # Nor a reaper on each test's event loop: tests call its tick (reap_once) themselves.
+    settings.INFERENCE_REAPER = False
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "chatsite.layers.SingleProcessChannelLayer"}}
     settings.STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

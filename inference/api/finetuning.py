@@ -213,6 +213,8 @@ def job_create(*, user: User, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_get(*, job_id: str) -> FineTuningJob:
+    """The job as it stands: one whose worker died reads as failed here, as in the admin."""
+    services.finetune_jobs_recover()
     try:
         return selectors.job_get(job_id=job_id)
     except Http404:
@@ -235,6 +237,7 @@ def page_limit(raw: str | None) -> int:
 
 
 def job_list(*, after: str | None, limit: int) -> dict[str, Any]:
+    services.finetune_jobs_recover()
     return _page([job_object(job) for job in selectors.job_list()], after=after, limit=limit)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from inference.engine.datasets import Example, split_validation
@@ -91,6 +92,31 @@ def job_metrics(*, job: FineTuningJob) -> QuerySet[FineTuningMetric]:
 def job_epoch_rows(*, job: FineTuningJob) -> list[FineTuningMetric]:
     """One row per finished epoch: its training loss, validation loss and token accuracy."""
     return list(job.metrics.filter(epoch_train_loss__isnull=False).order_by("epoch"))
+
+
+def jobs_queued_without_a_task(*, since: datetime) -> list[FineTuningJob]:
+    """Jobs queued before ``since`` that no task will ever run: the task was never
+    stored (the process stopped before its transaction's on-commit hook), it ended
+    without claiming the job, or a worker took it at or before ``since`` and died before
+    claiming. A task still waiting in the queue is alive, however long it waits.
+
+    Only the database task backend can be asked; with any other every job counts as alive.
+    """
+    if settings.TASKS["default"]["BACKEND"] != "django_tasks_db.DatabaseBackend":
+        return []
+    queued = list(FineTuningJob.objects.filter(status=FineTuningJob.Status.QUEUED, created_at__lt=since))
+    if not queued:
+        return []
+    from django_tasks.base import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    from inference.tasks import finetune_job_run
+
+    alive = DBTaskResult.objects.filter(task_path=finetune_job_run.module_path).filter(
+        Q(status=TaskResultStatus.READY) | Q(status=TaskResultStatus.RUNNING, started_at__gt=since)
+    )
+    taken = {task.get("kwargs", {}).get("job_pk") for task in alive.values_list("args_kwargs", flat=True)}
+    return [job for job in queued if job.pk not in taken]
 
 
 def finetuned_model_list(*, include_hidden: bool = True) -> QuerySet[FineTunedModel]:

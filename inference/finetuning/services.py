@@ -331,6 +331,42 @@ def finetune_jobs_fail_stale() -> int:
     return len(stale)
 
 
+REQUEUE_LIMIT = 3
+REQUEUED = "The job's task was lost (its worker or server stopped); queued it again."
+
+
+def finetune_jobs_recover() -> int:
+    """Settle every job a crash left unfinished; returns how many it changed.
+
+    Each state is given ``FINETUNE_STALE_AFTER_SECONDS``: a running job whose heartbeat
+    stopped fails (``worker_stopped``); a job still validating its files, which happens
+    within the request that created it, fails (``validation_interrupted``); a queued job
+    that no task will run is queued again, up to ``REQUEUE_LIMIT`` times, then fails
+    (``not_started``).
+    """
+    bound = timezone.now() - timedelta(seconds=settings.FINETUNE_STALE_AFTER_SECONDS)
+    changed = finetune_jobs_fail_stale()
+    for job in Job.objects.filter(status=Job.Status.VALIDATING_FILES, created_at__lt=bound):
+        changed += job_fail(
+            job=job,
+            code="validation_interrupted",
+            message="The server stopped while checking the files; retry the job.",
+        )
+    for job in selectors.jobs_queued_without_a_task(since=bound):
+        changed += _job_requeue(job)
+    return changed
+
+
+def _job_requeue(job: FineTuningJob) -> bool:
+    if job.events.filter(message=REQUEUED).count() >= REQUEUE_LIMIT:
+        return job_fail(
+            job=job, code="not_started", message=f"No worker could start the job after {REQUEUE_LIMIT} tries."
+        )
+    event_add(job=job, message=REQUEUED, level=FineTuningEvent.Level.WARN)
+    _enqueue(job.pk)
+    return True
+
+
 # --- What the training task writes --------------------------------------------------
 
 

@@ -112,7 +112,7 @@ def _launch(request: HttpRequest, file: TrainingFile, data: dict[str, Any]) -> F
 
 def job_detail(request: HttpRequest, job_id: str, site: AdminSite) -> HttpResponse:
     _check(request)
-    services.finetune_jobs_fail_stale()
+    services.finetune_jobs_recover()
     job = selectors.job_get(job_id=job_id)
     context = {**site.each_context(request), "title": f"Fine-tuning job {job.public_id}", **_job_context(job)}
     return render(request, "admin/inference/job_detail.html", context)
@@ -121,7 +121,7 @@ def job_detail(request: HttpRequest, job_id: str, site: AdminSite) -> HttpRespon
 def job_live(request: HttpRequest, job_id: str, site: AdminSite) -> HttpResponse:
     """The part of the job page that htmx refreshes every 2 seconds while it runs."""
     _check(request)
-    services.finetune_jobs_fail_stale()
+    services.finetune_jobs_recover()
     job = selectors.job_get(job_id=job_id)
     return render(request, "admin/inference/job_live.html", _job_context(job))
 

@@ -157,6 +157,27 @@ def test_a_file_whose_stored_data_is_gone_is_refused_by_name(api_server, tuner, 
     assert tuner.files.retrieve(lost.id).status == "processed", "the file's record is left as it was"
 
 
+CRASH = """
+from datetime import timedelta
+from django.utils import timezone
+from inference.models import FineTuningJob
+long_ago = timezone.now() - timedelta(hours=1)
+FineTuningJob.objects.filter(public_id={dead!r}).update(status="running", heartbeat_at=long_ago)
+FineTuningJob.objects.filter(public_id={stuck!r}).update(status="validating_files", created_at=long_ago)
+"""
+
+
+def test_jobs_left_by_a_crash_read_failed_with_a_reason(api_server, tuner, training_file) -> None:  # type: ignore[no-untyped-def]
+    dead, stuck = (tuner.fine_tuning.jobs.create(model=TINY_MODEL_ID, training_file=training_file.id) for _ in "ab")
+    api_server.manage("shell", "--no-imports", "-c", CRASH.format(dead=dead.id, stuck=stuck.id))
+    worker_died = tuner.fine_tuning.jobs.retrieve(dead.id)
+    assert worker_died.status == "failed"
+    assert worker_died.error is not None and worker_died.error.code == "worker_stopped"
+    listed = {job.id: job for job in tuner.fine_tuning.jobs.list()}
+    assert listed[stuck.id].status == "failed"
+    assert listed[stuck.id].error is not None and listed[stuck.id].error.code == "validation_interrupted"
+
+
 def test_an_unknown_job_is_not_found(tuner) -> None:
     with pytest.raises(openai.NotFoundError):
         tuner.fine_tuning.jobs.retrieve("ftjob-nothing")

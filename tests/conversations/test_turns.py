@@ -169,6 +169,19 @@ def test_concurrent_streams_per_user_are_limited(alice, settings) -> None:  # ty
     assert not chats[2].messages.exists()
 
 
+def test_a_refusal_for_too_many_streams_names_the_conversations_holding_them(alice, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHAT_MAX_CONCURRENT_STREAMS = 2
+    trip, bread, third = (services.conversation_create(owner=alice) for _ in range(3))
+    services.turn_start(conversation=trip, text="Plan the trip")
+    services.turn_start(conversation=bread, text="Bake bread")
+    with pytest.raises(ValidationError) as refused:
+        services.turn_start(conversation=third, text="three")
+    assert refused.value.messages == [
+        "You already have 2 replies being written (in “Bake bread”, “Plan the trip”); "
+        "wait for one to finish or stop it."
+    ]
+
+
 def test_a_turn_reads_its_history_in_a_fixed_number_of_queries(chat, settings, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
     from inference.generation import job_context_load
 
