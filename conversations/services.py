@@ -228,9 +228,21 @@ def assistant_message_request_cancel(*, message: Message) -> bool:
 # -- Branches: regenerate, edit, switch --------------------------------------------------
 
 
+def owner_limits_lock(*, owner_id: int) -> None:
+    """Hold the owner's row until the transaction ends, so that checking a per-user limit
+    and creating what it counts happen as one step across every web process.
+
+    Locking only the conversation let two processes each count the same user's replies
+    before either had created its own, and both go ahead. Callers lock the owner first,
+    then the conversation, always in that order.
+    """
+    User.objects.select_for_update().filter(pk=owner_id).values_list("pk", flat=True).first()
+
+
 def _conversation_lock_idle(conversation: Conversation) -> Conversation:
-    """Lock the conversation's row; refuse while one of its replies is still streaming,
-    or while its owner is over a limit."""
+    """Lock the owner's and the conversation's rows; refuse while one of its replies is
+    still streaming, or while its owner is over a limit."""
+    owner_limits_lock(owner_id=conversation.owner_id)
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
     counts = _owner_stream_counts(owner_id=locked.owner_id, conversation_pk=locked.pk)
     if counts["here"]:
