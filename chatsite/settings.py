@@ -185,7 +185,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("PARLEY_LOGIN_COOLOFF_MINUTES", 15
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env_int("PARLEY_PROXY_COUNT", 0, minimum=0) or None
+# Proxies in front of daphne whose X-Forwarded-For entries are believed (right-most first);
+# throttles key on the address the outermost of them saw (conversations/client_ip.py).
+PARLEY_PROXY_COUNT = env_int("PARLEY_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "conversations.client_ip.client_ip"
 
 LOGGING = {
     "version": 1,
