@@ -87,7 +87,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         if generation_runs_here():
-            spec = await database_sync_to_async(registry.model_get)(self.conversation.model_name)
+            spec = await database_sync_to_async(registry.model_get)(self.conversation.model_name, user=user)
             if spec is not None:
                 engines.warm_up(spec)
         await self.send_snapshots()

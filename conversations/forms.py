@@ -42,11 +42,12 @@ class ConversationSettingsForm(forms.Form):
         "(0 turns it off; -2 to 2).",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+        """``user`` picks among the models they may use."""
         super().__init__(*args, **kwargs)
         model_field = self.fields["model_name"]
         assert isinstance(model_field, forms.ChoiceField)
-        model_field.choices = registry.model_choices()
+        model_field.choices = registry.model_choices(user=user)
 
     def clean_max_tokens(self) -> int:
         value = int(self.cleaned_data["max_tokens"])

@@ -66,7 +66,7 @@ def conversation_update_settings(
     top_p: float | None = None,
 ) -> Conversation:
     """Save a conversation's settings; a ``frequency_penalty`` or ``top_p`` of None keeps the current one."""
-    if registry.model_get(model_name) is None:
+    if registry.model_get(model_name, user=conversation.owner) is None:
         raise ValidationError(f"The model {model_name!r} is not available.")
     conversation.model_name = model_name
     conversation.system_prompt = system_prompt
@@ -118,6 +118,7 @@ class Turn:
 def turn_start(*, conversation: Conversation, text: object) -> Turn:
     """Save the user's message and an empty streaming reply in one transaction."""
     clean = message_text_clean(text=text)
+    _model_check_usable(conversation)
     with transaction.atomic():
         locked = _conversation_lock_idle(conversation)
         user_message = Message.objects.create(
@@ -136,6 +137,16 @@ def turn_start(*, conversation: Conversation, text: object) -> Turn:
         locked.save(update_fields=["active_leaf", "title", "updated_at"])
     _conversation_follow(conversation, locked)
     return Turn(user_message=user_message, assistant_message=reply)
+
+
+def _model_check_usable(conversation: Conversation) -> None:
+    """Refuse a reply on a model its owner may no longer use: restricted to others, hidden
+    or deleted since the conversation picked it."""
+    if registry.is_fine_tuned(conversation.model_name):  # base models are everyone's; no query
+        if registry.model_get(conversation.model_name, user=conversation.owner) is None:
+            raise ValidationError(
+                f"The model {conversation.model_name} is not available to you any more; pick another in Settings."
+            )
 
 
 def _conversation_follow(conversation: Conversation, locked: Conversation) -> None:
@@ -308,6 +319,7 @@ def _reply_create(conversation: Conversation, parent: Message) -> Message:
 
 def reply_regenerate(*, conversation: Conversation, message_id: object) -> Turn:
     """A new reply to the same user message, as a sibling of ``message_id``; the old one stays."""
+    _model_check_usable(conversation)
     with transaction.atomic():
         locked = _conversation_lock_idle(conversation)
         original = _message_in(locked, message_id, Message.Role.ASSISTANT)
@@ -321,6 +333,7 @@ def reply_regenerate(*, conversation: Conversation, message_id: object) -> Turn:
 def message_edit(*, conversation: Conversation, message_id: object, text: object) -> Turn:
     """Send an edited copy of a user message as a new branch, with a fresh reply."""
     clean = message_text_clean(text=text)
+    _model_check_usable(conversation)
     with transaction.atomic():
         locked = _conversation_lock_idle(conversation)
         original = _message_in(locked, message_id, Message.Role.USER)

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
@@ -66,12 +67,12 @@ def conversation_detail(request: HtmxHttpRequest, conversation_id: UUID) -> Http
         **_page_context(request, conversation),
         "page": page,
         "has_streaming": conversation.messages.filter(status=Message.Status.STREAMING).exists(),
-        "settings_form": _settings_form(conversation),
+        "settings_form": _settings_form(conversation, user=request.user),  # type: ignore[arg-type]
     }
     return render(request, "conversations/conversation.html", context)
 
 
-def _settings_form(conversation: Conversation, data: object = None) -> ConversationSettingsForm:
+def _settings_form(conversation: Conversation, data: object = None, *, user: User) -> ConversationSettingsForm:
     initial = {
         "model_name": conversation.model_name,
         "system_prompt": conversation.system_prompt,
@@ -80,7 +81,7 @@ def _settings_form(conversation: Conversation, data: object = None) -> Conversat
         "max_tokens": conversation.max_tokens,
         "frequency_penalty": conversation.frequency_penalty,
     }
-    return ConversationSettingsForm(data, initial=initial)  # type: ignore[arg-type]
+    return ConversationSettingsForm(data, initial=initial, user=user)  # type: ignore[arg-type]
 
 
 @login_required
@@ -117,13 +118,13 @@ def conversation_delete(request: HtmxHttpRequest, conversation_id: UUID) -> Http
 @require_POST
 def conversation_settings(request: HtmxHttpRequest, conversation_id: UUID) -> HttpResponse:
     conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
-    form = _settings_form(conversation, request.POST)
+    form = _settings_form(conversation, request.POST, user=request.user)  # type: ignore[arg-type]
     saved = False
     if form.is_valid():
         try:
             services.conversation_update_settings(conversation=conversation, **form.cleaned_data)
             saved = True
-            form = _settings_form(conversation)  # the values now in use, also those the post left out
+            form = _settings_form(conversation, user=request.user)  # type: ignore[arg-type]  # the values now in use, also those the post left out
         except ValidationError as exc:
             form.add_error("model_name", exc)
     status = 200 if saved or not form.errors else 422

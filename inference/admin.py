@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -101,12 +102,38 @@ class TrainingFileAdmin(FineTuningPermission):
         return int(file.stats.get("examples", 0))
 
 
+class FineTunedModelForm(forms.ModelForm[FineTunedModel]):
+    class Meta:
+        model = FineTunedModel
+        fields = ("label", "hidden", "visibility", "groups")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("visibility") == FineTunedModel.Visibility.GROUPS and not data.get("groups"):
+            self.add_error("groups", "Choose at least one group, or another visibility.")
+        return data
+
+
 @admin.register(FineTunedModel)
 class FineTunedModelAdmin(FineTuningPermission):
-    """Rename (label), hide and delete; everything else is read-only."""
+    """Rename (label), hide, choose who may use it, and delete; everything else is read-only."""
 
-    list_display = ("label", "public_id", "base_model", "hidden", "job_link", "created_at")
-    fields = ("label", "hidden", "public_id", "base_model", "method", "adapter_path", "hyperparameters", "created_by")
+    form = FineTunedModelForm
+    list_display = ("label", "public_id", "base_model", "hidden", "visibility", "job_link", "created_at")
+    list_filter = ("visibility", "hidden")
+    fields = (
+        "label",
+        "hidden",
+        "visibility",
+        "groups",
+        "public_id",
+        "base_model",
+        "method",
+        "adapter_path",
+        "hyperparameters",
+        "created_by",
+    )
+    filter_horizontal = ("groups",)
     readonly_fields = ("public_id", "base_model", "method", "adapter_path", "hyperparameters", "created_by")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -124,6 +151,11 @@ class FineTunedModelAdmin(FineTuningPermission):
     def save_model(self, request: HttpRequest, obj: FineTunedModel, form: Any, change: bool) -> None:
         services.finetuned_model_rename(model=obj, label=obj.label)
         services.finetuned_model_set_hidden(model=obj, hidden=obj.hidden)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        data = form.cleaned_data
+        services.finetuned_model_set_visibility(model=form.instance, visibility=data["visibility"], groups=data["groups"])
+        super().save_related(request, form, formsets, change)
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, Any]:
         """Refuse, on the confirmation page, to delete a full model that others run on."""

@@ -166,6 +166,11 @@ class FineTuningMetric(models.Model):
 
 
 class FineTunedModel(models.Model):
+    class Visibility(models.TextChoices):
+        EVERYONE = "everyone", "Everyone"
+        STAFF = "staff", "Staff only"
+        GROUPS = "groups", "Members of the groups chosen"
+
     public_id = models.CharField(max_length=200, unique=True)
     label = models.CharField(max_length=120)
     base_model = models.CharField(max_length=200, help_text="The registry id of the base whose weights it runs on.")
@@ -177,6 +182,20 @@ class FineTunedModel(models.Model):
     training_file = models.ForeignKey(TrainingFile, null=True, blank=True, on_delete=models.SET_NULL)
     hyperparameters = models.JSONField(default=dict, blank=True)
     hidden = models.BooleanField(default=False, help_text="Hidden models leave the model picker and the API.")
+    # A model trained on transcripts can repeat them: who may use it (superusers always may).
+    visibility = models.CharField(
+        max_length=10,
+        choices=Visibility.choices,
+        default=Visibility.EVERYONE,
+        help_text="Who sees it in the model picker and may use it, in the chat and through the API. "
+        "Superusers always may.",
+    )
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="+",
+        help_text="With “Members of the groups chosen”: the groups whose members may use it.",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

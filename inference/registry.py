@@ -1,5 +1,10 @@
 """Which models a user can pick, where each one's weights come from, and the sampling a
-new chat on it starts with."""
+new chat on it starts with.
+
+Functions that take ``user`` answer for that user: a fine-tuned model's ``visibility``
+decides whether they may see and use it. Without ``user`` they answer for the server
+(which weights to keep loaded, what a job runs on): every model that is served.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import BooleanField, Case, ExpressionWrapper, Q, Value, When
 
 from inference.engine.loading import BUNDLED_DISPLAY_NAME, BUNDLED_MODEL
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -68,31 +77,50 @@ def default_model_id() -> str:
     return base_models()[0].id
 
 
-def available_models() -> list[ModelSpec]:
-    """Base models, then every visible fine-tuned model whose base is available (one query)."""
+def available_models(*, user: User | AnonymousUser | None = None) -> list[ModelSpec]:
+    """Base models, then every visible fine-tuned model whose base is available (one query);
+    with ``user``, only the fine-tuned models that user may use."""
     bases = base_models()
-    return bases + fine_tuned_models(bases)
+    return bases + fine_tuned_models(bases, user=user)
 
 
-def fine_tuned_models(bases: list[ModelSpec]) -> list[ModelSpec]:
+def _usable_by(user: User | AnonymousUser) -> Q:
+    """The fine-tuned models ``user`` (not a superuser) may use: those for everyone, those
+    for staff if they are staff, those for their groups."""
+    from inference.models import FineTunedModel
+
+    usable = Q(visibility=FineTunedModel.Visibility.EVERYONE)
+    if user.is_staff:
+        usable |= Q(visibility=FineTunedModel.Visibility.STAFF)
+    if user.is_authenticated:
+        members = FineTunedModel.groups.through.objects.filter(group__user=user).values("finetunedmodel_id")
+        usable |= Q(visibility=FineTunedModel.Visibility.GROUPS, pk__in=members)
+    return usable
+
+
+def fine_tuned_models(bases: list[ModelSpec], *, user: User | AnonymousUser | None = None) -> list[ModelSpec]:
     """Visible fine-tuned models, each on the weights it was trained on.
 
     A full model is a whole model folder of its own. A LoRA model runs on its
-    ``base_model``'s weights: a base, or a full fine-tuned model (hidden or not: hiding
-    it only takes it out of the picker) whose own base is available.
+    ``base_model``'s weights: a base, or a full fine-tuned model (hidden or not, usable by
+    ``user`` or not: those only take it out of the picker) whose own base is available.
     """
     from inference.models import FineTunedModel  # the registry is imported before apps are ready
 
     sources = {spec.id: spec.base_source for spec in bases}
+    if user is None or user.is_superuser:
+        usable: Value | Case = Value(True)
+    else:
+        usable = Case(When(_usable_by(user), then=Value(True)), default=Value(False))
     rows = list(
-        FineTunedModel.objects.filter(
-            Q(base_model__in=sources) | Q(base_model__startswith=FINE_TUNED_PREFIX)
-        ).values_list("public_id", "label", "base_model", "adapter_path", "method", "hidden")
+        FineTunedModel.objects.filter(Q(base_model__in=sources) | Q(base_model__startswith=FINE_TUNED_PREFIX))
+        .annotate(usable=ExpressionWrapper(usable, output_field=BooleanField()))
+        .values_list("public_id", "label", "base_model", "adapter_path", "method", "hidden", "usable")
     )
     wholes = {row[0]: (row[3], row[2]) for row in rows if row[4] == "full" and row[2] in sources}
     specs = []
-    for model_id, label, base_id, path, method, hidden in rows:
-        if hidden:
+    for model_id, label, base_id, path, method, hidden, may_use in rows:
+        if hidden or not may_use:
             continue
         if model_id in wholes:
             specs.append(ModelSpec(id=model_id, label=label, base_source=path, root_id=base_id))
@@ -110,14 +138,19 @@ def _lora_spec(model_id: str, label: str, adapter: str, source: str, weights_id:
     )
 
 
-def model_get(model_id: str) -> ModelSpec | None:
-    """The model named ``model_id``; only fine-tuned ids ("ft:...") touch the database."""
-    models = available_models() if model_id.startswith(FINE_TUNED_PREFIX) else base_models()
+def is_fine_tuned(model_id: str) -> bool:
+    return model_id.startswith(FINE_TUNED_PREFIX)
+
+
+def model_get(model_id: str, *, user: User | AnonymousUser | None = None) -> ModelSpec | None:
+    """The model named ``model_id`` (None if ``user`` may not use it); only fine-tuned ids
+    ("ft:...") touch the database."""
+    models = available_models(user=user) if model_id.startswith(FINE_TUNED_PREFIX) else base_models()
     return next((spec for spec in models if spec.id == model_id), None)
 
 
-def model_choices() -> list[tuple[str, str]]:
-    return [(spec.id, spec.label) for spec in available_models()]
+def model_choices(*, user: User | AnonymousUser | None = None) -> list[tuple[str, str]]:
+    return [(spec.id, spec.label) for spec in available_models(user=user)]
 
 
 @dataclass(frozen=True)

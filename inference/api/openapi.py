@@ -65,11 +65,13 @@ def _messages_schema() -> dict[str, Any]:
     }
 
 
-def _model_schema(model_ids: list[str]) -> dict[str, Any]:
+def _model_schema(model_ids: list[str] | None) -> dict[str, Any]:
+    if model_ids is None:
+        return {"type": "string", "description": "A model id from GET /v1/models (listed here for a caller with a key)."}
     return {"type": "string", "enum": model_ids, "description": "A model id from GET /v1/models."}
 
 
-def _chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
+def _chat_request_schema(model_ids: list[str] | None) -> dict[str, Any]:
     limit = settings.INFERENCE_MAX_TOKENS_LIMIT
     tokens = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": limit}, {"type": "null"}]}
     stop_item = {"type": "string", "minLength": 1}
@@ -219,7 +221,7 @@ def _logprobs_schemas() -> dict[str, Any]:
     return {"TokenLogprob": token, "ChatCompletionTokenLogprob": content_token, "ChatCompletionLogprobs": logprobs}
 
 
-def _seed_schemas(model_ids: list[str]) -> dict[str, Any]:
+def _seed_schemas(model_ids: list[str] | None) -> dict[str, Any]:
     request = {
         "type": "object",
         "required": ["model", "messages"],
@@ -257,7 +259,7 @@ def _seed_schemas(model_ids: list[str]) -> dict[str, Any]:
     return {"SeedChatRequest": request, "SeedChatResponse": response}
 
 
-def _components(model_ids: list[str]) -> dict[str, Any]:
+def _components(model_ids: list[str] | None) -> dict[str, Any]:
     model = {
         "type": "object",
         "required": ["id", "object", "created", "owned_by"],
@@ -640,9 +642,9 @@ def _finetuning_paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(*, server_url: str, model_ids: list[str]) -> dict[str, Any]:
+def openapi_document(*, server_url: str, model_ids: list[str] | None) -> dict[str, Any]:
     """The whole document; ``server_url`` is this server's /v1 base URL and
-    ``model_ids`` the models it serves now."""
+    ``model_ids`` the models the caller may use now (None leaves model ids out)."""
     return {
         "openapi": "3.1.0",
         "info": {

@@ -76,8 +76,10 @@ def read_json(request: HttpRequest) -> dict[str, Any]:
     return parse_json_body(raw)
 
 
-async def _model_spec(model_id: str, param: str | None = "model") -> registry.ModelSpec:
-    spec = await sync_to_async(registry.model_get)(model_id)
+async def _model_spec(api_key: ApiKey, model_id: str, param: str | None = "model") -> registry.ModelSpec:
+    """The model, if the key's owner may use it; a 404 alike for one they may not and one
+    that does not exist, so ids of restricted models do not leak."""
+    spec = await sync_to_async(registry.model_get)(model_id, user=api_key.owner)
     if spec is None:
         raise not_found(
             f"The model {model_id!r} does not exist or you do not have access to it; GET /v1/models lists them.",
@@ -113,7 +115,7 @@ async def _parsed(request: HttpRequest, parse: Callable[[dict[str, Any]], ChatRe
 
 
 async def _run(api_key: ApiKey, chat: ChatRequest) -> completions.Completion:
-    spec = await _model_spec(chat.model)
+    spec = await _model_spec(api_key, chat.model)
     return await completions.completion_open(spec=spec, request=chat)
 
 
@@ -144,21 +146,25 @@ async def seed_chat_completions(request: HttpRequest, api_key: ApiKey) -> HttpRe
 
 @api_endpoint("GET")
 async def models_list(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
-    specs = await sync_to_async(registry.available_models)()
+    specs = await sync_to_async(registry.available_models)(user=api_key.owner)
     return JsonResponse({"object": "list", "data": [model_object(spec) for spec in specs]})
 
 
 @api_endpoint("GET")
 async def model_detail(request: HttpRequest, api_key: ApiKey, model_id: str) -> HttpResponseBase:
-    return JsonResponse(model_object(await _model_spec(model_id, param=None)))
+    return JsonResponse(model_object(await _model_spec(api_key, model_id, param=None)))
 
 
 @api_endpoint("GET", authenticated=False)
 async def openapi_json(request: HttpRequest, api_key: None) -> HttpResponseBase:
-    specs = await sync_to_async(registry.available_models)()
-    document = openapi.openapi_document(
-        server_url=request.build_absolute_uri("/v1"), model_ids=[spec.id for spec in specs]
-    )
+    """The document for everyone; the model ids in it only for a caller with a key, and
+    only the models its owner may use."""
+    model_ids = None
+    if request.headers.get("Authorization") or request.headers.get("X-Api-Key"):
+        caller = await api_key_from_request(request)
+        specs = await sync_to_async(registry.available_models)(user=caller.owner)
+        model_ids = [spec.id for spec in specs]
+    document = openapi.openapi_document(server_url=request.build_absolute_uri("/v1"), model_ids=model_ids)
     return JsonResponse(document)
 
 

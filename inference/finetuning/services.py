@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -498,6 +499,23 @@ def finetuned_model_set_hidden(*, model: FineTunedModel, hidden: bool) -> FineTu
     """Hide a model from the picker and the API (or show it again); chats keep their text."""
     model.hidden = hidden
     model.save(update_fields=["hidden"])
+    return model
+
+
+def finetuned_model_set_visibility(
+    *, model: FineTunedModel, visibility: str, groups: Iterable[Group] = ()
+) -> FineTunedModel:
+    """Choose who may use a model: everyone, staff, or members of ``groups`` (superusers
+    always may). Replies already being written on it go on."""
+    chosen = list(groups)
+    if visibility not in FineTunedModel.Visibility.values:
+        raise FineTuningError(f"Unknown visibility {visibility!r}.", field="visibility")
+    if visibility == FineTunedModel.Visibility.GROUPS and not chosen:
+        raise FineTuningError("Choose at least one group, or another visibility.", field="groups")
+    with transaction.atomic():
+        model.visibility = visibility
+        model.save(update_fields=["visibility"])
+        model.groups.set(chosen)
     return model
 
 

@@ -151,7 +151,7 @@ def make_model(tmp_path: Path, **fields) -> FineTunedModel:  # type: ignore[no-u
 def test_models_can_be_renamed_hidden_and_deleted(admin_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = make_model(tmp_path)
     url = reverse("admin:inference_finetunedmodel_change", args=[model.pk])
-    assert admin_client.post(url, {"label": "Loud helper", "hidden": "on"}).status_code == 302
+    assert admin_client.post(url, {"label": "Loud helper", "hidden": "on", "visibility": "everyone"}).status_code == 302
     model.refresh_from_db()
     assert (model.label, model.hidden) == ("Loud helper", True)
     assert model.public_id not in dict(registry.model_choices())
