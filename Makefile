@@ -23,7 +23,18 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 
 install: $(STAMP)
 
-model: install
+# The local secret key of `make run` (and of the targets that run manage.py): made on the
+# first run, readable by this user only, kept out of git with the rest of .cache/.
+# PARLEY_SECRET_KEY, when set, wins over it.
+SECRET_KEY_FILE ?= .cache/secret_key
+
+$(SECRET_KEY_FILE):
+	mkdir -p $(@D)
+	$(PY) -c "import os, secrets; fd = os.open('$@', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600); os.write(fd, secrets.token_urlsafe(50).encode())"
+
+run model test: export PARLEY_SECRET_KEY_FILE ?= $(abspath $(SECRET_KEY_FILE))
+
+model: install $(SECRET_KEY_FILE)
 	$(PY) manage.py prepare_model
 
 browser:
@@ -31,15 +42,6 @@ browser:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# `make run`'s own secret key: made on the first run, readable by this user only, kept out
-# of git with the rest of .cache/. PARLEY_SECRET_KEY, when set, wins over it.
-SECRET_KEY_FILE ?= .cache/secret_key
-
-$(SECRET_KEY_FILE):
-	mkdir -p $(@D)
-	$(PY) -c "import os, secrets; fd = os.open('$@', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600); os.write(fd, secrets.token_urlsafe(50).encode())"
-
-run: export PARLEY_SECRET_KEY_FILE ?= $(abspath $(SECRET_KEY_FILE))
 run: install $(SECRET_KEY_FILE)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v 0
@@ -51,7 +53,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy conversations inference chatsite apikeys
 
-test: install browser lint
+test: install browser lint $(SECRET_KEY_FILE)
 	$(PY) manage.py prepare_model
 	$(VENV)/bin/pytest
 

@@ -134,6 +134,8 @@ def test_make_run_makes_a_local_key_once_and_every_step_uses_it(tmp_path: Path) 
     key = key_file.read_text()
     assert len(key) >= 50
     assert setting("SECRET_KEY", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(key_file)) == key
+    subprocess.run([*make[:2], "model", *make[3:]], cwd=ROOT, env=clean, check=True, capture_output=True)
+    assert log.read_text().splitlines()[-1] == f"{key_file}|manage.py prepare_model", "make model (and make test) too"
 
 
 def test_testserver_is_not_an_allowed_host_outside_tests() -> None:
