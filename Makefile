@@ -53,7 +53,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy conversations inference chatsite apikeys
 
-test: install browser lint $(SECRET_KEY_FILE)
+test: install browser $(SECRET_KEY_FILE) lint
 	$(PY) manage.py prepare_model
 	$(VENV)/bin/pytest
 
