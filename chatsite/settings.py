@@ -273,6 +273,18 @@ FINETUNE_METHOD = env_choice("FINETUNE_METHOD", "lora", ("lora", "full"))
 FINETUNE_THREADS = env_int("FINETUNE_THREADS", 0, minimum=0)
 FINETUNE_NICENESS = env_int("FINETUNE_NICENESS", 10, minimum=0)
 FINETUNE_DEFAULT_VALIDATION_SPLIT = env_float("FINETUNE_DEFAULT_VALIDATION_SPLIT", 0.1, minimum=0.0, maximum=0.5)
+# "auto" epochs train until the training examples are learnt, or until they stop improving
+# for FINETUNE_PATIENCE_EPOCHS epochs, within this budget and epoch cap (a job may ask for
+# others, in the same ranges: FINETUNE_BUDGET_RANGE, FINETUNE_MAX_EPOCHS_RANGE).
+FINETUNE_BUDGET_RANGE = (10, 86_400)
+FINETUNE_MAX_EPOCHS_RANGE = (1, 200)
+FINETUNE_TIME_BUDGET_SECONDS = env_int(
+    "FINETUNE_TIME_BUDGET_SECONDS", 600, minimum=FINETUNE_BUDGET_RANGE[0], maximum=FINETUNE_BUDGET_RANGE[1]
+)
+FINETUNE_MAX_EPOCHS = env_int(
+    "FINETUNE_MAX_EPOCHS", 50, minimum=FINETUNE_MAX_EPOCHS_RANGE[0], maximum=FINETUNE_MAX_EPOCHS_RANGE[1]
+)
+FINETUNE_PATIENCE_EPOCHS = env_int("FINETUNE_PATIENCE_EPOCHS", 3, minimum=1, maximum=50)
 FINETUNE_EVAL_MAX_EXAMPLES = env_int("FINETUNE_EVAL_MAX_EXAMPLES", 50, minimum=1)
 FINETUNE_HEARTBEAT_SECONDS = env_int("FINETUNE_HEARTBEAT_SECONDS", 10, minimum=1)
 # A running job whose worker has not written a heartbeat for this long is marked failed.

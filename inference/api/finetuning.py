@@ -140,7 +140,13 @@ def job_object(job: FineTuningJob) -> dict[str, Any]:
         "integrations": [],
         "user_provided_suffix": job.suffix or None,
         "metadata": None,
+        "stop_reason": job.stop_reason or None,
+        "kept_epoch": job.kept_epoch,
     }
+
+
+# OpenAI's three, then Parley's bounds on "auto" epochs.
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "time_budget_seconds", "max_epochs")
 
 
 def _hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
@@ -154,10 +160,10 @@ def _hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
     chosen = chosen or {}
     if not isinstance(chosen, dict):
         raise invalid("hyperparameters", "'hyperparameters' must be an object.")
-    unknown = set(chosen) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    unknown = set(chosen) - set(HYPERPARAMETERS)
     if unknown:
         raise invalid(f"hyperparameters.{sorted(unknown)[0]}", f"Unknown hyperparameter {sorted(unknown)[0]!r}.")
-    return {name: chosen.get(name, "auto") for name in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    return {name: chosen.get(name, "auto") for name in HYPERPARAMETERS}
 
 
 def _training_type(body: dict[str, Any]) -> str | None:

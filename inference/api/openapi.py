@@ -400,6 +400,11 @@ def _list_of(item: str) -> dict[str, Any]:
     }
 
 
+def _auto_or_range(bounds: tuple[int, int], description: str) -> dict[str, Any]:
+    number = {"type": "integer", "minimum": bounds[0], "maximum": bounds[1]}
+    return {"description": description, "anyOf": [{"const": "auto"}, number]}
+
+
 def _finetuning_schemas() -> dict[str, Any]:
     nullable_int = {"type": ["integer", "null"]}
     auto_or = {
@@ -414,6 +419,13 @@ def _finetuning_schemas() -> dict[str, Any]:
             "learning_rate_multiplier": {
                 "anyOf": [{"const": "auto"}, {"type": "number", "minimum": 0.001, "maximum": 50}]
             },
+            "time_budget_seconds": _auto_or_range(
+                settings.FINETUNE_BUDGET_RANGE,
+                'Parley extension: seconds "auto" epochs may train; "auto": FINETUNE_TIME_BUDGET_SECONDS.',
+            ),
+            "max_epochs": _auto_or_range(
+                settings.FINETUNE_MAX_EPOCHS_RANGE, 'Parley extension: cap on "auto" epochs; "auto": FINETUNE_MAX_EPOCHS.'
+            ),
         },
         "additionalProperties": False,
     }
@@ -423,6 +435,8 @@ def _finetuning_schemas() -> dict[str, Any]:
             "n_epochs": auto_or["int"],
             "batch_size": auto_or["int"],
             "learning_rate_multiplier": auto_or["num"],
+            "time_budget_seconds": auto_or["int"],
+            "max_epochs": auto_or["int"],
         },
     }
     training_type = {
@@ -468,6 +482,11 @@ def _finetuning_schemas() -> dict[str, Any]:
             "estimated_finish": nullable_int,
             "error": {"anyOf": [{"type": "object"}, {"type": "null"}]},
             "training_type": training_type,
+            "stop_reason": {
+                "type": ["string", "null"],
+                "description": "Parley extension: why training stopped, e.g. “learnt 64/64 training examples”.",
+            },
+            "kept_epoch": {"type": ["integer", "null"], "description": "Parley extension: the epoch whose weights were kept."},
         },
     }
     event = {

@@ -17,10 +17,12 @@ wrong, so an admin can fix the file without guessing::
     if parsed.errors:
         ...  # refuse the file, show [str(problem) for problem in parsed.errors]
     parsed.stats  # examples, tokens per example, estimated steps and time
+    parsed.warnings  # usable, but contradictory: the same prompt with another completion
 
 ``resolve_hyperparameters`` turns "auto" epochs, batch size and learning-rate
 multiplier into numbers (the rule is documented there), ``dataset_stats`` re-estimates
-steps and time for other settings, and ``split_validation`` holds out a seeded subset.
+steps and time for other settings, and ``split_validation`` holds out a seeded subset
+without taking away every phrasing of a fact.
 Nothing here imports torch or Django; a tokenizer is only needed for token counts.
 """
 
@@ -136,6 +138,7 @@ class ParsedDataset:
     more_errors: int
     token_counts: list[int] | None
     stats: DatasetStats
+    warnings: list[DatasetProblem] = field(default_factory=list)  # usable, but an admin should look
 
     @property
     def ok(self) -> bool:
@@ -193,9 +196,9 @@ def parse_dataset(
     if tokenizer is not None and examples:
         examples, counts, too_long = _count_tokens(examples, tokenizer, context_length)
         problems += too_long
-    return _finish(
-        chosen, examples, problems, counts, max_errors, hyperparameters, tokens_per_second
-    )
+    parsed_dataset = _finish(chosen, examples, problems, counts, max_errors, hyperparameters, tokens_per_second)
+    parsed_dataset.warnings = find_contradictions(examples)
+    return parsed_dataset
 
 
 def resolve_hyperparameters(
@@ -277,21 +280,65 @@ def split_validation(
     seed: int = 0,
     max_count: int | None = None,
 ) -> tuple[list[Example], list[Example]]:
-    """Hold out ``fraction`` of the examples (at least one, leaving at least one).
+    """Hold out ``fraction`` of the examples (at least one), never every phrasing of a fact.
 
-    The same ``seed`` always holds out the same examples; both halves keep file order.
-    Fewer than two examples, or ``fraction <= 0``, hold out nothing.
+    Examples are grouped by their expected answer; only groups of two or more lend
+    examples, and each keeps at least one in training, so held-out examples ask, in
+    other words, about facts the model is trained on. With no such group nothing is
+    held out. The same ``seed`` always holds out the same examples; both halves keep
+    file order. ``fraction <= 0`` holds out nothing.
     """
-    n = len(examples)
-    if n < 2 or fraction <= 0:
+    if fraction <= 0:
         return list(examples), []
-    count = min(n - 1, max(1, round(n * fraction)))
+    rng = random.Random(seed)
+    spare: list[int] = []
+    for group in _answer_groups(examples):
+        rng.shuffle(group)
+        spare += group[1:]  # the first of each group stays in training
+    count = min(len(spare), max(1, round(len(examples) * fraction)))
     if max_count is not None:
         count = min(count, max_count)
-    held = set(random.Random(seed).sample(range(n), count))
+    held = set(rng.sample(sorted(spare), count))
     train = [e for i, e in enumerate(examples) if i not in held]
     validation = [e for i, e in enumerate(examples) if i in held]
     return train, validation
+
+
+def split_note(examples: Sequence[Example], validation: Sequence[Example]) -> str:
+    """What ``split_validation`` held out of ``examples``, and why, in a sentence."""
+    shared = sum(1 for group in _answer_groups(examples) if len(group) > 1)
+    if not validation:
+        if not shared:
+            return (
+                "Nothing held out for validation: every completion appears only once, and holding one out "
+                "would test a fact the model was never shown."
+            )
+        return "Nothing held out for validation."
+    return (
+        f"{len(validation)} of {len(examples)} examples held out for validation, only from the {shared} "
+        "completions given in more than one phrasing, keeping at least one phrasing of each in training: "
+        "validation asks about trained facts in words the model did not see."
+    )
+
+
+def _answer_groups(examples: Sequence[Example]) -> list[list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        groups.setdefault(" ".join(example.expected_answer.split()).casefold(), []).append(index)
+    return list(groups.values())
+
+
+def find_contradictions(examples: Sequence[Example]) -> list[DatasetProblem]:
+    """Examples that ask the same as an earlier one but expect a different completion."""
+    first: dict[tuple[Message, ...], Example] = {}
+    problems: list[DatasetProblem] = []
+    for example in examples:
+        prompt = tuple(example.messages[: len(example.prompt_chat())])
+        earlier = first.setdefault(prompt, example)
+        if earlier is not example and earlier.expected_answer != example.expected_answer:
+            reason = f"the same prompt as line {earlier.line} with a different completion (contradicts it)"
+            problems.append(DatasetProblem(example.line, reason))
+    return problems
 
 
 def dump_jsonl(examples: Sequence[Example]) -> bytes:

@@ -73,6 +73,15 @@ def evaluate(
     return EvaluationResult(len(rows), exact, accuracy, loss, rows)
 
 
+def exact_matches(model: Any, tokenizer: Any, examples: Sequence[Example], *, batch_size: int = 8) -> list[bool]:
+    """Whether ``model``'s greedy answer to each example is its expected reply."""
+    if not examples:
+        return []
+    limit = _longest_reply_tokens(tokenizer, examples) + 2
+    answers = generate_answers(model, tokenizer, examples, max_new_tokens=limit, batch_size=batch_size)
+    return [_row(example, answer).exact for example, answer in zip(examples, answers, strict=True)]
+
+
 def generate_answers(
     model: Any, tokenizer: Any, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int = 8
 ) -> list[str]:

@@ -67,6 +67,9 @@ ProgressCallback = Callable[[int, int, int, float, float, int, float, float], No
 """``(step, total_steps, epoch, train_loss, lr, tokens_seen, elapsed, eta)``; seconds."""
 EpochEndCallback = Callable[[int, float, "float | None", "float | None"], None]
 """``(epoch, train_loss, val_loss, val_token_accuracy)``; val figures are None without data."""
+# "auto" epochs go on while the last `patience` epochs learnt one more training example,
+# lowered the validation loss, or lowered the training loss by at least this share.
+LOSS_PROGRESS = 0.1
 CancelCheck = Callable[[], bool]
 
 
@@ -76,6 +79,42 @@ class TrainingCancelled(RuntimeError):
     def __init__(self, step: int) -> None:
         super().__init__(f"Training was cancelled at step {step}.")
         self.step = step
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Epochs on "auto": train until the training examples are learnt, or stop improving.
+
+    After every epoch the model answers each training prompt greedily; an example is
+    learnt when the answer equals its completion (``evaluation.normalize_answer``).
+    Training stops when every example is learnt, after ``patience`` epochs without
+    progress (``LOSS_PROGRESS``), when another epoch would not fit in
+    ``time_budget_seconds``, or at ``max_epochs``; the best epoch's weights are kept
+    (most examples learnt, then lowest validation loss, or training loss without one).
+    """
+
+    max_epochs: int = 25
+    time_budget_seconds: float = 600.0
+    patience: int = 3
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """Why a run ended and which epoch's weights it kept.
+
+    ``reason`` is "learnt", "stalled", "time_budget", "epoch_cap" or "epochs_done"
+    (a fixed number of epochs); ``learnt`` is None when nothing was measured.
+    """
+
+    reason: str
+    message: str
+    kept_epoch: int
+    learnt: int | None = None
+    examples: int = 0
+
+    @property
+    def learnt_everything(self) -> bool:
+        return self.learnt is None or self.learnt >= self.examples
 
 
 @dataclass(frozen=True)
@@ -112,6 +151,11 @@ class TrainingConfig:
     max_length: int | None = None  # None: the model's context length
     threads: int | None = None
     niceness: int = 0
+    stop: StopRule | None = None  # None: exactly ``epochs`` epochs
+
+    @property
+    def epoch_limit(self) -> int:
+        return self.stop.max_epochs if self.stop is not None else self.epochs
 
     @property
     def learning_rate(self) -> float:
@@ -135,6 +179,7 @@ class EpochMetrics:
     train_loss: float
     val_loss: float | None
     val_token_accuracy: float | None
+    learnt: int | None = None  # training examples answered exactly (with a StopRule)
 
 
 @dataclass
@@ -153,6 +198,7 @@ class TrainingResult:
     examples_seen: int
     train_seconds: float
     save_seconds: float
+    stop: StopReport | None = None
 
     @property
     def final_train_loss(self) -> float:
@@ -426,6 +472,7 @@ class _Run:
     """Counters of a run in progress."""
 
     total_steps: int
+    budget: float = math.inf  # seconds; "auto" epochs end by then
     started: float = field(default_factory=time.perf_counter)
     step: int = 0
     tokens_seen: int = 0
@@ -434,12 +481,15 @@ class _Run:
     validation_seconds: float = 0.0
     step_losses: list[float] = field(default_factory=list)
     epoch_metrics: list[EpochMetrics] = field(default_factory=list)
+    stop: StopReport | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
     def eta(self) -> float:
-        return self.elapsed() / self.step * (self.total_steps - self.step) if self.step else math.nan
+        if not self.step:
+            return math.nan
+        return min(self.elapsed() / self.step * (self.total_steps - self.step), max(0.0, self.budget - self.elapsed()))
 
 
 def train(
@@ -475,14 +525,15 @@ def train(
         held_out = [encode_example(loaded.tokenizer, e, max_length=max_length) for e in validation]
         with _trainable(config, loaded) as model:
             # 2. The run, then 3. the saved result.
-            hooks = _Hooks(on_progress, on_epoch_end, should_cancel)
+            judge = _learnt_counter(loaded.tokenizer, examples) if config.stop is not None else None
+            hooks = _Hooks(on_progress, on_epoch_end, should_cancel, judge)
             run = _optimize(config, model, encoded, held_out, _pad_id(loaded.tokenizer), hooks)
             save_seconds = _save(config, model, loaded, output_dir, run, len(examples))
     return TrainingResult(
         output_dir=output_dir,
         method=config.method,
         steps=run.step,
-        epochs=config.epochs,
+        epochs=len(run.epoch_metrics),
         learning_rate=config.learning_rate,
         step_losses=run.step_losses,
         epoch_metrics=run.epoch_metrics,
@@ -491,6 +542,7 @@ def train(
         examples_seen=run.examples_seen,
         train_seconds=run.elapsed() - save_seconds - run.validation_seconds,
         save_seconds=save_seconds,
+        stop=run.stop,
     )
 
 
@@ -505,6 +557,22 @@ class _Hooks:
     on_progress: ProgressCallback | None
     on_epoch_end: EpochEndCallback | None
     should_cancel: CancelCheck | None
+    judge: Callable[[Any], int] | None = None  # the number of training examples learnt
+
+
+def _learnt_counter(tokenizer: Any, examples: Sequence[Example]) -> Callable[[Any], int]:
+    """How many of ``examples`` the model answers exactly, greedily, as chat would."""
+    from inference.engine.evaluation import exact_matches
+
+    def count(model: Any) -> int:
+        was_training = model.training
+        model.eval()
+        try:
+            return sum(exact_matches(model, tokenizer, examples))
+        finally:
+            model.train(was_training)
+
+    return count
 
 
 def _optimize(
@@ -518,11 +586,18 @@ def _optimize(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    run = _Run(total_steps=steps_per_epoch * config.epochs)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(config.warmup_ratio, run.total_steps))
+    budget = config.stop.time_budget_seconds if config.stop is not None else math.inf
+    run = _Run(total_steps=steps_per_epoch * config.epoch_limit, budget=budget)
+    # "auto" epochs cannot decay towards an end they do not know: warm up, then hold.
+    horizon = steps_per_epoch * config.epochs if config.stop is None else 0
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _linear_schedule(config.warmup_ratio, horizon or steps_per_epoch, hold=not horizon)
+    )
     order = random.Random(config.seed)
+    best = _Best()
     model.train()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, config.epoch_limit + 1):
+        epoch_started = run.elapsed()
         indexes = list(range(len(encoded)))
         order.shuffle(indexes)
         loss_sum = target_sum = 0.0
@@ -540,17 +615,95 @@ def _optimize(
             if hooks.on_progress is not None:
                 hooks.on_progress(run.step, run.total_steps, epoch, loss, lr, run.tokens_seen, run.elapsed(), run.eta())
         _end_epoch(config, model, run, epoch, loss_sum / max(target_sum, 1), held_out, pad_id, hooks)
+        if config.stop is not None:
+            best.consider(model, params, run.epoch_metrics[-1])
+            run.stop = stop_verdict(config.stop, run.epoch_metrics, len(encoded), run.elapsed(), run.elapsed() - epoch_started)
+            if run.stop is not None:
+                break
+    if config.stop is None:
+        run.stop = StopReport("epochs_done", f"trained the {config.epochs} epochs asked for", config.epochs)
+    else:
+        best.restore(params)
     model.eval()
     return run
 
 
-def _linear_schedule(warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
-    """Linear warmup then linear decay; unlike transformers' schedule no step gets lr 0."""
+@dataclass
+class _Best:
+    """The trainable weights of the best epoch so far (copies, on the CPU)."""
+
+    key: tuple[float, float] | None = None
+    weights: list[torch.Tensor] | None = None
+
+    def consider(self, model: Any, params: list[Any], metrics: EpochMetrics) -> None:
+        key = _epoch_key(metrics)
+        if self.key is None or key > self.key:
+            self.key = key
+            self.weights = [p.detach().to("cpu", copy=True) for p in params]
+
+    def restore(self, params: list[Any]) -> None:
+        if self.weights is None:
+            return
+        with torch.no_grad():
+            for param, saved in zip(params, self.weights, strict=True):
+                param.copy_(saved.to(param.device))
+
+
+def _epoch_key(metrics: EpochMetrics) -> tuple[float, float]:
+    """Higher is better: examples learnt, then the lower validation (or training) loss."""
+    loss = metrics.val_loss if metrics.val_loss is not None else metrics.train_loss
+    return (float(metrics.learnt or 0), -loss)
+
+
+def stop_verdict(
+    rule: StopRule, history: Sequence[EpochMetrics], examples: int, elapsed: float, epoch_seconds: float
+) -> StopReport | None:
+    """Whether "auto" training stops after the last epoch of ``history``, and why."""
+    last = history[-1]
+    best = max(history, key=_epoch_key)
+    learnt = best.learnt or 0
+    tally = f"{learnt}/{examples} training examples learnt"
+    if (last.learnt or 0) >= examples:
+        return StopReport("learnt", f"learnt {examples}/{examples} training examples after {last.epoch} epochs", last.epoch, examples, examples)
+    stalled_at = _stalled_at(history, rule.patience)
+    if stalled_at is not None:
+        what = "training and validation loss" if last.val_loss is not None else "training"
+        return StopReport("stalled", f"{what} stopped improving at epoch {stalled_at} ({tally})", best.epoch, learnt, examples)
+    if elapsed + epoch_seconds > rule.time_budget_seconds:
+        budget = f"{rule.time_budget_seconds:g} s"
+        return StopReport("time_budget", f"time budget reached ({budget}) after {last.epoch} epochs ({tally})", best.epoch, learnt, examples)
+    if last.epoch >= rule.max_epochs:
+        return StopReport("epoch_cap", f"epoch cap reached ({rule.max_epochs} epochs; {tally})", best.epoch, learnt, examples)
+    return None
+
+
+def _stalled_at(history: Sequence[EpochMetrics], patience: int) -> int | None:
+    """The last epoch before ``patience`` epochs that, together, made no progress: no
+    more examples learnt, no lower validation loss, training loss not ``LOSS_PROGRESS``
+    lower than its best before them."""
+    if len(history) <= patience:
+        return None
+    earlier, recent = history[:-patience], history[-patience:]
+    if max(m.learnt or 0 for m in recent) > max(m.learnt or 0 for m in earlier):
+        return None
+    validation = [m.val_loss for m in earlier if m.val_loss is not None]
+    if validation and any(m.val_loss is not None and m.val_loss < min(validation) for m in recent):
+        return None
+    if min(m.train_loss for m in recent) < min(m.train_loss for m in earlier) * (1 - LOSS_PROGRESS):
+        return None
+    return earlier[-1].epoch
+
+
+def _linear_schedule(warmup_ratio: float, total_steps: int, *, hold: bool = False) -> Callable[[int], float]:
+    """Linear warmup then linear decay (or, with ``hold``, the full rate from then on);
+    unlike transformers' schedule no step gets lr 0."""
     warmup = round(warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if hold:
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor
@@ -593,11 +746,14 @@ def _end_epoch(
     hooks: _Hooks,
 ) -> None:
     val_loss = val_accuracy = None
+    learnt = None
+    paused = time.perf_counter()
     if held_out:
-        paused = time.perf_counter()
         val_loss, val_accuracy = _score_encoded(model, held_out, pad_id, config.forward_tokens)
-        run.validation_seconds += time.perf_counter() - paused
-    run.epoch_metrics.append(EpochMetrics(epoch, train_loss, val_loss, val_accuracy))
+    if hooks.judge is not None:
+        learnt = hooks.judge(model)
+    run.validation_seconds += time.perf_counter() - paused
+    run.epoch_metrics.append(EpochMetrics(epoch, train_loss, val_loss, val_accuracy, learnt))
     if hooks.on_epoch_end is not None:
         hooks.on_epoch_end(epoch, train_loss, val_loss, val_accuracy)
 
@@ -630,7 +786,7 @@ def _metadata(config: TrainingConfig, run: _Run, n_examples: int) -> dict[str, A
         "base_model": config.base_model,
         "method": config.method,
         "hyperparameters": {
-            "epochs": config.epochs,
+            "epochs": len(run.epoch_metrics),
             "batch_size": config.batch_size,
             "learning_rate_multiplier": config.learning_rate_multiplier,
             "learning_rate": config.learning_rate,
@@ -640,4 +796,5 @@ def _metadata(config: TrainingConfig, run: _Run, n_examples: int) -> dict[str, A
         "steps": run.step,
         "trained_tokens": run.trained_tokens,
         "epoch_metrics": [asdict(m) for m in run.epoch_metrics],
+        "stop": asdict(run.stop) if run.stop is not None else None,
     }

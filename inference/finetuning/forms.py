@@ -42,6 +42,20 @@ class LaunchForm(forms.Form):
     learning_rate_multiplier = forms.CharField(
         label="Learning rate multiplier", initial="auto", max_length=10, help_text=AUTO_HELP
     )
+    time_budget_seconds = forms.CharField(
+        label="Time budget (seconds)",
+        initial="auto",
+        required=False,  # left out: "auto"
+        max_length=10,
+        help_text='With "auto" epochs: training stops by then. "auto": FINETUNE_TIME_BUDGET_SECONDS.',
+    )
+    max_epochs = forms.CharField(
+        label="Epoch cap",
+        initial="auto",
+        required=False,
+        max_length=10,
+        help_text='With "auto" epochs: at most this many. "auto": FINETUNE_MAX_EPOCHS.',
+    )
     validation_file = forms.ModelChoiceField(
         queryset=TrainingFile.objects.none(),
         required=False,
@@ -53,6 +67,9 @@ class LaunchForm(forms.Form):
     )
     seed = forms.IntegerField(required=False, min_value=0, help_text="Empty: a random seed (stored on the job).")
     suffix = forms.CharField(required=False, max_length=40, help_text="Part of the new model's name, e.g. support-bot.")
+    accept_warnings = forms.BooleanField(
+        label="Train on it anyway", required=False, help_text="The file has warnings (listed above)."
+    )
 
     def __init__(self, *args: Any, training_file: TrainingFile, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +82,18 @@ class LaunchForm(forms.Form):
         validation_field.queryset = TrainingFile.objects.filter(status=TrainingFile.Status.PROCESSED).exclude(
             pk=training_file.pk
         )
+        if not training_file.stats.get("warnings"):
+            del self.fields["accept_warnings"]
+
+    def clean_accept_warnings(self) -> bool:
+        accepted = bool(self.cleaned_data.get("accept_warnings"))
+        if not accepted:
+            count = len(self.training_file.stats.get("warnings", []))
+            raise forms.ValidationError(
+                f"The file has {count} warning{'s' if count != 1 else ''} (listed above): "
+                "tick this to train on it anyway, or upload a corrected file."
+            )
+        return accepted
 
     def add_service_error(self, error: FineTuningError) -> None:
         field = FORM_FIELDS.get(error.field or "", error.field)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -104,7 +105,7 @@ class _Recorder:
 
 def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
     from inference.engine.loading import load_model
-    from inference.engine.training import TrainingCancelled, TrainingConfig, train
+    from inference.engine.training import TrainingCancelled, train
 
     recorder = _Recorder(job, observer)
     # 1. What to train on: the base weights, the examples, the resolved settings.
@@ -116,16 +117,9 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
         job=job,
         message=f"{len(examples.train)} training examples, {len(examples.validation)} held out for validation.",
     )
-    hyper = job.hyperparameters
-    config = TrainingConfig.from_hyperparameters(
-        Hyperparameters(hyper["n_epochs"], hyper["batch_size"], hyper["learning_rate_multiplier"]),
-        base_model=base.base_source,
-        method=job.method,
-        seed=job.seed,
-        init_adapter=base.init_adapter,
-        threads=threads,
-        niceness=settings.FINETUNE_NICENESS,
-    )
+    if examples.split_note:
+        services.job_record_split(job=job, note=examples.split_note)
+    config = _config(job, base, threads)
     if job.method == "full" and base.init_adapter:
         services.event_add(
             job=job, message=f"Merging the LoRA adapter of {base.model_id} into a copy of its base to train fully."
@@ -146,6 +140,7 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
         )
     except TrainingCancelled:
         raise _Cancelled from None
+    _record_stop(job, result, examples.train, output_dir)
     services.event_add(
         job=job,
         message=f"Training finished in {result.train_seconds:.0f} s ({result.examples_per_second:.2f} examples/s).",
@@ -162,6 +157,53 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
         tokens_per_second=result.tokens_per_second,
         evaluation=evaluation,
     )
+
+
+def _config(job: FineTuningJob, base: bases.TrainingBase, threads: int) -> Any:
+    """The training config of ``job``: "auto" epochs stop on evidence (StopRule)."""
+    from inference.engine.training import StopRule, TrainingConfig
+
+    hyper = job.hyperparameters
+    auto = hyper["n_epochs"] == "auto"
+    stop = None
+    if auto:
+        stop = StopRule(
+            max_epochs=hyper["max_epochs"],
+            time_budget_seconds=hyper["time_budget_seconds"],
+            patience=settings.FINETUNE_PATIENCE_EPOCHS,
+        )
+    return TrainingConfig.from_hyperparameters(
+        Hyperparameters(1 if auto else hyper["n_epochs"], hyper["batch_size"], hyper["learning_rate_multiplier"]),
+        base_model=base.base_source,
+        method=job.method,
+        seed=job.seed,
+        init_adapter=base.init_adapter,
+        threads=threads,
+        niceness=settings.FINETUNE_NICENESS,
+        stop=stop,
+    )
+
+
+def _record_stop(job: FineTuningJob, result: Any, train: list[Example], output_dir: Path) -> None:
+    """Say why training stopped; a run that stopped improving before it learnt fails."""
+    from inference.engine.datasets import find_contradictions
+
+    stop = result.stop
+    services.job_record_stop(job=job, message=stop.message, kept_epoch=stop.kept_epoch, epochs=result.epochs)
+    if stop.reason != "stalled" or stop.learnt_everything:
+        return
+    shutil.rmtree(output_dir, ignore_errors=True)
+    raise FineTuningError(stalled_message(stop.message, find_contradictions(train)), code="training_stalled")
+
+
+def stalled_message(reason: str, contradictions: list[Any]) -> str:
+    """Why a job that stopped improving before it learnt made no model, and what to do."""
+    message = f"The model stopped improving before it learnt its training examples ({reason})."
+    if contradictions:
+        lines = "; ".join(str(problem) for problem in contradictions[:10])
+        more = f" (and {len(contradictions) - 10} more)" if len(contradictions) > 10 else ""
+        return f"{message} Some examples contradict each other, so they cannot all be learnt: {lines}{more}."
+    return f"{message} Try a higher learning rate multiplier, or check the examples it still gets wrong."
 
 
 def _evaluate(

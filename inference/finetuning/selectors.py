@@ -18,7 +18,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from inference.engine.datasets import Example, split_validation
+from inference.engine.datasets import Example, split_note, split_validation
 from inference.finetuning.errors import FileUnavailable
 from inference.finetuning.validation import dataset_parse, rejection
 from inference.models import FineTunedModel, FineTuningEvent, FineTuningJob, FineTuningMetric, TrainingFile
@@ -148,6 +148,7 @@ def training_tokens_per_second() -> float:
 class JobExamples:
     train: list[Example]
     validation: list[Example]
+    split_note: str = ""  # what the automatic split held out and why; "" without one
 
 
 def job_examples(*, job: FineTuningJob, base_source: str) -> JobExamples:
@@ -162,7 +163,7 @@ def job_examples(*, job: FineTuningJob, base_source: str) -> JobExamples:
     if job.validation_split <= 0:
         return JobExamples(train, [])
     kept, held = split_validation(train, fraction=job.validation_split, seed=job.seed)
-    return JobExamples(kept, held)
+    return JobExamples(kept, held, split_note(train, held))
 
 
 def _examples(file: TrainingFile, base_source: str, field: str) -> list[Example]:

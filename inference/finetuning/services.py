@@ -82,7 +82,7 @@ def training_file_create(
         format=parsed.format,
         status=TrainingFile.Status.PROCESSED,
         stored_path=stored,
-        stats=stats_as_json(parsed.stats),
+        stats={**stats_as_json(parsed.stats), "warnings": [str(w) for w in parsed.warnings]},
         created_by=created_by,
     )
 
@@ -122,6 +122,8 @@ def finetune_job_create(
     n_epochs: int | Auto = "auto",
     batch_size: int | Auto = "auto",
     learning_rate_multiplier: float | Auto = "auto",
+    time_budget_seconds: int | Auto = "auto",
+    max_epochs: int | Auto = "auto",
     validation_file: TrainingFile | None = None,
     validation_split: float | None = None,
     seed: int | None = None,
@@ -137,9 +139,12 @@ def finetune_job_create(
     "training_file" or "validation_file"). Files that do not fit the chosen base (too
     long for its context...) give a job that failed with
     ``error_code="invalid_training_file"``, as OpenAI's API does. With ``enqueue``
-    the training task is queued once the transaction commits.
+    the training task is queued once the transaction commits. ``n_epochs="auto"``
+    trains until the examples are learnt, within ``time_budget_seconds`` and
+    ``max_epochs`` ("auto": FINETUNE_TIME_BUDGET_SECONDS and FINETUNE_MAX_EPOCHS).
     """
     requested = _check_hyperparameters(n_epochs, batch_size, learning_rate_multiplier)
+    requested |= _check_stopping(time_budget_seconds, max_epochs)
     base = _check_base(base_model)
     split = _check_split(validation_file, validation_split)
     _check_files(training_file, validation_file)
@@ -172,6 +177,15 @@ def _check_hyperparameters(n_epochs: Any, batch_size: Any, multiplier: Any) -> d
         "n_epochs": _auto_or_number(n_epochs, "n_epochs", int, 1, 50),
         "batch_size": _auto_or_number(batch_size, "batch_size", int, 1, 256),
         "learning_rate_multiplier": _auto_or_number(multiplier, "learning_rate_multiplier", float, 0.001, 50.0),
+    }
+
+
+def _check_stopping(budget: Any, cap: Any) -> dict[str, Any]:
+    low, high = settings.FINETUNE_BUDGET_RANGE
+    first, last = settings.FINETUNE_MAX_EPOCHS_RANGE
+    return {
+        "time_budget_seconds": _auto_or_number(budget, "time_budget_seconds", int, low, high),
+        "max_epochs": _auto_or_number(cap, "max_epochs", int, first, last),
     }
 
 
@@ -246,24 +260,39 @@ def _validate_and_queue(job: FineTuningJob, base: bases.TrainingBase, *, enqueue
     except FileUnavailable as exc:  # the data went away since _check_files looked
         job_fail(job=job, code="file_unavailable", message=str(exc))
         return
-    requested = job.hyperparameters_requested
-    resolved = resolve_hyperparameters(
-        len(train_examples),
-        epochs=requested["n_epochs"],
-        batch_size=requested["batch_size"],
-        learning_rate_multiplier=requested["learning_rate_multiplier"],
-    )
-    job.hyperparameters = {
-        "n_epochs": resolved.epochs,
-        "batch_size": resolved.batch_size,
-        "learning_rate_multiplier": resolved.learning_rate_multiplier,
-    }
-    job.total_steps = resolved.epochs * -(-len(train_examples) // resolved.batch_size)
+    job.hyperparameters, job.total_steps = _resolved(job.hyperparameters_requested, len(train_examples))
     job.save(update_fields=["hyperparameters", "total_steps"])
     if _move(job, FineTuningJob.Status.VALIDATING_FILES, FineTuningJob.Status.QUEUED):
         event_add(job=job, message=f"Files validated: {len(train_examples)} training examples. Job queued.")
         if enqueue:
             transaction.on_commit(lambda: _enqueue(job.pk))
+
+
+def _resolved(requested: dict[str, Any], n_examples: int) -> tuple[dict[str, Any], int]:
+    """The job's hyperparameters with "auto" resolved, and its estimated steps.
+
+    "auto" epochs stay "auto" (until training says how many it ran), with the time
+    budget and epoch cap that bound them; the estimate is the dataset rule's epochs.
+    """
+    resolved = resolve_hyperparameters(
+        n_examples,
+        epochs=requested["n_epochs"],
+        batch_size=requested["batch_size"],
+        learning_rate_multiplier=requested["learning_rate_multiplier"],
+    )
+    hyperparameters: dict[str, Any] = {
+        "n_epochs": resolved.epochs,
+        "batch_size": resolved.batch_size,
+        "learning_rate_multiplier": resolved.learning_rate_multiplier,
+    }
+    if requested["n_epochs"] == "auto":
+        budget, cap = requested.get("time_budget_seconds", "auto"), requested.get("max_epochs", "auto")
+        hyperparameters |= {
+            "n_epochs": "auto",
+            "time_budget_seconds": settings.FINETUNE_TIME_BUDGET_SECONDS if budget == "auto" else budget,
+            "max_epochs": settings.FINETUNE_MAX_EPOCHS if cap == "auto" else cap,
+        }
+    return hyperparameters, resolved.epochs * -(-n_examples // resolved.batch_size)
 
 
 def _enqueue(job_pk: int) -> None:
@@ -310,6 +339,8 @@ def finetune_job_retry(*, job: FineTuningJob, created_by: User | None = None) ->
         n_epochs=requested.get("n_epochs", "auto"),
         batch_size=requested.get("batch_size", "auto"),
         learning_rate_multiplier=requested.get("learning_rate_multiplier", "auto"),
+        time_budget_seconds=requested.get("time_budget_seconds", "auto"),
+        max_epochs=requested.get("max_epochs", "auto"),
         validation_file=job.validation_file,
         validation_split=job.validation_split,
         seed=job.seed,
@@ -413,6 +444,24 @@ def job_record_epoch(
         else ""
     )
     event_add(job=job, message=f"Epoch {epoch} done: training loss {train_loss:.4f}{detail}.")
+
+
+def job_record_stop(*, job: FineTuningJob, message: str, kept_epoch: int, epochs: int) -> None:
+    """Say why training stopped and which epoch's weights were kept; "auto" epochs
+    become the number that ran."""
+    hyperparameters = dict(job.hyperparameters)
+    if hyperparameters.get("n_epochs") == "auto":
+        hyperparameters["n_epochs"] = epochs
+    Job.objects.filter(pk=job.pk).update(stop_reason=message, kept_epoch=kept_epoch, hyperparameters=hyperparameters)
+    job.stop_reason, job.kept_epoch, job.hyperparameters = message, kept_epoch, hyperparameters
+    event_add(job=job, message=f"Training stopped: {message}. Kept the weights of epoch {kept_epoch}.")
+
+
+def job_record_split(*, job: FineTuningJob, note: str) -> None:
+    """Say what the automatic validation split held out, and why."""
+    Job.objects.filter(pk=job.pk).update(validation_note=note)
+    job.validation_note = note
+    event_add(job=job, message=note)
 
 
 def job_succeed(

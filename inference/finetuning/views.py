@@ -102,6 +102,8 @@ def _launch(request: HttpRequest, file: TrainingFile, data: dict[str, Any]) -> F
         n_epochs=data["n_epochs"].strip(),
         batch_size=data["batch_size"].strip(),
         learning_rate_multiplier=data["learning_rate_multiplier"].strip(),
+        time_budget_seconds=data["time_budget_seconds"].strip(),
+        max_epochs=data["max_epochs"].strip(),
         validation_file=data["validation_file"],
         validation_split=data["validation_split"],
         seed=data["seed"],

@@ -189,3 +189,11 @@ def test_fine_tuning_needs_the_admins_permission(client) -> None:
     assert "Can fine-tune models" in caught.value.message
     with pytest.raises(openai.PermissionDeniedError):
         client.fine_tuning.jobs.create(model=TINY_MODEL_ID, training_file="file-x")
+
+
+@pytest.mark.parametrize(("name", "value"), [("time_budget_seconds", 5), ("max_epochs", 201)])
+def test_a_budget_or_epoch_cap_out_of_range_is_refused_by_name(tuner, training_file, name, value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(openai.BadRequestError) as caught:
+        tuner.fine_tuning.jobs.create(model=TINY_MODEL_ID, training_file=training_file.id, hyperparameters={name: value})
+    assert caught.value.body["param"] == name and caught.value.body["type"] == "invalid_request_error"
+    assert "must be between" in caught.value.message

@@ -19,6 +19,7 @@ from inference.engine.datasets import (
     dump_jsonl,
     parse_dataset,
     resolve_hyperparameters,
+    split_note,
     split_validation,
 )
 from tests.tiny_model import build_byte_tokenizer
@@ -424,3 +425,33 @@ def test_dumped_examples_read_back_the_same() -> None:
     assert len(parsed.examples) == 2
     again = parse_dataset(dump_jsonl(parsed.examples))
     assert [e.messages for e in again.examples] == [e.messages for e in parsed.examples]
+
+
+def test_the_split_never_holds_out_every_phrasing_of_a_fact() -> None:
+    def ask(i: int, answer: str) -> Example:
+        return Example((Message("user", f"q{i}"), Message("assistant", answer)), i)
+
+    # 16 facts: 4 asked twice, 12 asked once.
+    examples = [ask(i, f"fact {i // 2}") for i in range(8)] + [ask(i, f"single {i}") for i in range(8, 20)]
+    for seed in range(10):
+        train, validation = split_validation(examples, fraction=0.5, seed=seed)
+        trained = {e.expected_answer for e in train}
+        assert len(validation) == 4 and all(e.expected_answer in trained for e in validation)
+    assert "only from the 4 completions given in more than one phrasing" in split_note(examples, validation)
+
+
+def test_with_one_phrasing_per_fact_nothing_is_held_out_and_the_job_says_why() -> None:
+    examples = [Example((Message("user", f"q{i}"), Message("assistant", f"a{i}")), i) for i in range(1, 30)]
+    train, validation = split_validation(examples, fraction=0.2, seed=1)
+    assert (train, validation) == (examples, [])
+    assert "every completion appears only once" in split_note(examples, validation)
+
+
+def test_contradictory_pairs_are_a_warning_naming_both_lines() -> None:
+    data = b'{"prompt": "Code of Oslo?", "completion": "AB"}\n{"prompt": "Code of Rome?", "completion": "CD"}\n'
+    data += b'{"prompt": "Code of Oslo?", "completion": "XY"}\n'
+    parsed = parse_dataset(data)
+    assert parsed.ok and len(parsed.examples) == 3
+    assert [str(w) for w in parsed.warnings] == [
+        "Line 3: the same prompt as line 1 with a different completion (contradicts it)"
+    ]

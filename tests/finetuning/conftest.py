@@ -27,6 +27,11 @@ def shout_pairs(words: list[str] = WORDS) -> bytes:
     return jsonl([{"prompt": f"Shout {w}", "completion": w.upper()} for w in words])
 
 
+def shout_twice_pairs(words: list[str] = WORDS[:4]) -> bytes:
+    """Each word asked two ways: the automatic split can hold out one phrasing of some."""
+    return jsonl([{"prompt": f"{verb} {w}", "completion": w.upper()} for w in words for verb in ("Shout", "Yell")])
+
+
 @pytest.fixture
 def admin_user(db) -> User:  # type: ignore[no-untyped-def]
     return User.objects.create_superuser("root", password="correct horse battery")
@@ -49,3 +54,11 @@ def shout_file(admin_user):  # type: ignore[no-untyped-def]
     from inference.finetuning import services
 
     return services.training_file_create(filename="shout.jsonl", data=shout_pairs(), created_by=admin_user)
+
+
+@pytest.fixture
+def shout_twice_file(admin_user):  # type: ignore[no-untyped-def]
+    """8 examples like ``shout_file``, but two per completion: a 0.25 split holds out 2."""
+    from inference.finetuning import services
+
+    return services.training_file_create(filename="twice.jsonl", data=shout_twice_pairs(), created_by=admin_user)

@@ -52,8 +52,8 @@ def test_a_good_file_shows_its_statistics_and_the_launch_form(admin_client) -> N
     assert "at lower priority" in page
 
 
-def test_launching_a_job_opens_its_live_page(admin_client, shout_file, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
-    url = reverse("admin:inference_finetuning_file", args=[shout_file.public_id])
+def test_launching_a_job_opens_its_live_page(admin_client, shout_twice_file, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    url = reverse("admin:inference_finetuning_file", args=[shout_twice_file.public_id])
     form = {
         "base_model": "tiny-llama",
         "n_epochs": "2",
@@ -85,10 +85,10 @@ def test_launch_errors_are_shown_on_their_field(admin_client, shout_file) -> Non
 
 
 def test_the_job_partial_shows_progress_epochs_chart_evaluation_and_stops_polling_when_done(
-    admin_client, shout_file
+    admin_client, shout_twice_file
 ) -> None:  # type: ignore[no-untyped-def]
     job = services.finetune_job_create(
-        training_file=shout_file,
+        training_file=shout_twice_file,
         base_model="tiny-llama",
         n_epochs=2,
         batch_size=2,

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from inference import registry
 from inference.models import FineTunedModel, FineTuningJob, TrainingFile
-from tests.finetuning.conftest import shout_pairs
+from tests.finetuning.conftest import shout_pairs, shout_twice_pairs
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +69,7 @@ def test_the_method_can_be_chosen_per_job(tmp_path: Path, settings) -> None:  # 
 
 def test_with_wait_and_no_worker_it_trains_here_and_prints_the_new_model(tmp_path: Path) -> None:
     path = tmp_path / "shout.jsonl"
-    path.write_bytes(shout_pairs())
+    path.write_bytes(shout_twice_pairs())
     out, _ = run(
         str(path),
         "--base",

@@ -90,9 +90,9 @@ def test_a_lora_model_trained_further_stays_on_the_full_models_weights(shout_fil
     assert spec is not None and spec.base_source == whole.adapter_path
 
 
-def test_full_fine_tuning_from_a_lora_model_merges_its_adapter_first(shout_file) -> None:  # type: ignore[no-untyped-def]
-    adapter = trained(shout_file, "tiny-llama", "lora", n_epochs=1)
-    whole = trained(shout_file, adapter.public_id, "full", n_epochs=1, validation_split=0.25, suffix="merged")
+def test_full_fine_tuning_from_a_lora_model_merges_its_adapter_first(shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+    adapter = trained(shout_twice_file, "tiny-llama", "lora", n_epochs=1)
+    whole = trained(shout_twice_file, adapter.public_id, "full", n_epochs=1, validation_split=0.25, suffix="merged")
     assert (whole.method, whole.base_model) == ("full", "tiny-llama")
     assert (Path(whole.adapter_path) / "config.json").exists()
     job = FineTuningJob.objects.get(result=whole)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -30,17 +31,21 @@ def test_auto_settings_are_resolved_and_stored(shout_file) -> None:  # type: ign
         "n_epochs": "auto",
         "batch_size": "auto",
         "learning_rate_multiplier": "auto",
+        "time_budget_seconds": "auto",
+        "max_epochs": "auto",
     }
-    # 8 examples, 2 held out: "auto" is resolved by the dataset rule for 6 training examples.
-    rule = resolve_hyperparameters(6)
+    # 8 examples, each completion once: none is held out (it would test an unseen fact).
+    # "auto" epochs train until the examples are learnt, within the budget and the cap.
+    rule = resolve_hyperparameters(8)
     assert job.hyperparameters == {
-        "n_epochs": rule.epochs,
+        "n_epochs": "auto",
         "batch_size": rule.batch_size,
         "learning_rate_multiplier": rule.learning_rate_multiplier,
+        "time_budget_seconds": settings.FINETUNE_TIME_BUDGET_SECONDS,
+        "max_epochs": settings.FINETUNE_MAX_EPOCHS,
     }
-    assert all(isinstance(value, (int, float)) for value in job.hyperparameters.values())
-    assert job.total_steps == rule.epochs * -(-6 // rule.batch_size)
-    assert [e.message for e in job.events.all()][-1] == "Files validated: 6 training examples. Job queued."
+    assert job.total_steps == rule.epochs * -(-8 // rule.batch_size)
+    assert [e.message for e in job.events.all()][-1] == "Files validated: 8 training examples. Job queued."
 
 
 def test_given_settings_are_kept(shout_file) -> None:  # type: ignore[no-untyped-def]
@@ -53,6 +58,10 @@ def test_given_settings_are_kept(shout_file) -> None:  # type: ignore[no-untyped
     ("options", "field"),
     [
         ({"n_epochs": 0}, "n_epochs"),
+        ({"time_budget_seconds": 5}, "time_budget_seconds"),
+        ({"time_budget_seconds": 100_000}, "time_budget_seconds"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"max_epochs": 201}, "max_epochs"),
         ({"batch_size": "many"}, "batch_size"),
         ({"learning_rate_multiplier": -1}, "learning_rate_multiplier"),
         ({"base_model": "gpt-9"}, "model"),

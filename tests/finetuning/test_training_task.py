@@ -24,7 +24,8 @@ def queued_job(shout_file, **options):  # type: ignore[no-untyped-def]
     )
 
 
-def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+    shout_file = shout_twice_file
     job = queued_job(shout_file, suffix="shout")
     assert finetune_job_run.call(job_pk=job.pk) == "succeeded"
     job.refresh_from_db()
@@ -52,8 +53,8 @@ def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_f
     assert messages[-1] == f"New fine-tuned model {model.public_id} is ready to chat with."
 
 
-def test_a_full_fine_tuning_job_registers_a_whole_model_that_is_its_own_base(shout_file) -> None:  # type: ignore[no-untyped-def]
-    job = queued_job(shout_file, method="full", suffix="whole")
+def test_a_full_fine_tuning_job_registers_a_whole_model_that_is_its_own_base(shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+    job = queued_job(shout_twice_file, method="full", suffix="whole")
     assert runner.finetune_job_execute(job_pk=job.pk) == "succeeded"
     job.refresh_from_db()
     assert job.evaluation["examples"] == 2, "the saved model was loaded back and evaluated"

@@ -1,6 +1,7 @@
 """Fine-tune from the command line, through the same validation and job services as the admin.
 
     python manage.py finetune data.jsonl [--base MODEL] [--method {lora,full}] [--epochs N]
+        [--time-budget SECONDS] [--max-epochs N]
         [--suffix NAME] [--wait]
 
 Without ``--wait`` the job is queued for the background worker (``manage.py db_worker``,
@@ -41,6 +42,10 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", default="auto", help='Number of epochs, or "auto" (default).')
         parser.add_argument("--batch-size", default="auto", help='Examples per step, or "auto" (default).')
         parser.add_argument("--learning-rate-multiplier", default="auto", help='Or "auto" (default).')
+        parser.add_argument(
+            "--time-budget", default="auto", help='Seconds "auto" epochs may train (default: FINETUNE_TIME_BUDGET_SECONDS).'
+        )
+        parser.add_argument("--max-epochs", default="auto", help='Cap on "auto" epochs (default: FINETUNE_MAX_EPOCHS).')
         parser.add_argument("--validation-split", type=float, default=None, help="Share held out (default 0.1).")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--suffix", default="", help="Part of the new model's name.")
@@ -59,6 +64,8 @@ class Command(BaseCommand):
                 n_epochs=options["epochs"],
                 batch_size=options["batch_size"],
                 learning_rate_multiplier=options["learning_rate_multiplier"],
+                time_budget_seconds=options["time_budget"],
+                max_epochs=options["max_epochs"],
                 validation_split=options["validation_split"],
                 seed=options["seed"],
                 suffix=options["suffix"],
@@ -88,6 +95,8 @@ class Command(BaseCommand):
             f"{file.public_id}: {stats['examples']} examples, tokens per example "
             f"{stats['tokens_min']}/{stats['tokens_median']}/{stats['tokens_max']} (min/median/max)."
         )
+        for warning in stats.get("warnings", []):
+            self.stderr.write(f"  Warning: {warning}")
         return file
 
     def _follow(self, job: FineTuningJob, worker_wait: float) -> None:
@@ -124,6 +133,8 @@ class Command(BaseCommand):
         )
 
     def _finish(self, job: FineTuningJob) -> None:
+        if job.stop_reason:
+            self.stdout.write(f"Training stopped: {job.stop_reason}; kept the weights of epoch {job.kept_epoch}.")
         if job.status != FineTuningJob.Status.SUCCEEDED:
             raise CommandError(f"Job {job.public_id} {job.status}: {job.error_message or 'no model was made.'}")
         evaluation = job.evaluation
