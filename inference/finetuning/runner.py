@@ -117,8 +117,6 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
         job=job,
         message=f"{len(examples.train)} training examples, {len(examples.validation)} held out for validation.",
     )
-    if examples.split_note:
-        services.job_record_split(job=job, note=examples.split_note)
     config = _config(job, base, threads)
     if job.method == "full" and base.init_adapter:
         services.event_add(

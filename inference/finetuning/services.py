@@ -252,7 +252,7 @@ def _check_method(method: str | None) -> str:
 def _validate_and_queue(job: FineTuningJob, base: bases.TrainingBase, *, enqueue: bool) -> None:
     """validating_files -> queued (hyperparameters resolved) or -> failed with the reasons."""
     try:
-        train_examples = selectors.job_examples(job=job, base_source=base.base_source).train
+        examples = selectors.job_examples(job=job, base_source=base.base_source)
     except DatasetRejected as exc:
         lines = "; ".join(exc.problems[:5])
         job_fail(job=job, code="invalid_training_file", message=f"{exc} {lines}".strip())
@@ -260,6 +260,9 @@ def _validate_and_queue(job: FineTuningJob, base: bases.TrainingBase, *, enqueue
     except FileUnavailable as exc:  # the data went away since _check_files looked
         job_fail(job=job, code="file_unavailable", message=str(exc))
         return
+    train_examples = examples.train
+    if examples.split_note:
+        job_record_split(job=job, note=examples.split_note)
     job.hyperparameters, job.total_steps = _resolved(job.hyperparameters_requested, len(train_examples))
     job.save(update_fields=["hyperparameters", "total_steps"])
     if _move(job, FineTuningJob.Status.VALIDATING_FILES, FineTuningJob.Status.QUEUED):

@@ -128,3 +128,13 @@ def test_the_command_says_why_training_stopped(tmp_path: Path) -> None:
     job = FineTuningJob.objects.get()
     assert f"Training stopped: {job.stop_reason}; kept the weights of epoch {job.kept_epoch}." in out.getvalue()
     assert job.stop_reason.startswith("learnt 3/3 training examples")
+
+
+def test_the_job_page_says_what_the_split_held_out_and_why(admin_client, shout_file, shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+    once = job_for(shout_file, validation_split=0.25)
+    twice = job_for(shout_twice_file, validation_split=0.25)
+
+    assert once.validation_note.startswith("Nothing held out for validation: every completion appears only once")
+    assert twice.validation_note.startswith("2 of 8 examples held out for validation, only from the 4 completions")
+    page = admin_client.get(reverse("admin:inference_finetuningjob_change", args=[once.public_id])).content.decode()
+    assert "holding one out would test a fact the model was never shown" in page
