@@ -3,6 +3,7 @@
     python -m bench.load --url http://127.0.0.1:8000 --sockets 500 --streams 100
     python -m bench.load --start synthetic --sockets 500 --streams 100   # starts its own server
     python -m bench.load --start bundled --sockets 16 --streams 16 --max-tokens 64
+    python -m bench.load --start bundled --burst 24                      # fair use, see below
 
 Simulated users sign up over HTTP, open one websocket per conversation (the
 ``websockets`` library), and ``--streams`` of those conversations send a message at
@@ -11,6 +12,14 @@ the same moment. It reports the sockets held, replies completed, first-token lat
 as a table and one JSON line. ``--start`` runs daphne on a fresh SQLite database with
 the synthetic backend (filler text at a fixed pace, measuring the web tier alone) or
 the bundled model. Requests go to loopback only and the run is bounded in time.
+
+``--burst N`` measures fair use instead: other people's first-token time in chat, one
+chat at a time, first on an idle server and then while one API key fires N long
+streaming completions at once (``--burst-tokens`` each). It reports both medians, their
+ratio (the target is at most 2) and how many of the burst were admitted or refused
+(429: the key's owner already runs ``INFERENCE_MAX_STREAMS_PER_USER`` generations).
+``--streams-per-user`` sets that cap on the server it starts (lift it to see the
+burst without fair use). With ``--url``, pass ``--api-key`` (the burst's key).
 """
 
 from __future__ import annotations
@@ -19,9 +28,13 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,9 +79,18 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+# Many simulated people chat from one address and run many replies each: the limits
+# that keep real people fair would refuse the load test itself.
+LOAD_LIMITS = {
+    "CHAT_MAX_CONCURRENT_STREAMS": "100",
+    "INFERENCE_MAX_STREAMS_PER_USER": "100",
+    "INFERENCE_MAX_QUEUED_REQUESTS": "10000",
+}
+
+
 @contextmanager
-def local_server(backend: str, tokens_per_second: float) -> Iterator[str]:
-    """A throwaway Parley on loopback: fresh SQLite, the chosen backend."""
+def local_server(backend: str, tokens_per_second: float, **overrides: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A throwaway Parley on loopback: fresh SQLite, the chosen backend; its URL and environment."""
     workdir = Path(tempfile.mkdtemp(prefix="parley-load-"))
     env = {
         **os.environ,
@@ -78,13 +100,15 @@ def local_server(backend: str, tokens_per_second: float) -> Iterator[str]:
         "INFERENCE_BACKEND": "synthetic" if backend == "synthetic" else "transformers",
         "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": str(tokens_per_second),
         "CHAT_MESSAGES_PER_MINUTE": "1000",
-        "CHAT_MAX_CONCURRENT_STREAMS": "100",
+        "PARLEY_SIGNUPS_PER_HOUR": "100000",
+        "PARLEY_SECRET_KEY": os.environ.get("PARLEY_SECRET_KEY") or secrets.token_urlsafe(50),
         "PARLEY_LOG_LEVEL": "WARNING",
+        **overrides,
     }
     manage(env, "prepare_model")
     url, server = start_site(workdir, env)
     try:
-        yield url
+        yield url, env
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -151,6 +175,111 @@ async def run(url: str, sockets: int, streams: int, max_tokens: int, model: str,
     return result
 
 
+# -- Fair use: a burst of long API streams from one key ------------------------------
+
+
+class BurstStream(threading.Thread):
+    """One long streaming completion from the burst's key, read until told to stop."""
+
+    def __init__(self, url: str, key: str, *, model: str, max_tokens: int) -> None:
+        super().__init__(daemon=True)
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
+            "max_tokens": max_tokens,
+            "temperature": 1.0,
+            "stream": True,
+        }
+        self.request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        self.status: int | None = None
+        self.writing = threading.Event()  # refused, or its first text arrived
+        self.stopping = False
+
+    def run(self) -> None:
+        try:
+            with urllib.request.urlopen(self.request, timeout=600) as response:
+                self.status = response.status
+                for line in response:
+                    if b'"content":"' in line and b'"content":""' not in line:
+                        self.writing.set()
+                    if self.stopping:
+                        return
+        except urllib.error.HTTPError as error:
+            self.status = error.code
+        except OSError as error:
+            self.status = -1
+            print("burst stream failed:", error)
+        finally:
+            self.writing.set()
+
+
+async def first_token_alone(browser: Browser, url: str, model: str, timeout: float) -> float:
+    """One chat turn in a new conversation: seconds from send to its first streamed text."""
+    conversation_id = await asyncio.to_thread(browser.new_chat, model_name=model, max_tokens="32")
+    socket = await ChatSocket(browser, url, conversation_id).__aenter__()
+    try:
+        await socket.send("Say hello in one sentence.")
+        await socket.until_finished(timeout=timeout)
+    finally:
+        await socket.__aexit__(None, None, None)
+    assert socket.first_delta_at is not None and socket.sent_at is not None, "the reply streamed no text"
+    return socket.first_delta_at - socket.sent_at
+
+
+async def first_tokens(people: list[Browser], url: str, model: str, rounds: int, timeout: float) -> list[float]:
+    return [await first_token_alone(person, url, model, timeout) for _ in range(rounds) for person in people]
+
+
+async def run_burst(
+    url: str, key: str, *, burst: int, burst_tokens: int, people: int, model: str, timeout: float
+) -> dict[str, object]:
+    """1. Sign other people up. 2. Their first-token times on the idle server (after a
+    warm-up turn). 3. The burst: wait until every stream writes or is refused (30 s at
+    most: some may wait behind the batch). 4. Their first-token times again while it
+    runs. 5. Stop the burst."""
+    others = [Browser(url) for _ in range(people)]
+    stamp = int(time.time() * 1000) % 10**8
+    await asyncio.gather(*(asyncio.to_thread(b.sign_up, f"other{i}x{stamp}") for i, b in enumerate(others)))
+    await first_token_alone(others[0], url, model, timeout)
+    idle = await first_tokens(others, url, model, 2, timeout)
+    streams = [BurstStream(url, key, model=model, max_tokens=burst_tokens) for _ in range(burst)]
+    for stream in streams:
+        stream.start()
+    # Every stream writing or refused; beyond the batch, some wait in the queue instead.
+    settle = time.monotonic() + 30
+    await asyncio.gather(*(asyncio.to_thread(s.writing.wait, max(0, settle - time.monotonic())) for s in streams))
+    admitted = sum(1 for stream in streams if stream.status == 200)
+    queued = sum(1 for stream in streams if not stream.writing.is_set())
+    loaded = await first_tokens(others, url, model, 2, timeout)
+    still_writing = sum(1 for stream in streams if stream.status == 200 and stream.is_alive())
+    for stream in streams:
+        stream.stopping = True
+    return {
+        "burst": burst,
+        "admitted": admitted,
+        "queued_behind_the_batch": queued,
+        "refused_429": sum(1 for stream in streams if stream.status == 429),
+        "refused_503": sum(1 for stream in streams if stream.status == 503),
+        "still_writing_after": still_writing,
+        "idle_first_token_p50_s": round(statistics.median(idle), 3),
+        "burst_first_token_p50_s": round(statistics.median(loaded), 3),
+        "burst_first_token_max_s": round(max(loaded), 3),
+        "ratio_p50": round(statistics.median(loaded) / statistics.median(idle), 2),
+        "ratio_max_to_idle_p50": round(max(loaded) / statistics.median(idle), 2),
+    }
+
+
+def report_burst(summary: dict[str, object], label: str) -> None:
+    print(f"\nParley fair-use burst: {label}")
+    for key, value in summary.items():
+        print(f"{key:<28}{value!s:>14}")
+    print(json.dumps({"bench": "load-burst", "label": label, **summary}))
+
+
 def report(result: Result, label: str) -> None:
     summary = result.summary()
     print(f"\nParley load test: {label}")
@@ -172,7 +301,15 @@ def main() -> None:
     parser.add_argument("--tokens-per-second", type=float, default=20.0, help="synthetic pace per stream")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one reply may take")
+    parser.add_argument("--burst", type=int, default=0, help="fair use: N long API streams from one key")
+    parser.add_argument("--burst-tokens", type=int, default=1024, help="max_tokens of each burst stream")
+    parser.add_argument("--people", type=int, default=3, help="fair use: other people measured")
+    parser.add_argument("--streams-per-user", help="fair use: INFERENCE_MAX_STREAMS_PER_USER of the started server")
+    parser.add_argument("--api-key", help="fair use with --url: the burst's key")
     args = parser.parse_args()
+    if args.burst:
+        burst_main(args)
+        return
     label = f"{args.sockets} sockets, {args.streams} streams, " + (args.url or f"{args.start} backend")
 
     async def go(url: str) -> Result:
@@ -181,9 +318,28 @@ def main() -> None:
     if args.url:
         result = asyncio.run(go(args.url))
     else:
-        with local_server(args.start, args.tokens_per_second) as url:
+        with local_server(args.start, args.tokens_per_second, **LOAD_LIMITS) as (url, _):
             result = asyncio.run(go(url))
     report(result, label)
+
+
+def burst_main(args: argparse.Namespace) -> None:
+    cap = {"INFERENCE_MAX_STREAMS_PER_USER": args.streams_per_user} if args.streams_per_user else {}
+    label = f"{args.burst} streams of up to {args.burst_tokens} tokens from one key, " + (
+        args.url or f"{args.start} backend, per-user cap {args.streams_per_user or 'default'}"
+    )
+
+    def go(url: str, key: str) -> dict[str, object]:
+        options = {"burst_tokens": args.burst_tokens, "people": args.people, "model": args.model}
+        return asyncio.run(run_burst(url, key, burst=args.burst, timeout=args.timeout, **options))
+
+    if args.url:
+        summary = go(args.url, args.api_key)
+    else:
+        with local_server(args.start, args.tokens_per_second, **cap) as (url, env):
+            Browser(url).sign_up("burst")
+            summary = go(url, manage(env, "create_api_key", "burst").strip())
+    report_burst(summary, label)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,10 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # throttles key on the address the outermost of them saw (conversations/client_ip.py).
 PARLEY_PROXY_COUNT = env_int("PARLEY_PROXY_COUNT", 0, minimum=0)
 AXES_CLIENT_IP_CALLABLE = "conversations.client_ip.client_ip"
+# Who may create an account: "open" (anyone who reaches the site) or "closed" (admins
+# create them); open sign-up is throttled per address (conversations/accounts.py).
+PARLEY_SIGNUP = env_choice("PARLEY_SIGNUP", "open", ("open", "closed"))
+PARLEY_SIGNUPS_PER_HOUR = env_int("PARLEY_SIGNUPS_PER_HOUR", 20, minimum=1)
 
 LOGGING = {
     "version": 1,
@@ -234,6 +238,11 @@ INFERENCE_FINISH_RETRY_SECONDS = env_float("INFERENCE_FINISH_RETRY_SECONDS", 120
 INFERENCE_CHANNEL = env_str("INFERENCE_CHANNEL", "inference")
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0, minimum=0)
 INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
+# Fair use (inference/fair_use.py): generations one user runs at once, chat replies and API
+# choices together; and requests one process lets wait beyond its batch before it turns
+# new ones away (the API answers 503 with Retry-After, chat says the server is busy).
+INFERENCE_MAX_STREAMS_PER_USER = env_int("INFERENCE_MAX_STREAMS_PER_USER", 8, minimum=1)
+INFERENCE_MAX_QUEUED_REQUESTS = env_int("INFERENCE_MAX_QUEUED_REQUESTS", 64, minimum=0)
 # "auto": every linear layer int8 after activation smoothing where the CPU and the model
 # allow it (3x faster than fp32 here, 90 % of greedy next tokens the same); "fp32" is
 # exact and reproducible whatever shares a batch (inference/engine/weights.py).

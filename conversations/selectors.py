@@ -65,6 +65,13 @@ def conversation_active_messages(*, conversation: Conversation) -> list[Message]
     return _walk_up(by_id, conversation.active_leaf_id)
 
 
+def owner_streaming_count(*, owner_id: int) -> int:
+    """Replies being written for this user now, in all their conversations."""
+    return Message.objects.filter(
+        conversation__owner_id=owner_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
+    ).count()
+
+
 def conversation_streaming_messages(*, conversation: Conversation) -> list[Message]:
     return list(conversation.messages.filter(status=Message.Status.STREAMING))
 

@@ -23,7 +23,7 @@ from conversations.models import (
     TranscriptTag,
     TranscriptView,
 )
-from inference import registry
+from inference import fair_use, registry
 from inference.services import WORKER_STOPPED
 
 
@@ -264,6 +264,7 @@ def _conversation_lock_idle(conversation: Conversation) -> Conversation:
         raise ValidationError(
             f"You can send {settings.CHAT_MESSAGES_PER_MINUTE} messages a minute; wait a moment and try again."
         )
+    _shared_streams_check(owner_id=locked.owner_id, chat_streams=counts["streaming"])
     return locked
 
 
@@ -279,6 +280,13 @@ def _streams_refusal(*, owner_id: int, count: int) -> str:
     ]
     where = ", ".join(f"“{title}”" for title in titles)
     return f"You already have {count} replies being written (in {where}); wait for one to finish or stop it."
+
+
+def _shared_streams_check(*, owner_id: int, chat_streams: int) -> None:
+    """Chat replies and API completions share INFERENCE_MAX_STREAMS_PER_USER (inference/fair_use.py)."""
+    api = fair_use.api_slots_held(user_id=owner_id)
+    if chat_streams + api >= settings.INFERENCE_MAX_STREAMS_PER_USER:
+        raise ValidationError(str(fair_use.StreamsLimitReached(chat=chat_streams, api=api, wanted=1)))
 
 
 def _owner_stream_counts(*, owner_id: int, conversation_pk: int) -> dict[str, int]:

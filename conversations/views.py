@@ -16,7 +16,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from conversations import selectors, services
+from conversations import accounts, selectors, services
+from conversations.client_ip import client_ip
 from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
 from conversations.models import Conversation, Message, MessageFeedback
 
@@ -36,8 +37,15 @@ def _page_context(request: HtmxHttpRequest, conversation: Conversation | None) -
 def signup(request: HtmxHttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
+    if not accounts.signup_open():
+        return render(request, "registration/signup_closed.html", status=403 if request.method == "POST" else 200)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        try:
+            accounts.signup_throttle_take(address=client_ip(request))
+        except ValidationError as exc:
+            form.add_error(None, exc)
+            return render(request, "registration/signup.html", {"form": form}, status=429)
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("home")

@@ -30,6 +30,21 @@ class ServedModel:
     engine: Engine
     loaded: LoadedModel
     adapters: set[str] = field(default_factory=set)
+    # Requests submitted to this engine that have not finished (decoding or queued).
+    in_flight: int = 0
+    _in_flight_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def request_admit(self, limit: int) -> bool:
+        """Count one more request unless ``limit`` are in flight already."""
+        with self._in_flight_lock:
+            if self.in_flight >= limit:
+                return False
+            self.in_flight += 1
+            return True
+
+    def request_ended(self) -> None:
+        with self._in_flight_lock:
+            self.in_flight -= 1
 
 
 # What a reply streaming on a released model ends with (after "The model failed while

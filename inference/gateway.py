@@ -41,6 +41,11 @@ class WorkerUnavailableError(RuntimeError):
     """No generation worker answered."""
 
 
+class EngineBusyError(WorkerUnavailableError):
+    """The process already holds as many requests as ``INFERENCE_MAX_QUEUED_REQUESTS`` lets
+    wait beyond its batch; try again in a few seconds."""
+
+
 @dataclass
 class Stream:
     """Events of one request; subclasses say where they come from."""
@@ -49,9 +54,17 @@ class Stream:
     fitted: FittedPrompt
     queue: asyncio.Queue[EngineEvent] = field(default_factory=asyncio.Queue)
     finished: bool = False
+    # Set when the request is over for the engine (its FinishEvent arrived), read or not.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def cancel(self) -> None:
         raise NotImplementedError
+
+    def put(self, event: EngineEvent) -> None:
+        """Deliver ``event`` to the reader (on the event loop)."""
+        self.queue.put_nowait(event)
+        if isinstance(event, FinishEvent):
+            self.ended.set()
 
     async def next_event(self, timeout: float | None = None) -> EngineEvent | None:
         """The next event, or None if ``timeout`` seconds pass without one."""
@@ -82,6 +95,21 @@ class LocalStream(Stream):
         if not self.finished and self.served is not None:
             self.served.engine.cancel(self.request_id)
 
+    def put(self, event: EngineEvent) -> None:
+        super().put(event)
+        if isinstance(event, FinishEvent) and self.served is not None:
+            self.served.request_ended()
+
+
+def _admit(served: engines.ServedModel) -> None:
+    """Count the request against this process's queue bound, or refuse it."""
+    limit = settings.INFERENCE_MAX_BATCH_SIZE + settings.INFERENCE_MAX_QUEUED_REQUESTS
+    if not served.request_admit(limit):
+        raise EngineBusyError(
+            f"The server is busy: it is writing or queueing as many replies as it may ({limit}). "
+            "Try again in a few seconds."
+        )
+
 
 async def open_local_stream(
     *,
@@ -101,11 +129,12 @@ async def open_local_stream(
             context_length=served.loaded.context_length,
             max_new_tokens=params.max_new_tokens,
         )
+    _admit(served)
     stream = LocalStream(request_id=request_id, fitted=fitted, served=served)
     loop = asyncio.get_running_loop()
 
     def deliver(event: EngineEvent) -> None:  # runs on the engine thread
-        loop.call_soon_threadsafe(stream.queue.put_nowait, event)
+        loop.call_soon_threadsafe(stream.put, event)
 
     request = GenerationRequest(
         request_id=request_id,
@@ -133,6 +162,7 @@ class RemoteStream(Stream):
         message = {"type": "stream.cancel", "request_id": self.request_id}
         asyncio.get_running_loop().create_task(get_channel_layer().send(self.worker_channel, message))
         self.finished = True
+        self.ended.set()
         if self.pump is not None:
             self.pump.cancel()
 
@@ -145,10 +175,10 @@ class RemoteStream(Stream):
                 message = await asyncio.wait_for(layer.receive(self.reply_channel), limit)
             except TimeoutError:
                 error = "The generation worker stopped responding."
-                self.queue.put_nowait(FinishEvent(self.request_id, "error", len(self.fitted.prompt_ids), 0, error))
+                self.put(FinishEvent(self.request_id, "error", len(self.fitted.prompt_ids), 0, error))
                 return
             event = event_from_message(message)
-            self.queue.put_nowait(event)
+            self.put(event)
             if isinstance(event, FinishEvent):
                 return
 
@@ -201,7 +231,9 @@ async def open_remote_stream(
     except TimeoutError:
         raise WorkerUnavailableError("No generation worker is available; try again shortly.") from None
     if opened["type"] == "stream.refused":
-        raise PromptTooLongError(opened["error"]) if opened["too_long"] else WorkerUnavailableError(opened["error"])
+        if opened["too_long"]:
+            raise PromptTooLongError(opened["error"])
+        raise EngineBusyError(opened["error"]) if opened.get("busy") else WorkerUnavailableError(opened["error"])
     fitted = FittedPrompt(**opened["fitted"])
     stream = RemoteStream(
         request_id=request_id, fitted=fitted, reply_channel=reply_channel, worker_channel=opened["worker_channel"]
@@ -231,8 +263,8 @@ async def serve_remote_stream(message: dict[str, Any], *, worker_channel: str, s
             fitted=FittedPrompt(**message["fitted"]) if message.get("fitted") else None,
         )
     except (PromptTooLongError, WorkerUnavailableError) as exc:
-        too_long = isinstance(exc, PromptTooLongError)
-        await layer.send(reply_channel, {"type": "stream.refused", "error": str(exc), "too_long": too_long})
+        refusal = {"error": str(exc), "too_long": isinstance(exc, PromptTooLongError)}
+        await layer.send(reply_channel, {"type": "stream.refused", **refusal, "busy": isinstance(exc, EngineBusyError)})
         return
     streams[request_id] = stream
     try:

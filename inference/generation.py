@@ -30,7 +30,7 @@ from conversations.models import Message
 from inference import gateway, registry
 from inference.engine.prompt import FittedPrompt
 from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
-from inference.gateway import PromptTooLongError
+from inference.gateway import EngineBusyError, PromptTooLongError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class GenerationJob:
                 cache_key=f"{self.context.conversation_id}:{spec.id}",
                 local=True,
             )
-        except PromptTooLongError as exc:
+        except (PromptTooLongError, EngineBusyError) as exc:
             raise JobFailed(str(exc)) from exc
         _running[self.context.message_pk] = self.stream = stream
         if self.stop_requested:

@@ -58,8 +58,15 @@ def scripted_engine(monkeypatch) -> Iterator[object]:  # type: ignore[no-untyped
     state: dict[str, ScriptedEngine] = {"engine": ScriptedEngine(["Hello", ", ", "world", "."])}
     loaded = load_model(str(TINY_MODEL_DIR), cache_dir=ROOT / ".cache" / "models")
 
+    served: dict[int, engines.ServedModel] = {}
+
     def fake_engine_for(spec):  # type: ignore[no-untyped-def]
-        return engines.ServedModel(engine=state["engine"], loaded=loaded)  # type: ignore[arg-type]
+        # One ServedModel per engine, as engines.engine_for keeps one per model: it counts
+        # the requests in flight.
+        engine = state["engine"]
+        if id(engine) not in served:
+            served[id(engine)] = engines.ServedModel(engine=engine, loaded=loaded)  # type: ignore[arg-type]
+        return served[id(engine)]
 
     monkeypatch.setattr(engines, "engine_for", fake_engine_for)
 
@@ -68,3 +75,32 @@ def scripted_engine(monkeypatch) -> Iterator[object]:  # type: ignore[no-untyped
         return engine
 
     yield use
+
+
+@pytest.fixture
+async def remote_worker(settings, scripted_engine):  # type: ignore[no-untyped-def]
+    """``INFERENCE_MODE=remote`` inside the test: a task plays the generation worker,
+    taking ``stream.open`` messages from the inference channel and serving each on this
+    process's (scripted) engine, as ``manage.py runworker inference`` does."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from inference import gateway
+
+    settings.INFERENCE_MODE = "remote"
+    layer = get_channel_layer()
+    worker_channel = await layer.new_channel("worker.")
+    served: set[asyncio.Task[None]] = set()
+
+    async def work() -> None:
+        while True:
+            message = await layer.receive(settings.INFERENCE_CHANNEL)
+            task = asyncio.create_task(gateway.serve_remote_stream(message, worker_channel=worker_channel, streams={}))
+            served.add(task)
+
+    worker = asyncio.create_task(work())
+    yield worker_channel
+    worker.cancel()
+    for task in served:
+        task.cancel()

@@ -1,5 +1,6 @@
 """Who is calling: the API key from ``Authorization: Bearer KEY`` (or ``x-api-key``),
-and the per-key rate limit (``API_RATE_LIMIT_PER_MINUTE``).
+the per-key rate limit (``API_RATE_LIMIT_PER_MINUTE``), and the owner's share of
+generations (``INFERENCE_MAX_STREAMS_PER_USER``, shared with chat: inference/fair_use.py).
 
 The limit counts requests in fixed one-minute windows in Django's cache, which is
 Redis when ``REDIS_URL`` is set, so every process shares the same counters.
@@ -16,7 +17,9 @@ from django.http import HttpRequest
 
 from apikeys import selectors, services
 from apikeys.models import ApiKey
-from inference.api.errors import ApiError
+from conversations.selectors import owner_streaming_count
+from inference import fair_use
+from inference.api.errors import ApiError, invalid
 
 
 def _secret(request: HttpRequest) -> str:
@@ -72,3 +75,21 @@ async def rate_limit_check(*, api_key: ApiKey) -> None:
             code="rate_limit_exceeded",
             headers={"Retry-After": str(retry_after), "X-RateLimit-Limit-Requests": str(limit)},
         )
+
+
+async def generation_slots_take(*, api_key: ApiKey, count: int) -> fair_use.ApiSlots:
+    """One of the owner's generation slots per choice: a 400 naming ``n`` when it asks for
+    more than anyone may run, a 429 with Retry-After while the owner runs their share."""
+    limit = settings.INFERENCE_MAX_STREAMS_PER_USER
+    if count > limit:
+        raise invalid("n", f"'n' asks for {count} choices; one person may run {limit} generations at once.")
+
+    def take() -> fair_use.ApiSlots:
+        chat = owner_streaming_count(owner_id=api_key.owner_id)
+        return fair_use.api_slots_take(user_id=api_key.owner_id, count=count, chat_streams=chat)
+
+    try:
+        return await sync_to_async(take)()
+    except fair_use.StreamsLimitReached as exc:
+        retry_after = str(fair_use.RETRY_AFTER_SECONDS)
+        raise ApiError(429, str(exc), code="too_many_generations", headers={"Retry-After": retry_after}) from None

@@ -26,6 +26,10 @@ from inference.registry import ModelSpec
 
 logger = logging.getLogger(__name__)
 
+# A queue that is full now has usually moved on within a few seconds (replies end, or
+# pass their first tokens); a client told to come back sooner would only add load.
+BUSY_RETRY_AFTER_SECONDS = 5
+
 
 @dataclass
 class Choice:
@@ -89,6 +93,9 @@ async def completion_open(*, spec: ModelSpec, request: ChatRequest) -> Completio
     except gateway.PromptTooLongError as exc:
         _cancel_all(streams)
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from exc
+    except gateway.EngineBusyError as exc:
+        _cancel_all(streams)
+        raise ApiError(503, str(exc), code="server_busy", headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}) from exc
     except gateway.WorkerUnavailableError as exc:
         _cancel_all(streams)
         raise ApiError(503, str(exc)) from exc

@@ -20,9 +20,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Js
 from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.models import ApiKey
-from inference import registry
+from inference import fair_use, registry
 from inference.api import completions, finetuning, openapi
-from inference.api.auth import api_key_from_request, rate_limit_check
+from inference.api.auth import api_key_from_request, generation_slots_take, rate_limit_check
 from inference.api.errors import ApiError, error_response, not_found
 from inference.api.schemas import ChatRequest, parse_chat_request, parse_json_body, parse_seed_request
 from inference.api.services import api_transcript_store
@@ -116,7 +116,19 @@ async def _parsed(request: HttpRequest, parse: Callable[[dict[str, Any]], ChatRe
 
 async def _run(api_key: ApiKey, chat: ChatRequest) -> completions.Completion:
     spec = await _model_spec(api_key, chat.model)
-    return await completions.completion_open(spec=spec, request=chat)
+    return await _open_holding_slots(api_key, spec, chat)
+
+
+async def _open_holding_slots(api_key: ApiKey, spec: registry.ModelSpec, chat: ChatRequest) -> completions.Completion:
+    """Start the completion in the owner's generation slots, held until its streams end."""
+    slots = await generation_slots_take(api_key=api_key, count=chat.n)
+    try:
+        completion = await completions.completion_open(spec=spec, request=chat)
+    except BaseException:
+        await sync_to_async(slots.release)()
+        raise
+    fair_use.api_slots_keep(slots, streams=completion.streams)
+    return completion
 
 
 @api_endpoint("POST")

@@ -73,18 +73,30 @@ def test_20000_messages_where_allowed_are_fitted_quickly_while_others_are_served
     assert max(waits) < 1, "the fitting ran off the event loop"
 
 
-@pytest.mark.django_db
-async def test_the_prompt_is_fitted_once_for_all_choices(scripted_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def _five_choices_counting_fits(monkeypatch) -> tuple[completions.Completion, list[int]]:  # type: ignore[no-untyped-def]
     from asgiref.sync import sync_to_async
 
     from inference import gateway
 
-    fits = []
+    fits: list[int] = []
     fit_prompt = gateway.fit_prompt
     monkeypatch.setattr(gateway, "fit_prompt", lambda *args, **kwargs: fits.append(1) or fit_prompt(*args, **kwargs))
     spec = await sync_to_async(model_get)(TINY_MODEL_ID)
     request = ChatRequest(model=TINY_MODEL_ID, messages=TINY_MESSAGES[-3:], n=5, max_tokens=4)
     completion = await completions.completion_open(spec=spec, request=request)
     await completions.completion_collect(completion=completion)
+    return completion, fits
+
+
+@pytest.mark.django_db
+async def test_the_prompt_is_fitted_once_for_all_choices(scripted_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    completion, fits = await _five_choices_counting_fits(monkeypatch)
+    assert len(fits) == 1
+    assert [choice.text for choice in completion.choices] == ["Hello, world."] * 5
+
+
+@pytest.mark.django_db
+async def test_choices_served_by_a_generation_worker_are_fitted_once_too(remote_worker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    completion, fits = await _five_choices_counting_fits(monkeypatch)
     assert len(fits) == 1
     assert [choice.text for choice in completion.choices] == ["Hello, world."] * 5

@@ -106,7 +106,7 @@ def test_stop_flags_only_a_streaming_reply(chat) -> None:  # type: ignore[no-unt
 
 
 def test_the_streamed_text_of_many_replies_is_saved_together(alice, settings, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
-    settings.CHAT_MAX_CONCURRENT_STREAMS = 20
+    settings.CHAT_MAX_CONCURRENT_STREAMS = settings.INFERENCE_MAX_STREAMS_PER_USER = 20
     replies = [
         services.turn_start(conversation=services.conversation_create(owner=alice), text=f"q{index}").assistant_message
         for index in range(20)
