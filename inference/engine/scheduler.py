@@ -206,32 +206,6 @@ class Engine:
             "running": self._thread is not None and self._thread.is_alive(),
         }
 
-    def greedy_choices(self, prompts: list[list[int]], continuations: list[list[int]]) -> list[list[int]]:
-        """Teacher forcing through the serving path: for each prompt, the token greedy
-        decoding picks at each position of its continuation while being fed that
-        continuation. Prompts are prefilled in chunks and the continuations decoded in
-        one batch, as requests are; used to hold a weight form to fp32's choices.
-        """
-        if len(prompts) != len(continuations) or not prompts:
-            raise ValueError("Give one continuation per prompt.")
-        steps = min(len(c) for c in continuations)
-        choices: list[list[int]] = [[] for _ in prompts]
-        with self._model_lock:
-            batch = self._new_cache(len(prompts))
-            for row, prompt in enumerate(prompts):
-                single = self._new_cache(1)
-                single.add_empty_row()
-                for start in range(0, len(prompt), self.prefill_chunk_tokens):
-                    chunk = prompt[start : start + self.prefill_chunk_tokens]
-                    logits = self._forward(single, [chunk], [None], prefill=True)
-                choices[row].append(int(logits[0].argmax()))
-                batch.add_row(single, 0)
-            for step in range(steps - 1):
-                logits = self._forward(batch, [[c[step]] for c in continuations], [None] * len(prompts))
-                for row, token in enumerate(logits.argmax(-1).tolist()):
-                    choices[row].append(token)
-        return choices
-
     def shutdown(self, error: str | None = None) -> None:
         """Stop the model thread; requests still in flight end as cancelled, or, given
         ``error`` (the model went away), as errors with that reason."""
