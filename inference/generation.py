@@ -40,6 +40,7 @@ FINISH_RETRY_MAX_DELAY = 2.0
 
 _tasks: set[asyncio.Task[None]] = set()
 _running: dict[int, gateway.Stream] = {}
+_jobs: dict[int, asyncio.Task[None]] = {}  # message pk -> its job's task, while it runs here
 
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
@@ -370,11 +371,19 @@ async def generation_run(*, message_pk: int, context: JobContext | None = None) 
 def generation_start_local(*, message_pk: int, context: JobContext | None = None) -> None:
     """Run the job as a task on this process's event loop; it outlives the socket.
 
-    ``context`` is the job's ``job_context_load``, when the caller read it already.
+    ``context`` is the job's ``job_context_load``, when the caller read it already. A
+    second start of a reply whose job is still running here (the same ``generate``
+    message delivered twice by the channel layer) is ignored: the engine would refuse the
+    duplicate request id, and the reply would end as an error although its job goes on.
     """
+    if message_pk in _jobs:
+        logger.warning("Reply %s is already being generated here; ignoring a second start", message_pk)
+        return
     task = asyncio.get_running_loop().create_task(generation_run(message_pk=message_pk, context=context))
     _tasks.add(task)
+    _jobs[message_pk] = task
     task.add_done_callback(_tasks.discard)
+    task.add_done_callback(lambda _: _jobs.pop(message_pk, None))
 
 
 def generation_runs_here() -> bool:

@@ -212,3 +212,17 @@ def _long_history(chat, *, turns: int) -> None:  # type: ignore[no-untyped-def]
         services.assistant_message_finish(
             message_pk=reply.pk, content="a" * 80, seq=1, finish_reason="stop", prompt_tokens=1, completion_tokens=1
         )
+
+
+async def test_a_reply_started_twice_in_one_process_runs_once_and_completes(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+    from inference.generation import generation_start_local
+
+    engine = scripted_engine(ScriptedEngine(WORDS[:6], delay=0.01))
+    turn = await database_sync_to_async(services.turn_start)(conversation=chat, text="once")
+    pk = turn.assistant_message.pk
+    generation_start_local(message_pk=pk)
+    generation_start_local(message_pk=pk)  # a channel layer delivering "generate" twice
+    await generation_wait_idle()
+    reply = await reply_of(chat)
+    assert (reply.status, reply.content) == ("complete", "".join(WORDS[:6]))
+    assert len(engine.requests) == 1
