@@ -143,7 +143,7 @@ def test_the_repetition_penalty_is_a_setting_the_next_reply_uses(alice_client, c
 
     url = reverse("conversation_settings", args=[chat.public_id])
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
-    assert 'name="frequency_penalty" value="0.3"' in page, "new chats start with the default"
+    assert 'name="frequency_penalty" value="0.1"' in page, "new chats start with the default"
     good = {"model_name": "tiny-llama", "system_prompt": "", "temperature": "0.7", "max_tokens": "64"}
     assert alice_client.post(url, {**good, "frequency_penalty": "1.25"}, **HTMX).status_code == 200
     chat.refresh_from_db()

@@ -20,7 +20,7 @@ def test_a_new_conversation_takes_the_defaults(chat, settings) -> None:  # type:
     assert chat.system_prompt == settings.INFERENCE_DEFAULT_SYSTEM_PROMPT
     assert chat.temperature == settings.INFERENCE_DEFAULT_TEMPERATURE
     assert chat.max_tokens == settings.INFERENCE_DEFAULT_MAX_TOKENS
-    assert chat.frequency_penalty == settings.INFERENCE_DEFAULT_FREQUENCY_PENALTY == 0.3
+    assert chat.frequency_penalty == settings.INFERENCE_DEFAULT_FREQUENCY_PENALTY == 0.1
 
 
 def test_it_saves_the_user_message_and_a_streaming_reply(chat) -> None:  # type: ignore[no-untyped-def]
