@@ -23,7 +23,12 @@ PASSWORD = "a long admin pass phrase 42"
 
 
 def dataset(bad_line: bool = False) -> bytes:
-    rows = [json.dumps({"prompt": f"Code for {w}?", "completion": f"{w[::-1]}-7"}) for w in WORDS]
+    # Two phrasings of each fact: the validation split holds out a phrasing, never a fact.
+    rows = [
+        json.dumps({"prompt": question.format(w), "completion": f"{w[::-1]}-7"})
+        for w in WORDS[:4]
+        for question in ("Code for {}?", "What is the code of {}?")
+    ]
     if bad_line:
         rows[2] = '{"prompt": "Code for stone?", "completion": 7}'
     return ("\n".join(rows) + "\n").encode()
