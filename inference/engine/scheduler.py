@@ -109,8 +109,8 @@ class Engine:
         if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
             raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
         self.tokenizer = loaded.tokenizer
-        self.weights_reason = choose_weights(weights, loaded.model)[1]
-        self.model, self.weights, smoothing = in_own_thread(prepare_weights, loaded.model, weights, loaded.tokenizer)
+        self.weights, self.weights_reason = choose_weights(weights, loaded.model)
+        self.model, smoothing = in_own_thread(prepare_weights, loaded.model, self.weights, loaded.tokenizer)
         logger.info("Serving %s weights: %s", self.weights, self.weights_reason)
         self.model.eval()
         self.device = next(self.model.parameters()).device

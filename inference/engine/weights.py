@@ -90,10 +90,6 @@ def choose_weights(mode: str, model: Any) -> tuple[str, str]:
     raise AssertionError("fp32 always meets the bar and always runs")
 
 
-def resolve_weights(mode: str, model: Any) -> str:
-    return choose_weights(mode, model)[0]
-
-
 def _linear_names(model: Any, mode: str) -> set[str]:
     head = model.get_output_embeddings()
     names = set()
@@ -103,13 +99,13 @@ def _linear_names(model: Any, mode: str) -> set[str]:
     return names
 
 
-def prepare_weights(model: Any, mode: str, tokenizer: Any = None) -> tuple[Any, str, smoothing.Smoothing | None]:
-    """Return ``(model, chosen_mode, smoothing)``; int8 modes replace linear layers in place.
+def prepare_weights(model: Any, chosen: str, tokenizer: Any = None) -> tuple[Any, smoothing.Smoothing | None]:
+    """Serve ``model`` in ``chosen`` (a form ``choose_weights`` returned); returns
+    ``(model, smoothing)``. int8 forms replace linear layers in place.
 
     With ``"int8"``, a model that ``smoothing.supports`` is smoothed first, calibrated
     on a few built-in chats encoded with ``tokenizer``.
     """
-    chosen = resolve_weights(mode, model)
     applied = None
     if chosen == "int8" and tokenizer is not None and smoothing.supports(model):
         applied = smoothing.smooth(model, smoothing.calibration_ids(tokenizer))
@@ -120,4 +116,4 @@ def prepare_weights(model: Any, mode: str, tokenizer: Any = None) -> tuple[Any, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
-    return model, chosen, applied
+    return model, applied

@@ -193,28 +193,15 @@ def test_an_unknown_argument_is_refused_by_name(client) -> None:
     assert "temprature" in caught.value.message
 
 
-def _post(api_server, key: str, data: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{api_server.base_url}/chat/completions",
-        data=data,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_a_body_over_the_limit_is_refused_as_too_large(api_server, alice_key) -> None:
     huge = json.dumps({"model": TINY_MODEL_ID, "messages": [{"role": "user", "content": "x" * 1_100_000}]})
-    status, body = _post(api_server, alice_key, huge.encode())
+    status, body = api_server.post_raw(alice_key, "/chat/completions", huge.encode())
     assert status == 413
     assert "larger than the limit" in body["error"]["message"]
 
 
 def test_malformed_json_is_a_readable_400(api_server, alice_key) -> None:
-    status, body = _post(api_server, alice_key, b'{"model": ')
+    status, body = api_server.post_raw(alice_key, "/chat/completions", b'{"model": ')
     assert status == 400
     assert body["error"]["message"].startswith("The request body is not valid JSON")
 
