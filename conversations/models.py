@@ -39,6 +39,22 @@ class Conversation(models.Model):
         return self.title or "New chat"
 
 
+class UserPreferences(models.Model):
+    """What a user chose for how Parley looks; remembered on the server, so it follows them
+    from one browser to another."""
+
+    class Theme(models.TextChoices):
+        SYSTEM = "system", "Follow my system"
+        LIGHT = "light", "Light"
+        DARK = "dark", "Dark"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
+    theme = models.CharField(max_length=8, choices=Theme.choices, default=Theme.SYSTEM)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user_id}"
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user", "User"

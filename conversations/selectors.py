@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from conversations.models import Conversation, Message, MessageFeedback
+from conversations.models import Conversation, Message, MessageFeedback, UserPreferences
 
 
 def conversation_list(*, owner: User) -> QuerySet[Conversation]:
@@ -424,3 +424,11 @@ def _entry_record(entry: TranscriptEntry, public_ids: dict[int, str]) -> dict[st
             for f in entry.feedback
         ],
     }
+
+
+def user_theme(*, user: AbstractBaseUser | AnonymousUser) -> str:
+    """The theme ``user`` chose (system, light or dark); the system's for anyone else."""
+    if not user.is_authenticated:
+        return UserPreferences.Theme.SYSTEM.value
+    theme = UserPreferences.objects.filter(user_id=user.pk).values_list("theme", flat=True).first()
+    return theme or UserPreferences.Theme.SYSTEM.value

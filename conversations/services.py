@@ -22,6 +22,7 @@ from conversations.models import (
     MessageFeedback,
     TranscriptTag,
     TranscriptView,
+    UserPreferences,
 )
 from inference import fair_use, registry
 from inference.services import WORKER_STOPPED
@@ -492,3 +493,14 @@ def transcript_tag_add(*, conversation: Conversation, name: str, added_by: User)
 
 def transcript_tag_remove(*, conversation: Conversation, name: str) -> None:
     TranscriptTag.objects.filter(conversation=conversation, name=name).delete()
+
+
+# -- Preferences ---------------------------------------------------------------------------
+
+
+def user_theme_set(*, user: User, theme: str) -> UserPreferences:
+    """Remember ``theme`` (system, light or dark) for ``user``."""
+    if theme not in UserPreferences.Theme.values:
+        raise ValidationError(f"Unknown theme {theme!r}: choose system, light or dark.")
+    preferences, _ = UserPreferences.objects.update_or_create(user=user, defaults={"theme": theme})
+    return preferences

@@ -18,5 +18,6 @@ urlpatterns = [
     path("m/<uuid:message_id>/feedback/", views.message_feedback, name="message_feedback"),
     path("search/", views.conversation_search, name="conversation_search"),
     path("settings/", views.account_settings, name="account_settings"),
+    path("settings/theme/", views.theme_set, name="theme_set"),
     path("settings/delete-conversations/", views.conversations_delete_all, name="conversations_delete_all"),
 ]

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -19,7 +20,7 @@ from django_htmx.middleware import HtmxDetails
 from conversations import accounts, selectors, services
 from conversations.client_ip import client_ip
 from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
-from conversations.models import Conversation, Message, MessageFeedback
+from conversations.models import Conversation, Message, MessageFeedback, UserPreferences
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -227,7 +228,8 @@ def conversation_search(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def account_settings(request: HtmxHttpRequest) -> HttpResponse:
     count = selectors.conversation_list(owner=request.user).count()  # type: ignore[arg-type]
-    return render(request, "settings.html", {**_page_context(request, None), "conversation_count": count})
+    context = {**_page_context(request, None), "conversation_count": count, "theme_choices": UserPreferences.Theme.choices}
+    return render(request, "settings.html", context)
 
 
 @login_required
@@ -239,7 +241,24 @@ def conversations_delete_all(request: HtmxHttpRequest) -> HttpResponse:
             **_page_context(request, None),
             "conversation_count": count,
             "delete_error": "Type the word delete in the box to confirm.",
+            "theme_choices": UserPreferences.Theme.choices,
         }
         return render(request, "settings.html", context, status=400)
     deleted = services.conversation_delete_all(owner=request.user)  # type: ignore[arg-type]
     return redirect(f"{reverse('account_settings')}?deleted={deleted}")
+
+
+@login_required
+@require_POST
+def theme_set(request: HtmxHttpRequest) -> HttpResponse:
+    """Remember the user's theme; from script a 204, from a plain form back to ``next``."""
+    try:
+        services.user_theme_set(user=request.user, theme=request.POST.get("theme", ""))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return HttpResponse(" ".join(exc.messages), status=400)
+    if request.headers.get("X-Parley-Theme") or request.htmx:
+        return HttpResponse(status=204)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = reverse("account_settings")
+    return redirect(target)

@@ -76,10 +76,42 @@
     copyText(text).then(function () { flashCopied(button); });
   });
 
+  // Theme: the sidebar button flips between light and dark at once and tells the server,
+  // which remembers it for the user (the form posts normally where script does not run).
+  var darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  function effectiveTheme() {
+    var chosen = document.documentElement.dataset.theme;
+    if (chosen === "light" || chosen === "dark") return chosen;
+    return darkQuery && darkQuery.matches ? "dark" : "light";
+  }
+  function showThemeState() {
+    var dark = effectiveTheme() === "dark";
+    document.querySelectorAll("[data-theme-toggle] button").forEach(function (button) {
+      button.setAttribute("aria-pressed", dark ? "true" : "false");
+      button.value = dark ? "light" : "dark";
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-theme-toggle] button");
+    if (!button) return;
+    event.preventDefault();
+    var theme = effectiveTheme() === "dark" ? "light" : "dark";
+    document.documentElement.dataset.theme = theme;
+    showThemeState();
+    var form = button.form, body = new FormData(form);
+    body.set("theme", theme);
+    fetch(form.action, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: {"X-CSRFToken": body.get("csrfmiddlewaretoken"), "X-Parley-Theme": "1"}
+    });
+  });
+  if (darkQuery && darkQuery.addEventListener) darkQuery.addEventListener("change", showThemeState);
+
   document.addEventListener("htmx:wsOpen", function () { document.body.classList.remove("is-offline"); });
   document.addEventListener("htmx:wsClose", function () { document.body.classList.add("is-offline"); });
 
   function start() {
+    showThemeState();
     var list = messages();
     if (list) scrollToEnd(list);
     var input = composer();
