@@ -279,9 +279,15 @@ FINETUNE_MAX_ERRORS_SHOWN = env_int("FINETUNE_MAX_ERRORS_SHOWN", 50, minimum=1)
 # Trained adapters (or full models) are written here, one folder per job.
 FINETUNE_OUTPUT_DIR = Path(env_str("FINETUNE_OUTPUT_DIR", str(BASE_DIR / "finetuned")))
 FINETUNE_METHOD = env_choice("FINETUNE_METHOD", "lora", ("lora", "full"))
-# 0 means every core but one, so chat keeps a core while a job trains.
+# 0 means every core while chat on this machine is quiet. While a reply is being written
+# (an engine of this machine keeps a marker in INFERENCE_ACTIVITY_DIR), training gives way:
+# it drops to FINETUNE_YIELD_THREADS threads between forward passes, at its lower priority.
+# FINETUNE_YIELD_TO_CHAT=false turns that off (a machine that only trains).
 FINETUNE_THREADS = env_int("FINETUNE_THREADS", 0, minimum=0)
 FINETUNE_NICENESS = env_int("FINETUNE_NICENESS", 10, minimum=0)
+FINETUNE_YIELD_TO_CHAT = env_bool("FINETUNE_YIELD_TO_CHAT", True)
+FINETUNE_YIELD_THREADS = env_int("FINETUNE_YIELD_THREADS", 1, minimum=1)
+INFERENCE_ACTIVITY_DIR = Path(env_str("INFERENCE_ACTIVITY_DIR", str(BASE_DIR / ".cache" / "activity")))
 FINETUNE_DEFAULT_VALIDATION_SPLIT = env_float("FINETUNE_DEFAULT_VALIDATION_SPLIT", 0.1, minimum=0.0, maximum=0.5)
 # "auto" epochs train until the training examples are learnt, or until they stop improving
 # for FINETUNE_PATIENCE_EPOCHS epochs, within this budget and epoch cap (a job may ask for

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -70,11 +71,19 @@ def _start(base_source: str) -> ServedModel:
     # torch and the weights are imported on first use, never at Django start-up.
     from inference.engine.loading import load_model
     from inference.engine.scheduler import Engine
+    from inference.engine.sharing import ChatActivity
 
     loaded = load_model(
         base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=inference_threads(), device=settings.INFERENCE_DEVICE
     )
-    engine = Engine(loaded, max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE, weights=settings.INFERENCE_WEIGHTS)
+    # Training on this machine reads the marker and gives way while this engine writes.
+    activity = ChatActivity(settings.INFERENCE_ACTIVITY_DIR, name=secrets.token_hex(4))
+    engine = Engine(
+        loaded,
+        max_batch_size=settings.INFERENCE_MAX_BATCH_SIZE,
+        weights=settings.INFERENCE_WEIGHTS,
+        on_busy=activity.set_busy,
+    )
     engine.start()
     logger.info("Loaded %s in %.1f s", loaded.name, loaded.load_seconds)
     return ServedModel(engine=engine, loaded=loaded)

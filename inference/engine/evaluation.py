@@ -14,7 +14,7 @@ The same function scores the base model and a fine-tuned one::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,24 +73,42 @@ def evaluate(
     return EvaluationResult(len(rows), exact, accuracy, loss, rows)
 
 
-def exact_matches(model: Any, tokenizer: Any, examples: Sequence[Example], *, batch_size: int = 8) -> list[bool]:
+def exact_matches(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 8,
+    between_batches: Callable[[], None] | None = None,
+) -> list[bool]:
     """Whether ``model``'s greedy answer to each example is its expected reply."""
     if not examples:
         return []
     limit = _longest_reply_tokens(tokenizer, examples) + 2
-    answers = generate_answers(model, tokenizer, examples, max_new_tokens=limit, batch_size=batch_size)
+    answers = generate_answers(
+        model, tokenizer, examples, max_new_tokens=limit, batch_size=batch_size, between_batches=between_batches
+    )
     return [_row(example, answer).exact for example, answer in zip(examples, answers, strict=True)]
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int = 8
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    between_batches: Callable[[], None] | None = None,
 ) -> list[str]:
-    """The model's greedy reply to each example's prompt, in the order given."""
+    """The model's greedy reply to each example's prompt, in the order given
+    (``between_batches`` runs before each batch of ``batch_size`` prompts)."""
     prompts = [_prompt_ids(tokenizer, example) for example in examples]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
+        if between_batches is not None:
+            between_batches()
         replies = _generate_batch(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens)
         answers.update(zip(chunk, replies, strict=True))
     return [answers[i] for i in range(len(prompts))]

@@ -105,6 +105,7 @@ class Engine:
         prefix_cache_bytes: int = 512 * 2**20,
         weights: str = "auto",
         parallel_rows: int = 8,
+        on_busy: Callable[[bool], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
             raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
@@ -146,6 +147,10 @@ class Engine:
         self._closed = False
         self.tokens_generated = 0
         self.steps = 0
+        # Told True when the engine gets work and False when it has none left (from the
+        # model thread; sharing.ChatActivity.set_busy lets training on this machine yield).
+        self._on_busy = on_busy
+        self._busy = False
 
     # -- public surface -------------------------------------------------------
 
@@ -237,12 +242,24 @@ class Engine:
                     return
                 try:
                     self._apply(commands)
+                    self._report_busy()
                     self._step()
                 except Exception as exc:
                     logger.exception("The engine step failed")
                     self._abandon_all("error", f"The engine failed: {exc}")
+                self._report_busy()
         finally:
             self._abandon_all(*self._shutdown_finish)
+            self._report_busy()
+
+    def _report_busy(self) -> None:
+        busy = self._has_work()
+        if busy != self._busy and self._on_busy is not None:
+            try:
+                self._on_busy(busy)
+            except Exception:
+                logger.exception("The engine could not report its activity")
+        self._busy = busy
 
     def _wait_for_work(self) -> list[tuple[str, Any]] | None:
         with self._wake:

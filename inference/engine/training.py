@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from inference.engine.datasets import Example, Hyperparameters
 from inference.engine.loading import LoadedModel, load_model
+from inference.engine.sharing import ComputeShare
 
 IGNORE_INDEX = -100
 METADATA_FILE = "parley_training.json"
@@ -503,6 +504,7 @@ def train(
     on_progress: ProgressCallback | None = None,
     on_epoch_end: EpochEndCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    share: ComputeShare | None = None,
 ) -> TrainingResult:
     """Train on ``examples`` and write the result to ``output_dir`` (which must not exist).
 
@@ -511,7 +513,9 @@ def train(
     from ``cache_dir``. ``on_progress`` runs after every optimizer step and
     ``on_epoch_end`` after every epoch (with validation loss and token accuracy when
     ``validation`` is given); ``should_cancel`` is polled before every step and a
-    ``True`` raises ``TrainingCancelled``. Epochs are numbered from 1.
+    ``True`` raises ``TrainingCancelled``. Epochs are numbered from 1. ``share`` (see
+    ``sharing.py``) lowers the thread count between forward passes while chat on the same
+    machine is generating, and raises it again when chat is quiet.
     """
     if not examples:
         raise ValueError("There are no examples to train on.")
@@ -525,9 +529,14 @@ def train(
         held_out = [encode_example(loaded.tokenizer, e, max_length=max_length) for e in validation]
         with _trainable(config, loaded) as model:
             # 2. The run, then 3. the saved result.
-            judge = _learnt_counter(loaded.tokenizer, examples) if config.stop is not None else None
-            hooks = _Hooks(on_progress, on_epoch_end, should_cancel, judge)
-            run = _optimize(config, model, encoded, held_out, _pad_id(loaded.tokenizer), hooks)
+            pace = share.pace if share is not None else None
+            judge = _learnt_counter(loaded.tokenizer, examples, pace) if config.stop is not None else None
+            hooks = _Hooks(on_progress, on_epoch_end, should_cancel, judge, pace)
+            try:
+                run = _optimize(config, model, encoded, held_out, _pad_id(loaded.tokenizer), hooks)
+            finally:
+                if share is not None:
+                    share.finish()
             save_seconds = _save(config, model, loaded, output_dir, run, len(examples))
     return TrainingResult(
         output_dir=output_dir,
@@ -558,9 +567,12 @@ class _Hooks:
     on_epoch_end: EpochEndCallback | None
     should_cancel: CancelCheck | None
     judge: Callable[[Any], int] | None = None  # the number of training examples learnt
+    pace: Callable[[], None] | None = None  # between forward passes (ComputeShare.pace)
 
 
-def _learnt_counter(tokenizer: Any, examples: Sequence[Example]) -> Callable[[Any], int]:
+def _learnt_counter(
+    tokenizer: Any, examples: Sequence[Example], pace: Callable[[], None] | None = None
+) -> Callable[[Any], int]:
     """How many of ``examples`` the model answers exactly, greedily, as chat would."""
     from inference.engine.evaluation import exact_matches
 
@@ -568,7 +580,7 @@ def _learnt_counter(tokenizer: Any, examples: Sequence[Example]) -> Callable[[An
         was_training = model.training
         model.eval()
         try:
-            return sum(exact_matches(model, tokenizer, examples))
+            return sum(exact_matches(model, tokenizer, examples, between_batches=pace))
         finally:
             model.train(was_training)
 
@@ -605,7 +617,7 @@ def _optimize(
             if hooks.should_cancel is not None and hooks.should_cancel():
                 raise TrainingCancelled(run.step)
             chunk = [encoded[i] for i in indexes[start : start + config.batch_size]]
-            loss, targets = _step(config, model, chunk, pad_id, params)
+            loss, targets = _step(config, model, chunk, pad_id, params, hooks.pace)
             lr = float(schedule.get_last_lr()[0])
             optimizer.step()
             schedule.step()
@@ -709,7 +721,14 @@ def _linear_schedule(warmup_ratio: float, total_steps: int, *, hold: bool = Fals
     return factor
 
 
-def _step(config: TrainingConfig, model: Any, chunk: list[EncodedExample], pad_id: int, params: list[Any]) -> tuple[float, int]:
+def _step(
+    config: TrainingConfig,
+    model: Any,
+    chunk: list[EncodedExample],
+    pad_id: int,
+    params: list[Any],
+    pace: Callable[[], None] | None = None,
+) -> tuple[float, int]:
     """Forward and backward over one step's examples; returns (mean loss, targets)."""
     batches = make_batches(
         chunk, pad_id=pad_id, pack=config.pack, row_tokens=config.row_tokens, forward_tokens=config.forward_tokens
@@ -719,6 +738,8 @@ def _step(config: TrainingConfig, model: Any, chunk: list[EncodedExample], pad_i
     for batch in batches:
         if not len(batch.targets):
             continue
+        if pace is not None:
+            pace()
         loss = F.cross_entropy(completion_logits(model, batch), batch.targets, reduction="sum")
         (loss / targets).backward()
         loss_sum += loss.item()
@@ -749,6 +770,8 @@ def _end_epoch(
     learnt = None
     paused = time.perf_counter()
     if held_out:
+        if hooks.pace is not None:
+            hooks.pace()
         val_loss, val_accuracy = _score_encoded(model, held_out, pad_id, config.forward_tokens)
     if hooks.judge is not None:
         learnt = hooks.judge(model)

@@ -2,8 +2,9 @@
 
 It runs in a django-tasks worker (``manage.py db_worker``), or inline from
 ``manage.py finetune --wait`` when no worker picks the job up. Training takes
-``FINETUNE_THREADS`` threads (by default every core but one) at a lower priority
-(``FINETUNE_NICENESS``), so chat on the same machine stays responsive. Every step's
+``FINETUNE_THREADS`` threads (by default every core) at a lower priority
+(``FINETUNE_NICENESS``) and drops to ``FINETUNE_YIELD_THREADS`` while chat on the same
+machine is writing a reply (``inference/engine/sharing.py``), so chat stays responsive. Every step's
 metrics go to the database; a heartbeat thread proves the worker is alive while it
 loads, trains and evaluates; any exception marks the job failed with a reason.
 """
@@ -34,8 +35,23 @@ Observer = Callable[[FineTuningJob], None]
 
 
 def training_threads() -> int:
-    """FINETUNE_THREADS, or every core but one (at least one)."""
-    return settings.FINETUNE_THREADS or max(1, (os.cpu_count() or 1) - 1)
+    """FINETUNE_THREADS, or every core: while chat on this machine writes a reply,
+    training gives way (``compute_share``); without that, every core but one."""
+    if settings.FINETUNE_THREADS:
+        return settings.FINETUNE_THREADS
+    cores = os.cpu_count() or 1
+    return cores if settings.FINETUNE_YIELD_TO_CHAT else max(1, cores - 1)
+
+
+def compute_share(threads: int) -> Any:
+    """Training's share of the cores: all ``threads`` while chat is quiet, and
+    FINETUNE_YIELD_THREADS while an engine of this machine is writing a reply."""
+    from inference.engine.sharing import ChatActivity, ComputeShare
+
+    if not settings.FINETUNE_YIELD_TO_CHAT:
+        return ComputeShare(threads=threads)
+    activity = ChatActivity(settings.INFERENCE_ACTIVITY_DIR)
+    return ComputeShare(threads=threads, yield_threads=settings.FINETUNE_YIELD_THREADS, chat_busy=activity.busy)
 
 
 def finetune_job_execute(*, job_pk: int, observer: Observer | None = None) -> str:
@@ -125,6 +141,7 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
     # 2. Train: a fresh copy of the base, never the one a chat engine is serving.
     loaded = load_model(base.base_source, cache_dir=settings.INFERENCE_CACHE_DIR, threads=threads)
     output_dir = Path(settings.FINETUNE_OUTPUT_DIR) / job.public_id
+    share = compute_share(threads)
     try:
         result = train(
             config,
@@ -135,9 +152,17 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
             on_progress=recorder.step,
             on_epoch_end=recorder.epoch,
             should_cancel=recorder.cancelled,
+            share=share,
         )
     except TrainingCancelled:
         raise _Cancelled from None
+    if share.yielded_seconds >= 1:
+        services.event_add(
+            job=job,
+            message=f"Training gave way to chat for {share.yielded_seconds:.0f} s "
+            f"({share.yield_threads} thread{'s' if share.yield_threads != 1 else ''} instead of {threads} "
+            "while replies were being written).",
+        )
     _record_stop(job, result, examples.train, output_dir)
     services.event_add(
         job=job,

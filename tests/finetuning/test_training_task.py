@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 
 from inference import registry
+from inference.engine.sharing import ChatActivity
 from inference.finetuning import runner, selectors, services
 from inference.models import FineTunedModel, FineTuningJob
 from inference.tasks import finetune_job_run
@@ -109,9 +110,22 @@ def test_a_crash_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:
     assert job.events.last().level == "error"
 
 
-def test_training_leaves_a_core_for_chat_by_default(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_training_takes_every_core_and_gives_way_to_chat(settings, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     settings.FINETUNE_THREADS = 0
+    settings.INFERENCE_ACTIVITY_DIR = tmp_path / "activity"
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert runner.training_threads() == 1
+    assert runner.training_threads() == 2
+    share = runner.compute_share(2)
+    assert share.chat_busy is not None and not share.chat_busy()
+    ChatActivity(tmp_path / "activity").set_busy(True)  # an engine of this machine writes
+    assert share.chat_busy() and share.yield_threads == 1
     settings.FINETUNE_THREADS = 3
     assert runner.training_threads() == 3
+
+
+def test_a_machine_that_only_trains_keeps_its_threads(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings.FINETUNE_THREADS = 0
+    settings.FINETUNE_YIELD_TO_CHAT = False
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert runner.training_threads() == 1  # without yielding, chat keeps a core
+    assert runner.compute_share(1).chat_busy is None

@@ -1,0 +1,105 @@
+"""Chat and training on one machine: engines mark when they write, training gives way."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference.engine.loading import load_model
+from inference.engine.sharing import ChatActivity, ComputeShare
+from inference.engine.training import TrainingConfig, train
+from inference.engine.types import GenerationRequest, SamplingParams
+from tests.engine.conftest import prompt_ids, submit
+from tests.engine.test_training import shout_examples
+
+
+def test_a_marker_exists_exactly_while_the_engine_is_busy(tmp_path: Path) -> None:
+    serving, training = ChatActivity(tmp_path / "activity", "a"), ChatActivity(tmp_path / "activity")
+    assert not training.busy()  # no folder yet
+    serving.set_busy(True)
+    assert training.busy() and serving.marker.exists()
+    serving.set_busy(False)
+    assert not training.busy() and not serving.marker.exists()
+
+
+def test_a_marker_left_by_a_dead_process_is_ignored_and_removed(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{int(child.stdout)}-engine"
+    stale.touch()
+    assert not ChatActivity(tmp_path).busy()
+    assert not stale.exists()
+
+
+def test_an_unwritable_folder_does_not_stop_chat(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    ChatActivity(blocker / "activity").set_busy(True)  # logs a warning, raises nothing
+
+
+def test_the_share_follows_chat(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = [False]
+    share = ComputeShare(threads=2, yield_threads=1, chat_busy=lambda: busy[0], poll_seconds=0)
+    previous = torch.get_num_threads()
+    try:
+        share.pace()
+        assert torch.get_num_threads() == 2
+        busy[0] = True
+        share.pace()
+        assert torch.get_num_threads() == 1
+        busy[0] = False
+        share.pace()
+        assert torch.get_num_threads() == 2
+        share.finish()
+        assert share.yielded_seconds > 0
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_the_engine_reports_work_and_the_end_of_it(make_engine) -> None:
+    changes: list[bool] = []
+    idle_again = threading.Event()
+
+    def on_busy(busy: bool) -> None:
+        changes.append(busy)
+        if not busy:
+            idle_again.set()
+
+    engine = make_engine(on_busy=on_busy)
+    params = SamplingParams(max_new_tokens=5, temperature=0, ignore_eos=True)
+    first = submit(engine, GenerationRequest("a", prompt_ids(engine, "Hello there"), params))
+    second = submit(engine, GenerationRequest("b", prompt_ids(engine, "Good morning"), params))
+    first.wait(), second.wait()
+    assert idle_again.wait(10), "the engine never said it was idle again"
+    assert changes[0] is True and changes[-1] is False
+    assert all(a != b for a, b in itertools.pairwise(changes))  # only changes are reported
+
+
+def test_training_drops_its_threads_while_chat_writes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    activity = ChatActivity(tmp_path / "activity", "engine")
+    share = ComputeShare(threads=2, yield_threads=1, chat_busy=ChatActivity(tmp_path / "activity").busy, poll_seconds=0)
+    seen: list[int] = []
+
+    def on_progress(step: int, *rest: object) -> None:
+        seen.append(torch.get_num_threads())  # what the step that just ended ran on
+        activity.set_busy(step in (2, 3))  # chat writes while steps 3 and 4 run
+
+    previous = torch.get_num_threads()
+    try:
+        train(
+            TrainingConfig(base_model=str(tiny_model_dir), epochs=1, batch_size=2, threads=2),
+            shout_examples(),
+            output_dir=tmp_path / "out",
+            base=load_model(str(tiny_model_dir), cache_dir=tmp_path),
+            on_progress=on_progress,
+            share=share,
+        )
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [2, 2, 1, 1, 2, 2]
+    assert share.yielded_seconds > 0
