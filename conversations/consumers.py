@@ -223,7 +223,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_finished(self, event: dict[str, Any]) -> None:
         self.seqs.pop(event["message_id"], None)
-        html = await database_sync_to_async(fragments.reply_finished)(message_id=event["message_id"])
+        html = await database_sync_to_async(fragments.reply_finished)(
+            message_id=event["message_id"], announce=not event.get("quiet")
+        )
         await self.send_html(html)
 
     # -- Helpers --------------------------------------------------------------------
@@ -243,7 +245,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         assert self.conversation is not None
         recent = await database_sync_to_async(selectors.conversation_recently_finished)(conversation=self.conversation)
         for message_id in recent:
-            await self.chat_finished({"message_id": message_id})
+            await self.chat_finished({"message_id": message_id, "quiet": True})
 
     async def watch(self) -> None:
         """Every few seconds: rejoin the group (it survives a Redis restart), fail

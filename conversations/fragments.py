@@ -49,12 +49,14 @@ def turn_started(*, user_message: Message, reply: Message, conversation: Convers
     )
 
 
-def reply_finished(*, message_id: str) -> str:
+def reply_finished(*, message_id: str, announce: bool = True) -> str:
+    """The finished reply; with ``announce``, also the one status line a screen reader reads
+    out (off when a reconnecting tab catches up on replies that ended meanwhile)."""
     reply = Message.objects.select_related("conversation__owner").get(public_id=message_id)
     [view] = selectors.message_views(messages=[reply], user=reply.conversation.owner)
     return render_to_string(
         "conversations/_reply_finished.html",
-        {"message": reply, "view": view, "conversation": reply.conversation, "streaming": False},
+        {"message": reply, "view": view, "conversation": reply.conversation, "streaming": False, "announce": announce},
     )
 
 

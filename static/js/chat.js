@@ -21,6 +21,46 @@
     input.form.requestSubmit();
   });
 
+  // Keyboard: Esc closes what is open (the mobile menu, a popover), else stops the reply
+  // being written; Ctrl+Shift+O (Cmd+Shift+O) opens a new chat.
+  function streamingReply() { return document.querySelector("#messages article[data-status='streaming']"); }
+  document.addEventListener("keydown", function (event) {
+    if (event.isComposing || event.defaultPrevented) return;
+    if (event.key === "Escape") {
+      if (document.body.classList.contains("nav-open")) { closeNav(); event.preventDefault(); return; }
+      var popover = document.querySelector("details.popover[open], details.msg-edit[open]");
+      if (popover) { popover.open = false; var summary = popover.querySelector("summary"); if (summary) summary.focus(); event.preventDefault(); return; }
+      var stop = document.getElementById("stop-form");
+      if (stop && streamingReply()) { stop.requestSubmit(); event.preventDefault(); }
+      return;
+    }
+    if ((event.ctrlKey || event.metaKey) && event.shiftKey && !event.altKey && event.key.toLowerCase() === "o") {
+      var newChat = document.querySelector("form[data-new-chat]");
+      if (newChat) { event.preventDefault(); newChat.requestSubmit(); }
+    }
+  });
+
+  // The mobile menu: a real button that opens the sidebar, moves focus into it, and gives
+  // focus back when Esc, the close button or the dimmed page closes it.
+  function navButton() { return document.querySelector("[data-nav-open]"); }
+  function openNav() {
+    document.body.classList.add("nav-open");
+    var button = navButton();
+    if (button) button.setAttribute("aria-expanded", "true");
+    var first = document.querySelector("#sidebar a, #sidebar button, #sidebar input");
+    if (first) setTimeout(function () { first.focus(); }, 0);
+  }
+  function closeNav() {
+    document.body.classList.remove("nav-open");
+    var button = navButton();
+    if (button) { button.setAttribute("aria-expanded", "false"); button.focus(); }
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest) return;
+    if (event.target.closest("[data-nav-open]")) openNav();
+    else if (event.target.closest("[data-nav-close]")) closeNav();
+  });
+
   document.addEventListener("input", function (event) {
     if (event.target === composer()) autosize(event.target);
   });
@@ -30,6 +70,7 @@
     if (input && event.target === input.form) {
       input.value = "";
       autosize(input);
+      input.focus();  // the Send button it was pressed with turns into Stop
       var list = messages();
       if (list) list._parleyFollow = true;
     } else if (messages() && messages().contains(event.target)) {
@@ -112,6 +153,7 @@
 
   function start() {
     showThemeState();
+    document.body.classList.remove("nav-open");
     var list = messages();
     if (list) scrollToEnd(list);
     var input = composer();
