@@ -3,7 +3,9 @@
 Frames from the browser are JSON (htmx's ws extension): ``{"action": "send",
 "message": "..."}``, ``{"action": "stop"}``, ``{"action": "regenerate", "message_id":
 "<reply>"}`` or ``{"action": "edit", "message_id": "<user message>", "message": "..."}``
-(the last two start a new sibling branch and re-render the whole message list). Frames to the browser are HTML
+(the last two start a new sibling branch and re-render the whole message list), and
+``{"action": "continue", "message_id": "<reply>"}`` (a reply that stopped at its token
+limit goes on writing, in the same message). Frames to the browser are HTML
 fragments with ``hx-swap-oob``; every streamed delta is HTML-escaped. The consumer
 tracks each reply's sequence number so a socket that joined mid-reply, or missed a
 delta, resynchronises from the database instead of showing duplicated or missing text.
@@ -143,6 +145,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.start_turn(content.get("message"))
         elif action == "regenerate":
             await self.start_branch(services.reply_regenerate, message_id=content.get("message_id"))
+        elif action == "continue":
+            await self.start_continue(content.get("message_id"))
         elif action == "edit":
             await self.start_branch(
                 services.message_edit, message_id=content.get("message_id"), text=content.get("message")
@@ -180,6 +184,22 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         )
         await generation_dispatch(message_pk=turn.assistant_message.pk)
 
+    async def start_continue(self, message_id: Any) -> None:
+        """Go on writing a reply that stopped at its token limit, in the same message."""
+        assert self.conversation is not None
+        try:
+            turn = await database_sync_to_async(services.reply_continue)(
+                conversation=self.conversation, message_id=message_id
+            )
+        except ValidationError as exc:
+            await self.send_error(" ".join(exc.messages))
+            return
+        await self.send_html(fragments.composer_error(""))
+        await self.channel_layer.group_send(
+            self.group, {"type": "chat.continued", "message_id": str(turn.assistant_message.public_id)}
+        )
+        await generation_dispatch(message_pk=turn.assistant_message.pk)
+
     async def stop_replies(self) -> None:
         assert self.conversation is not None
         streaming = await database_sync_to_async(selectors.conversation_streaming_messages)(
@@ -200,6 +220,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         html, seq = await database_sync_to_async(fragments.branch_started)(
             conversation_pk=self.conversation.pk, message_id=event["message_id"]
         )
+        self.seqs[event["message_id"]] = seq
+        await self.send_html(html)
+
+    async def chat_continued(self, event: dict[str, Any]) -> None:
+        html, seq = await database_sync_to_async(fragments.reply_continued)(message_id=event["message_id"])
         self.seqs[event["message_id"]] = seq
         await self.send_html(html)
 

@@ -60,6 +60,13 @@ def reply_finished(*, message_id: str, announce: bool = True) -> str:
     )
 
 
+def reply_continued(*, message_id: str) -> tuple[str, int]:
+    """A continued reply streaming again from its text so far, and its seq."""
+    reply = Message.objects.select_related("conversation").get(public_id=message_id)
+    html = render_to_string("conversations/_reply_continued.html", {"message": reply, "conversation": reply.conversation})
+    return html, reply.stream_seq
+
+
 def branch_started(*, conversation_pk: int, message_id: str) -> tuple[str, int]:
     """The whole message list again (a regenerated or edited branch), and the new reply's seq."""
     conversation = Conversation.objects.select_related("owner").get(pk=conversation_pk)

@@ -82,6 +82,12 @@ class Message(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # How the reply was written, shown under it: seconds from the engine taking the request
+    # to the first token, seconds from there to the last, and the weight form it ran on
+    # ("fp32", "int8"...; blank where the engine has none).
+    first_token_seconds = models.FloatField(null=True, blank=True)
+    decode_seconds = models.FloatField(null=True, blank=True)
+    weights = models.CharField(max_length=20, blank=True)
     # Turns left out of the prompt to fit the context window (assistant replies only).
     dropped_turns = models.PositiveIntegerField(default=0)
     # Number of text deltas already written to ``content``; lets a reconnecting
@@ -100,6 +106,13 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Decoding speed: the tokens after the first over the time after the first."""
+        if not self.decode_seconds or not self.completion_tokens or self.completion_tokens < 2:
+            return None
+        return (self.completion_tokens - 1) / self.decode_seconds
 
 
 class MessageFeedback(models.Model):

@@ -208,8 +208,11 @@ def assistant_message_finish(
     completion_tokens: int | None,
     error: str = "",
     reclaim_reaped: bool = False,
+    first_token_seconds: float | None = None,
+    decode_seconds: float | None = None,
+    weights: str = "",
 ) -> bool:
-    """Record the end of a reply; returns False if it had already ended.
+    """Record the end of a reply and how fast it came; returns False if it had already ended.
 
     With ``reclaim_reaped`` it also ends a reply that a reaper failed as abandoned
     (``WORKER_STOPPED``): the caller is that reply's job, alive after all.
@@ -227,6 +230,9 @@ def assistant_message_finish(
         completion_tokens=completion_tokens,
         error=error,
         finished_at=timezone.now(),
+        first_token_seconds=first_token_seconds,
+        decode_seconds=decode_seconds,
+        weights=weights[:20],
     )
     return updated == 1
 
@@ -352,6 +358,28 @@ def message_edit(*, conversation: Conversation, message_id: object, text: object
         reply = _reply_create(locked, user_message)
     _conversation_follow(conversation, locked)
     return Turn(user_message=user_message, assistant_message=reply)
+
+
+def reply_continue(*, conversation: Conversation, message_id: object) -> Turn:
+    """Write more of a reply that stopped at its token limit: the same message streams again
+    from where it stopped (the model sees its own text so far and goes on)."""
+    _model_check_usable(conversation)
+    with transaction.atomic():
+        locked = _conversation_lock_idle(conversation)
+        reply = _message_in(locked, message_id, Message.Role.ASSISTANT)
+        if reply.finish_reason != Message.FinishReason.LENGTH or reply.status != Message.Status.COMPLETE:
+            raise ValidationError("Only a reply that stopped at its token limit can be continued.")
+        if locked.active_leaf_id != reply.pk:
+            raise ValidationError("Only the last reply of the conversation can be continued.")
+        # A fresh heartbeat: the reaper would take an old one for a dead worker.
+        reply.status, reply.finish_reason, reply.cancel_requested = Message.Status.STREAMING, "", False
+        reply.finished_at, reply.heartbeat_at, reply.model_name = None, timezone.now(), locked.model_name
+        fields = ["status", "finish_reason", "cancel_requested", "finished_at", "heartbeat_at", "model_name"]
+        reply.save(update_fields=fields)
+        locked.save(update_fields=["updated_at"])
+    _conversation_follow(conversation, locked)
+    assert reply.parent is not None
+    return Turn(user_message=reply.parent, assistant_message=reply)
 
 
 def branch_switch(*, conversation: Conversation, message_id: object) -> Message:

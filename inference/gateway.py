@@ -56,6 +56,8 @@ class Stream:
     finished: bool = False
     # Set when the request is over for the engine (its FinishEvent arrived), read or not.
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # The weight form of the engine writing it ("fp32", "int8"...), blank if it has none.
+    weights: str = ""
 
     def cancel(self) -> None:
         raise NotImplementedError
@@ -130,7 +132,9 @@ async def open_local_stream(
             max_new_tokens=params.max_new_tokens,
         )
     _admit(served)
-    stream = LocalStream(request_id=request_id, fitted=fitted, served=served)
+    stream = LocalStream(
+        request_id=request_id, fitted=fitted, served=served, weights=str(getattr(served.engine, "weights", "") or "")
+    )
     loop = asyncio.get_running_loop()
 
     def deliver(event: EngineEvent) -> None:  # runs on the engine thread
@@ -236,7 +240,11 @@ async def open_remote_stream(
         raise EngineBusyError(opened["error"]) if opened.get("busy") else WorkerUnavailableError(opened["error"])
     fitted = FittedPrompt(**opened["fitted"])
     stream = RemoteStream(
-        request_id=request_id, fitted=fitted, reply_channel=reply_channel, worker_channel=opened["worker_channel"]
+        request_id=request_id,
+        fitted=fitted,
+        reply_channel=reply_channel,
+        worker_channel=opened["worker_channel"],
+        weights=opened.get("weights", ""),
     )
     stream.pump = asyncio.get_running_loop().create_task(stream.pump_events())
     return stream
@@ -269,7 +277,13 @@ async def serve_remote_stream(message: dict[str, Any], *, worker_channel: str, s
     streams[request_id] = stream
     try:
         await layer.send(
-            reply_channel, {"type": "stream.opened", "fitted": asdict(stream.fitted), "worker_channel": worker_channel}
+            reply_channel,
+            {
+                "type": "stream.opened",
+                "fitted": asdict(stream.fitted),
+                "worker_channel": worker_channel,
+                "weights": stream.weights,
+            },
         )
         async for event in stream.events():
             await layer.send(reply_channel, event_to_message(event))

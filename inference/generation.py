@@ -28,7 +28,7 @@ from django.db import DatabaseError
 from conversations import selectors, services
 from conversations.models import Message
 from inference import gateway, registry
-from inference.engine.prompt import FittedPrompt
+from inference.engine.prompt import CONTINUE, FittedPrompt
 from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
 from inference.gateway import EngineBusyError, PromptTooLongError
 
@@ -59,6 +59,10 @@ class JobContext:
     max_tokens: int
     frequency_penalty: float = 0.0
     top_p: float = 1.0
+    # A continued reply (services.reply_continue): its text, sequence number and tokens so far.
+    prefix: str = ""
+    prefix_seq: int = 0
+    prefix_tokens: int = 0
 
 
 def job_context_load(*, message_pk: int) -> JobContext | None:
@@ -71,6 +75,8 @@ def job_context_load(*, message_pk: int) -> JobContext | None:
     chat = [{"role": m.role, "content": m.content} for m in history if m.content or m.role == "user"]
     if conversation.system_prompt.strip():
         chat.insert(0, {"role": "system", "content": conversation.system_prompt})
+    if reply.content:  # continuing: the model goes on from its own text
+        chat.append({"role": "assistant", "content": reply.content, CONTINUE: "yes"})
     return JobContext(
         message_pk=reply.pk,
         message_id=reply.public_id,
@@ -82,6 +88,9 @@ def job_context_load(*, message_pk: int) -> JobContext | None:
         max_tokens=conversation.max_tokens,
         frequency_penalty=conversation.frequency_penalty,
         top_p=conversation.top_p,
+        prefix=reply.content,
+        prefix_seq=reply.stream_seq if reply.content else 0,
+        prefix_tokens=(reply.completion_tokens or 0) if reply.content else 0,
     )
 
 
@@ -94,13 +103,14 @@ class GenerationJob:
         self.context = context
         self.layer = get_channel_layer()
         self.group = conversation_group(context.conversation_id)
-        self.text = ""
-        self.seq = 0
-        self.request_id = f"msg-{context.message_id}"
+        self.text = context.prefix
+        self.seq = context.prefix_seq
+        # A continued reply is a new request for the engine, which refuses a repeated id.
+        self.request_id = f"msg-{context.message_id}" + (f"-{context.prefix_seq}" if context.prefix_seq else "")
         self.stream: gateway.Stream | None = None
         self.stop_requested = False
         # What the stream writer has yet to store for this job (see StreamWriter).
-        self.flushed_seq = 0
+        self.flushed_seq = context.prefix_seq
         self.beaten_at = -math.inf
         self.record: PromptRecord | None = None
         self.record_write: asyncio.Task[None] | None = None
@@ -212,6 +222,8 @@ class GenerationJob:
             finish_reason=reason,
             event=event,
             error=error if reason == "error" else "",
+            prefix_tokens=self.context.prefix_tokens,
+            weights=self.stream.weights if self.stream is not None else "",
         )
         await self.send({"type": "chat.finished" if stored else "chat.unsaved"})
 
@@ -259,14 +271,18 @@ class PromptRecord:
             logger.exception("Could not record the prompt of message %s", self.message_pk)
 
 
-def _job_end(*, record: PromptRecord | None, message_pk: int, event: FinishEvent | None, **ending: Any) -> None:
+def _job_end(
+    *, record: PromptRecord | None, message_pk: int, event: FinishEvent | None, prefix_tokens: int, **ending: Any
+) -> None:
     """Record how a reply ended, in one trip to the database thread."""
     if record is not None:
         record.store()
     services.assistant_message_finish(
         message_pk=message_pk,
         prompt_tokens=event.prompt_tokens if event else None,
-        completion_tokens=event.completion_tokens if event else None,
+        completion_tokens=prefix_tokens + event.completion_tokens if event else None,
+        first_token_seconds=event.first_token_seconds if event else None,
+        decode_seconds=event.decode_seconds if event else None,
         # The model finished, so its worker is alive: a reaper that failed the reply
         # while the database kept its heartbeat out was wrong, and the whole text wins.
         reclaim_reaped=ending["finish_reason"] in (Message.FinishReason.STOP, Message.FinishReason.LENGTH),

@@ -25,19 +25,39 @@ class FittedPrompt:
     max_new_tokens: int
 
 
+# Set (to any value) on a final assistant message that the model is to go on writing (a
+# reply continued after stopping at its token limit); templates ignore the extra key.
+CONTINUE = "continue"
+
+
+def _continuing(messages: list[ChatMessage]) -> bool:
+    return bool(messages) and messages[-1]["role"] == "assistant" and CONTINUE in messages[-1]
+
+
+def _template_options(messages: list[ChatMessage]) -> dict[str, bool]:
+    """A continued reply's prompt ends inside its text; any other opens a new reply."""
+    continuing = _continuing(messages)
+    return {"add_generation_prompt": not continuing, "continue_final_message": continuing}
+
+
+def _plain_text(messages: list[ChatMessage]) -> str:
+    text = "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+    return text if _continuing(messages) else text + "\nAssistant:"
+
+
 def render_ids(tokenizer: Any, messages: list[ChatMessage]) -> list[int]:
     """Apply the tokenizer's chat template (or a plain fallback) and tokenize."""
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        options = _template_options(messages)
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False, **options)
         return list(ids)
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return list(tokenizer.encode("\n".join(lines) + "\nAssistant:", add_special_tokens=True))
+    return list(tokenizer.encode(_plain_text(messages), add_special_tokens=True))
 
 
 def render_text(tokenizer: Any, messages: list[ChatMessage]) -> str:
     if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\nAssistant:"
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, **_template_options(messages)))
+    return _plain_text(messages)
 
 
 def _turn_starts(history: list[ChatMessage]) -> list[int]:

@@ -115,5 +115,6 @@ class SyntheticEngine:
                 len(due.request.prompt_ids),
                 due.sent,
                 first_token_seconds=(due.first_token - due.submitted) if due.first_token else None,
+                decode_seconds=(time.monotonic() - due.first_token) if due.first_token else None,
             )
         )
