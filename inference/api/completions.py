@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference import gateway
+from inference.api import responses
 from inference.api.errors import ApiError
 from inference.api.schemas import ChatRequest
 from inference.engine.types import FinishEvent, SamplingParams, TokenEvent, TokenLogprob
@@ -37,7 +38,7 @@ class Choice:
 
     index: int
     text: str = ""
-    finish_reason: str | None = None
+    finish_reason: responses.FinishReason = None
     logprobs: list[TokenLogprob] | None = None
 
 
@@ -95,7 +96,9 @@ async def completion_open(*, spec: ModelSpec, request: ChatRequest) -> Completio
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from exc
     except gateway.EngineBusyError as exc:
         _cancel_all(streams)
-        raise ApiError(503, str(exc), code="server_busy", headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}) from exc
+        raise ApiError(
+            503, str(exc), code="server_busy", headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
+        ) from exc
     except gateway.WorkerUnavailableError as exc:
         _cancel_all(streams)
         raise ApiError(503, str(exc)) from exc
@@ -125,7 +128,7 @@ def _record_finish(completion: Completion, choice: Choice, event: FinishEvent) -
     problem = finish_error(event)
     if problem is not None:
         raise problem
-    choice.finish_reason = event.finish_reason
+    choice.finish_reason = "length" if event.finish_reason == "length" else "stop"  # the others raised above
     completion.prompt_tokens = event.prompt_tokens
     completion.completion_tokens += event.completion_tokens
 
@@ -152,61 +155,68 @@ async def completion_collect(*, completion: Completion) -> Completion:
 
 def completion_body(completion: Completion) -> dict[str, Any]:
     """The ``chat.completion`` object."""
-    return {
-        "id": completion.id,
-        "object": "chat.completion",
-        "created": completion.created,
-        "model": completion.model,
-        "choices": [
-            {
-                "index": choice.index,
-                "message": {"role": "assistant", "content": choice.text, "refusal": None},
-                "logprobs": logprobs_body(choice.logprobs),
-                "finish_reason": choice.finish_reason,
-            }
+    return responses.ChatCompletion(
+        id=completion.id,
+        created=completion.created,
+        model=completion.model,
+        choices=[
+            responses.ChatCompletionChoice(
+                index=choice.index,
+                message=responses.AssistantMessage(content=choice.text),
+                logprobs=logprobs_body(choice.logprobs),
+                finish_reason=choice.finish_reason,
+            )
             for choice in completion.choices
         ],
-        "usage": completion.usage(),
-        "system_fingerprint": None,
-    }
+        usage=responses.Usage(**completion.usage()),
+    ).model_dump()
 
 
-def logprobs_body(entries: Sequence[TokenLogprob] | None) -> dict[str, Any] | None:
+def logprobs_body(entries: Sequence[TokenLogprob] | None) -> responses.ChatCompletionLogprobs | None:
     """OpenAI's ``logprobs`` of a choice or chunk: None when the request did not ask."""
     if entries is None:
         return None
     content = [
-        {**_token_logprob(entry), "top_logprobs": [_token_logprob(top) for top in entry.top]} for entry in entries
+        responses.ChatCompletionTokenLogprob(
+            **_token_logprob(entry).model_dump(), top_logprobs=[_token_logprob(top) for top in entry.top]
+        )
+        for entry in entries
     ]
-    return {"content": content, "refusal": None}
+    return responses.ChatCompletionLogprobs(content=content)
 
 
 # JSON has no -Infinity: a token the model rules out (a masked logit) reads as OpenAI's -9999.
 LOWEST_LOGPROB = -9999.0
 
 
-def _token_logprob(entry: TokenLogprob) -> dict[str, Any]:
-    return {"token": entry.text, "logprob": max(entry.logprob, LOWEST_LOGPROB), "bytes": list(entry.piece)}
+def _token_logprob(entry: TokenLogprob) -> responses.TokenLogprob:
+    return responses.TokenLogprob(token=entry.text, logprob=max(entry.logprob, LOWEST_LOGPROB), bytes=list(entry.piece))
 
 
-def _chunk(completion: Completion, choices: list[dict[str, Any]], include_usage: bool) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": completion.id,
-        "object": "chat.completion.chunk",
-        "created": completion.created,
-        "model": completion.model,
-        "system_fingerprint": None,
-        "choices": choices,
-    }
-    if include_usage:
-        chunk["usage"] = None
+def _chunk(
+    completion: Completion, choices: list[responses.ChatCompletionChunkChoice], include_usage: bool
+) -> dict[str, Any]:
+    """A ``chat.completion.chunk``; ``usage`` is there (null) only when the request asked for it."""
+    chunk = responses.ChatCompletionChunk(
+        id=completion.id, created=completion.created, model=completion.model, choices=choices
+    ).model_dump()
+    if not include_usage:
+        del chunk["usage"]
     return chunk
 
 
 def _delta(
-    index: int, delta: dict[str, Any], logprobs: dict[str, Any] | None, finish_reason: str | None = None
-) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+    index: int,
+    delta: responses.ChunkDelta,
+    logprobs: responses.ChatCompletionLogprobs | None,
+    finish_reason: responses.FinishReason = None,
+) -> responses.ChatCompletionChunkChoice:
+    return responses.ChatCompletionChunkChoice(
+        index=index,
+        delta=delta,
+        logprobs=logprobs,
+        finish_reason=finish_reason,
+    )
 
 
 async def completion_chunks(*, completion: Completion, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
@@ -221,32 +231,36 @@ async def completion_chunks(*, completion: Completion, include_usage: bool) -> A
     """
     choice = completion.choices[0]
     no_tokens = logprobs_body(None if choice.logprobs is None else [])
-    yield _chunk(completion, [_delta(0, {"role": "assistant", "content": ""}, no_tokens)], include_usage)
+    yield _chunk(completion, [_delta(0, responses.ChunkDelta(role="assistant", content=""), no_tokens)], include_usage)
     async for event in completion.streams[0].events():
         if isinstance(event, TokenEvent):
             if event.text or event.logprobs:
                 choice.text += event.text
                 logprobs = logprobs_body(None if choice.logprobs is None else event.logprobs)
-                yield _chunk(completion, [_delta(0, {"content": event.text}, logprobs)], include_usage)
+                yield _chunk(completion, [_delta(0, responses.ChunkDelta(content=event.text), logprobs)], include_usage)
         else:
             _record_finish(completion, choice, event)
-    yield _chunk(completion, [_delta(0, {}, no_tokens, choice.finish_reason)], include_usage)
+    yield _chunk(completion, [_delta(0, responses.ChunkDelta(), no_tokens, choice.finish_reason)], include_usage)
     if include_usage:
-        yield {**_chunk(completion, [], include_usage), "usage": completion.usage()}
+        yield {**_chunk(completion, [], include_usage), "usage": responses.Usage(**completion.usage()).model_dump()}
 
 
-def seed_body(completion: Completion, content: str, finish_reason: str | None, usage: bool) -> dict[str, Any]:
-    """The seed API's shape, for a whole reply or (with ``usage`` False) one delta."""
-    return {
-        "chat_completion": {"message": {"role": "assistant", "content": content}, "finish_reason": finish_reason},
-        "token_usage": {
-            "prompt": completion.prompt_tokens,
-            "completion": completion.completion_tokens,
-            "total": completion.prompt_tokens + completion.completion_tokens,
-        }
-        if usage
-        else None,
-    }
+def seed_body(
+    completion: Completion, content: str, finish_reason: responses.FinishReason, usage: bool
+) -> dict[str, Any]:
+    """The seed API's (Spellbook's) shape, for a whole reply or (with ``usage`` False) one delta."""
+    token_usage = responses.SeedTokenUsage(
+        prompt=completion.prompt_tokens,
+        completion=completion.completion_tokens,
+        total=completion.prompt_tokens + completion.completion_tokens,
+    )
+    return responses.SeedChatResponse(
+        chat_completion=responses.SeedChatCompletion(
+            message=responses.SeedMessage(content=content),
+            finish_reason=finish_reason,
+        ),
+        token_usage=token_usage if usage else None,
+    ).model_dump()
 
 
 async def seed_chunks(*, completion: Completion) -> AsyncIterator[dict[str, Any]]:

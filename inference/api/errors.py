@@ -10,6 +10,8 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from inference.api import responses
+
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -48,7 +50,8 @@ class ApiError(Exception):
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    detail = responses.ErrorDetail(message=message, type=kind, param=param, code=code)
+    return responses.Error(error=detail).model_dump()
 
 
 def error_response(error: ApiError) -> JsonResponse:

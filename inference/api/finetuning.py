@@ -17,18 +17,13 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import UploadedFile
 from django.http import Http404
 
+from inference.api import responses
 from inference.api.errors import ApiError, invalid, not_found
+from inference.api.schemas import CreateFineTuningJobRequest, validate_body
 from inference.finetuning import selectors, services
 from inference.finetuning.errors import DatasetRejected, FineTuningError
 from inference.finetuning.views import can_finetune
 from inference.models import FineTuningEvent, FineTuningJob, TrainingFile
-
-JOB_FIELDS = {"model", "training_file", "validation_file", "hyperparameters", "method", "seed", "suffix"}
-IGNORED_JOB_FIELDS = {"integrations", "metadata"}
-# Parley's extension, in the shape other OpenAI-style services use for it:
-# "training_type": {"type": "lora"} or {"type": "full"} (or just the string).
-TRAINING_TYPE = "training_type"
-TRAINING_TYPES = ("lora", "full")
 
 
 def _time(moment: datetime | None) -> int | None:
@@ -57,16 +52,16 @@ def service_error(exc: FineTuningError) -> ApiError:
 
 
 def file_object(file: TrainingFile) -> dict[str, Any]:
-    return {
-        "id": file.public_id,
-        "object": "file",
-        "bytes": file.bytes,
-        "created_at": _time(file.created_at),
-        "filename": file.filename,
-        "purpose": file.purpose,
-        "status": file.status,
-        "status_details": None,
-    }
+    return responses.File.model_validate(
+        {
+            "id": file.public_id,
+            "bytes": file.bytes,
+            "created_at": _time(file.created_at),
+            "filename": file.filename,
+            "purpose": file.purpose,
+            "status": file.status,
+        }
+    ).model_dump()
 
 
 def file_upload(*, user: User, upload: UploadedFile | None, purpose: object) -> dict[str, Any]:
@@ -95,7 +90,7 @@ def file_get(*, file_id: str, param: str | None = None) -> TrainingFile:
 
 def file_list() -> dict[str, Any]:
     files = [file_object(file) for file in selectors.training_file_list()]
-    return {"object": "list", "data": files, "has_more": False}
+    return responses.FileList.model_validate({"data": files, "has_more": False}).model_dump()
 
 
 def file_delete(*, file_id: str) -> dict[str, Any]:
@@ -104,7 +99,7 @@ def file_delete(*, file_id: str) -> dict[str, Any]:
         services.training_file_delete(file=file)
     except FineTuningError as exc:
         raise service_error(exc) from exc
-    return {"id": file_id, "object": "file", "deleted": True}
+    return responses.DeletedFile(id=file_id, deleted=True).model_dump()
 
 
 # --- Jobs ----------------------------------------------------------------------------
@@ -118,94 +113,42 @@ def job_object(job: FineTuningJob) -> dict[str, Any]:
     estimated = None
     if job.eta_seconds is not None and not job.is_finished and job.started_at is not None:
         estimated = int(datetime.now().timestamp() + job.eta_seconds)
-    return {
-        "id": job.public_id,
-        "object": "fine_tuning.job",
-        "created_at": _time(job.created_at),
-        "finished_at": _time(job.finished_at),
-        "model": job.base_model,
-        "fine_tuned_model": job.fine_tuned_model or None,
-        "organization_id": "parley",
-        "status": job.status,
-        "hyperparameters": hyperparameters,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
-        TRAINING_TYPE: {"type": job.method},
-        "training_file": job.training_file.public_id,
-        "validation_file": job.validation_file.public_id if job.validation_file else None,
-        "result_files": [],
-        "trained_tokens": job.trained_tokens,
-        "error": error,
-        "seed": job.seed,
-        "estimated_finish": estimated,
-        "integrations": [],
-        "user_provided_suffix": job.suffix or None,
-        "metadata": None,
-        "stop_reason": job.stop_reason or None,
-        "kept_epoch": job.kept_epoch,
-    }
-
-
-# OpenAI's three, then Parley's bounds on "auto" epochs.
-HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "time_budget_seconds", "max_epochs")
-
-
-def _hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
-    method = body.get("method")
-    chosen = body.get("hyperparameters")
-    if method is not None:
-        if not isinstance(method, dict) or method.get("type", "supervised") != "supervised":
-            raise invalid("method", 'Only supervised fine-tuning is available: send {"type": "supervised"}.')
-        supervised = method.get("supervised") or {}
-        chosen = supervised.get("hyperparameters") if isinstance(supervised, dict) else None
-    chosen = chosen or {}
-    if not isinstance(chosen, dict):
-        raise invalid("hyperparameters", "'hyperparameters' must be an object.")
-    unknown = set(chosen) - set(HYPERPARAMETERS)
-    if unknown:
-        raise invalid(f"hyperparameters.{sorted(unknown)[0]}", f"Unknown hyperparameter {sorted(unknown)[0]!r}.")
-    return {name: chosen.get(name, "auto") for name in HYPERPARAMETERS}
-
-
-def _training_type(body: dict[str, Any]) -> str | None:
-    """The method (lora or full) that ``training_type`` asks for; None: FINETUNE_METHOD."""
-    chosen = body.get(TRAINING_TYPE)
-    if isinstance(chosen, dict):
-        unknown = sorted(set(chosen) - {"type"})
-        if unknown:
-            raise invalid(
-                f"{TRAINING_TYPE}.{unknown[0]}", f'Unknown training_type setting {unknown[0]!r}; only "type".'
-            )
-        chosen = chosen.get("type")
-    if chosen is None:
-        return None
-    if not isinstance(chosen, str) or chosen.lower() not in TRAINING_TYPES:
-        raise invalid(TRAINING_TYPE, """'training_type' must be {"type": "lora"} or {"type": "full"}.""")
-    return chosen.lower()
+    return responses.FineTuningJob.model_validate(
+        {
+            "id": job.public_id,
+            "created_at": _time(job.created_at),
+            "finished_at": _time(job.finished_at),
+            "model": job.base_model,
+            "fine_tuned_model": job.fine_tuned_model or None,
+            "status": job.status,
+            "hyperparameters": hyperparameters,
+            "method": {"supervised": {"hyperparameters": hyperparameters}},
+            "training_type": {"type": job.method},
+            "training_file": job.training_file.public_id,
+            "validation_file": job.validation_file.public_id if job.validation_file else None,
+            "trained_tokens": job.trained_tokens,
+            "error": error,
+            "seed": job.seed,
+            "estimated_finish": estimated,
+            "user_provided_suffix": job.suffix or None,
+            "stop_reason": job.stop_reason or None,
+            "kept_epoch": job.kept_epoch,
+        }
+    ).model_dump()
 
 
 def _job_arguments(body: dict[str, Any]) -> dict[str, Any]:
-    for name in body:
-        if name not in JOB_FIELDS | IGNORED_JOB_FIELDS | {TRAINING_TYPE}:
-            raise invalid(name, f"Unrecognized request argument supplied: {name}.", code="unknown_parameter")
-    for name in ("model", "training_file"):
-        if not isinstance(body.get(name), str) or not body[name]:
-            raise invalid(name, f"'{name}' is required.")
-    seed, suffix = body.get("seed"), body.get("suffix")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**31 - 1):
-        raise invalid("seed", "'seed' must be a whole number from 0 to 2147483647.")
-    if suffix is not None and not isinstance(suffix, str):
-        raise invalid("suffix", "'suffix' must be a string.")
-    validation = body.get("validation_file")
-    if validation is not None and not isinstance(validation, str):
-        raise invalid("validation_file", "'validation_file' must be a file id.")
+    job = validate_body(CreateFineTuningJobRequest, body)
     return {
-        "base_model": body["model"],
-        "training_file": file_get(file_id=body["training_file"], param="training_file"),
-        "validation_file": file_get(file_id=validation, param="validation_file") if validation else None,
-        "seed": seed,
-        "suffix": suffix or "",
-        "method": _training_type(body),
-        **_hyperparameters(body),
+        "base_model": job.model,
+        "training_file": file_get(file_id=job.training_file, param="training_file"),
+        "validation_file": file_get(file_id=job.validation_file, param="validation_file")
+        if job.validation_file
+        else None,
+        "seed": job.seed,
+        "suffix": job.suffix or "",
+        "method": job.chosen_training_type(),
+        **job.chosen_hyperparameters(),
     }
 
 
@@ -227,11 +170,14 @@ def job_get(*, job_id: str) -> FineTuningJob:
         raise not_found(f"No fine-tuning job with id {job_id!r}.", code="job_not_found") from None
 
 
-def _page(items: list[dict[str, Any]], *, after: str | None, limit: int) -> dict[str, Any]:
+def _page(
+    items: list[dict[str, Any]], *, shape: type[responses.ResponseBody], after: str | None, limit: int
+) -> dict[str, Any]:
+    """One page of ``items`` as a ``shape`` (a list object), starting after the id ``after``."""
     if after is not None:
         ids = [item["id"] for item in items]
         items = items[ids.index(after) + 1 :] if after in ids else []
-    return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
+    return shape.model_validate({"data": items[:limit], "has_more": len(items) > limit}).model_dump()
 
 
 def page_limit(raw: str | None) -> int:
@@ -244,7 +190,8 @@ def page_limit(raw: str | None) -> int:
 
 def job_list(*, after: str | None, limit: int) -> dict[str, Any]:
     services.finetune_jobs_recover()
-    return _page([job_object(job) for job in selectors.job_list()], after=after, limit=limit)
+    jobs = [job_object(job) for job in selectors.job_list()]
+    return _page(jobs, shape=responses.FineTuningJobList, after=after, limit=limit)
 
 
 def job_cancel(*, job_id: str) -> dict[str, Any]:
@@ -257,21 +204,20 @@ def job_cancel(*, job_id: str) -> dict[str, Any]:
 
 
 def event_object(job: FineTuningJob, event: FineTuningEvent) -> dict[str, Any]:
-    return {
-        "id": f"ftevent-{job.public_id.removeprefix('ftjob-')}-{event.pk}",
-        "object": "fine_tuning.job.event",
-        "created_at": _time(event.created_at),
-        "level": event.level,
-        "message": event.message,
-        "type": "message",
-        "data": None,
-    }
+    return responses.FineTuningJobEvent.model_validate(
+        {
+            "id": f"ftevent-{job.public_id.removeprefix('ftjob-')}-{event.pk}",
+            "created_at": _time(event.created_at),
+            "level": event.level,
+            "message": event.message,
+        }
+    ).model_dump()
 
 
 def job_events(*, job_id: str, after: str | None, limit: int) -> dict[str, Any]:
     job = job_get(job_id=job_id)
     events = [event_object(job, event) for event in selectors.job_events(job=job)]
-    return _page(events, after=after, limit=limit)
+    return _page(events, shape=responses.FineTuningJobEventList, after=after, limit=limit)
 
 
 def job_checkpoints(*, job_id: str, after: str | None, limit: int) -> dict[str, Any]:
@@ -282,7 +228,7 @@ def job_checkpoints(*, job_id: str, after: str | None, limit: int) -> dict[str, 
     job = job_get(job_id=job_id)
     rows = selectors.job_epoch_rows(job=job)
     if job.status != FineTuningJob.Status.SUCCEEDED or not job.fine_tuned_model:
-        return _page([], after=after, limit=limit)
+        return _page([], shape=responses.FineTuningJobCheckpointList, after=after, limit=limit)
     last = rows[-1] if rows else None
     metrics = {
         "step": last.step if last else job.step,
@@ -290,13 +236,14 @@ def job_checkpoints(*, job_id: str, after: str | None, limit: int) -> dict[str, 
         "valid_loss": last.val_loss if last else None,
         "valid_mean_token_accuracy": last.val_token_accuracy if last else None,
     }
-    checkpoint = {
-        "id": f"ftckpt-{job.public_id.removeprefix('ftjob-')}",
-        "object": "fine_tuning.job.checkpoint",
-        "created_at": _time(job.finished_at),
-        "fine_tuned_model_checkpoint": job.fine_tuned_model,
-        "fine_tuning_job_id": job.public_id,
-        "step_number": metrics["step"],
-        "metrics": metrics,
-    }
-    return _page([checkpoint], after=after, limit=limit)
+    checkpoint = responses.FineTuningJobCheckpoint.model_validate(
+        {
+            "id": f"ftckpt-{job.public_id.removeprefix('ftjob-')}",
+            "created_at": _time(job.finished_at),
+            "fine_tuned_model_checkpoint": job.fine_tuned_model,
+            "fine_tuning_job_id": job.public_id,
+            "step_number": metrics["step"],
+            "metrics": metrics,
+        }
+    ).model_dump()
+    return _page([checkpoint], shape=responses.FineTuningJobCheckpointList, after=after, limit=limit)

@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apikeys.models import ApiKey
 from inference import fair_use, registry
-from inference.api import completions, finetuning, openapi
+from inference.api import completions, finetuning, openapi, responses
 from inference.api.auth import api_key_from_request, generation_slots_take, rate_limit_check
 from inference.api.errors import ApiError, error_response, not_found
 from inference.api.schemas import ChatRequest, parse_chat_request, parse_json_body, parse_seed_request
@@ -91,12 +91,8 @@ async def _model_spec(api_key: ApiKey, model_id: str, param: str | None = "model
 
 def model_object(spec: registry.ModelSpec) -> dict[str, Any]:
     # Base models have no creation date of their own; 0 says so rather than inventing one.
-    return {
-        "id": spec.id,
-        "object": "model",
-        "created": int(getattr(spec, "created", 0) or 0),
-        "owned_by": spec.owned_by,
-    }
+    created = int(getattr(spec, "created", 0) or 0)
+    return responses.Model(id=spec.id, created=created, owned_by=spec.owned_by).model_dump()
 
 
 async def _with_store(
@@ -159,7 +155,9 @@ async def seed_chat_completions(request: HttpRequest, api_key: ApiKey) -> HttpRe
 @api_endpoint("GET")
 async def models_list(request: HttpRequest, api_key: ApiKey) -> HttpResponseBase:
     specs = await sync_to_async(registry.available_models)(user=api_key.owner)
-    return JsonResponse({"object": "list", "data": [model_object(spec) for spec in specs]})
+    return JsonResponse(
+        responses.ModelList.model_validate({"data": [model_object(spec) for spec in specs]}).model_dump()
+    )
 
 
 @api_endpoint("GET")

@@ -172,11 +172,19 @@ def secrets_seed() -> int:
     return secrets.randbelow(2**31)
 
 
+# What a job may ask for (the stopping rule's bounds are settings: FINETUNE_*_RANGE).
+N_EPOCHS_RANGE = (1, 50)
+BATCH_SIZE_RANGE = (1, 256)
+LEARNING_RATE_MULTIPLIER_RANGE = (0.001, 50.0)
+
+
 def _check_hyperparameters(n_epochs: Any, batch_size: Any, multiplier: Any) -> dict[str, Any]:
     return {
-        "n_epochs": _auto_or_number(n_epochs, "n_epochs", int, 1, 50),
-        "batch_size": _auto_or_number(batch_size, "batch_size", int, 1, 256),
-        "learning_rate_multiplier": _auto_or_number(multiplier, "learning_rate_multiplier", float, 0.001, 50.0),
+        "n_epochs": _auto_or_number(n_epochs, "n_epochs", int, *N_EPOCHS_RANGE),
+        "batch_size": _auto_or_number(batch_size, "batch_size", int, *BATCH_SIZE_RANGE),
+        "learning_rate_multiplier": _auto_or_number(
+            multiplier, "learning_rate_multiplier", float, *LEARNING_RATE_MULTIPLIER_RANGE
+        ),
     }
 
 

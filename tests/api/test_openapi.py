@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from inference.api.errors import ApiError
+from inference.api.openapi import openapi_document
+from inference.api.schemas import parse_chat_request
 from tests.api.conftest import LiveServer, _serve
 
 EXAMPLES_PER_OPERATION = os.environ.get("PARLEY_SCHEMATHESIS_EXAMPLES", "25")
@@ -72,3 +75,42 @@ def test_schemathesis_finds_no_server_error(fuzz_server, tmp_path: Path) -> None
     )
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_the_documents_limits_are_the_ones_requests_are_held_to(settings) -> None:  # type: ignore[no-untyped-def]
+    """One declaration: change the settings and both the document and validation follow."""
+    settings.API_MAX_MESSAGES, settings.API_MAX_CHOICES, settings.INFERENCE_MAX_TOKENS_LIMIT = 3, 2, 10
+    document = openapi_document(server_url="http://testserver/v1", model_ids=None)
+    request = document["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert request["messages"]["maxItems"] == 3
+    assert request["n"]["anyOf"][0]["maximum"] == 2
+    assert request["max_tokens"]["anyOf"][0]["maximum"] == 10
+    three = [{"role": "user", "content": "hi"}] * 3
+    assert parse_chat_request({"model": "m", "messages": three, "n": 2, "max_tokens": 10}).n == 2
+    for too_many, param in (
+        ({"messages": [*three, three[0]]}, "messages"),
+        ({"n": 3}, "n"),
+        ({"max_tokens": 11}, "max_tokens"),
+    ):
+        with pytest.raises(ApiError) as caught:
+            parse_chat_request({"model": "m", "messages": three, **too_many})
+        assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stop": ["a", 1]}, "stop[1]"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, "messages[0].content[0].text"),
+        ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"response_format": {"type": "json_object"}}, "response_format.type"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+    ],
+)
+def test_a_fault_anywhere_in_a_body_is_named_by_its_path(fields, param) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApiError) as caught:
+        parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
+    assert caught.value.status == 400
+    assert caught.value.param == param
+    assert caught.value.message.startswith(f"'{param}' ") or param in caught.value.message

@@ -1,4 +1,5 @@
-"""The seed's own chat-completions shape, with plain HTTP (urllib), streaming and not."""
+"""The seed's own chat-completions shape (Spellbook's: the model answers as the "agent" and
+requests no tool), with plain HTTP (urllib), streaming and not."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ def test_it_answers_in_the_seed_shape(api_server, alice_key) -> None:
     with urllib.request.urlopen(request, timeout=60) as response:
         body = json.loads(response.read())
     assert set(body) == {"chat_completion", "token_usage"}
-    assert body["chat_completion"]["message"]["role"] == "assistant"
-    assert isinstance(body["chat_completion"]["message"]["content"], str)
+    message = body["chat_completion"]["message"]
+    assert set(message) == {"role", "content", "tool_request"}
+    assert message["role"] == "agent"
+    assert message["tool_request"] is None
+    assert isinstance(message["content"], str)
     assert body["chat_completion"]["finish_reason"] in ("stop", "length")
     usage = body["token_usage"]
     assert usage["prompt"] > 0 and usage["total"] == usage["prompt"] + usage["completion"]
@@ -40,7 +44,8 @@ def test_it_streams_in_the_seed_shape(api_server, alice_key) -> None:
         events = [json.loads(block.removeprefix("data: ")) for block in response.read().decode().split("\n\n") if block]
     *deltas, last = events
     assert all(event["chat_completion"]["finish_reason"] is None for event in deltas)
-    assert all(event["chat_completion"]["message"]["role"] == "assistant" for event in events)
+    assert all(event["chat_completion"]["message"]["role"] == "agent" for event in events)
+    assert all(event["chat_completion"]["message"]["tool_request"] is None for event in events)
     assert last["chat_completion"]["finish_reason"] in ("stop", "length")
     assert last["token_usage"]["completion"] >= len(deltas)
     assert last["token_usage"]["total"] == last["token_usage"]["prompt"] + last["token_usage"]["completion"]
