@@ -195,6 +195,18 @@ AXES_CLIENT_IP_CALLABLE = "conversations.client_ip.client_ip"
 PARLEY_SIGNUP = env_choice("PARLEY_SIGNUP", "open", ("open", "closed"))
 PARLEY_SIGNUPS_PER_HOUR = env_int("PARLEY_SIGNUPS_PER_HOUR", 20, minimum=1)
 
+# --- Email (password reset links) -------------------------------------------------
+# "console" writes each message to the server's log instead of sending it (the default:
+# nothing leaves the machine until an operator sets up "smtp" with the PARLEY_EMAIL_* below).
+PARLEY_EMAIL = env_choice("PARLEY_EMAIL", "console", ("console", "smtp"))
+EMAIL_BACKEND = f"django.core.mail.backends.{PARLEY_EMAIL}.EmailBackend"
+EMAIL_HOST = env_str("PARLEY_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("PARLEY_EMAIL_PORT", 587, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("PARLEY_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("PARLEY_EMAIL_PASSWORD", fallback="")
+EMAIL_USE_TLS = env_bool("PARLEY_EMAIL_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("PARLEY_EMAIL_FROM", "Parley <parley@localhost>")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -209,6 +221,8 @@ CHAT_MESSAGES_PER_MINUTE = env_int("CHAT_MESSAGES_PER_MINUTE", 20, minimum=1)
 CHAT_MAX_CONCURRENT_STREAMS = env_int("CHAT_MAX_CONCURRENT_STREAMS", 3, minimum=1)
 # Messages rendered when a conversation opens; older ones load as the user scrolls up.
 CHAT_INITIAL_MESSAGES = env_int("CHAT_INITIAL_MESSAGES", 40, minimum=2)
+# Conversations the sidebar lists at first (after the pinned ones); older ones load as it scrolls.
+CHAT_SIDEBAR_PAGE_SIZE = env_int("CHAT_SIDEBAR_PAGE_SIZE", 30, minimum=1)
 # How often an open conversation socket checks on its replies (see consumers.watch).
 CHAT_SOCKET_WATCH_SECONDS = env_float("CHAT_SOCKET_WATCH_SECONDS", 5.0, minimum=0.1)
 

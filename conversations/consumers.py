@@ -28,6 +28,7 @@ from django.core.exceptions import ValidationError
 
 from conversations import fragments, selectors, services
 from conversations.models import Conversation
+from conversations.new_chat import new_chat_settings, new_chat_settings_clear
 from inference import engines, registry
 from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
 from inference.generation import (
@@ -57,17 +58,30 @@ class StartedTurn:
     turn: services.Turn
     html: str  # the turn as every tab shows it
     job: JobContext | None  # what its generation job needs, when the job runs in this process
+    created: str = ""  # a new chat's header, sidebar entry and address, for the tab that made it
 
 
 def turn_start_for_socket(*, conversation: Conversation, text: object) -> StartedTurn:
     """Store the turn, render it and read what its job needs, in one trip to the
     database thread (the one thread every socket's and job's database work queues for)."""
     turn = services.turn_start(conversation=conversation, text=text)
+    return _started(conversation, turn)
+
+
+def conversation_start_for_socket(*, owner: Any, text: object, session: Any) -> StartedTurn:
+    """Store a new chat with its first turn, on the settings its page chose (in the session)."""
+    turn = services.conversation_start(owner=owner, text=text, chosen=new_chat_settings(session))
+    new_chat_settings_clear(session)
+    conversation = turn.assistant_message.conversation
+    return _started(conversation, turn, created=fragments.conversation_created(conversation=conversation))
+
+
+def _started(conversation: Conversation, turn: services.Turn, created: str = "") -> StartedTurn:
     html = fragments.turn_started(
         user_message=turn.user_message, reply=turn.assistant_message, conversation=conversation
     )
     job = job_context_load(message_pk=turn.assistant_message.pk) if generation_runs_here() else None
-    return StartedTurn(turn=turn, html=html, job=job)
+    return StartedTurn(turn=turn, html=html, job=job, created=created)
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
@@ -75,8 +89,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        conversation_id: UUID = self.scope["url_route"]["kwargs"]["conversation_id"]
+        conversation_id: UUID | None = self.scope["url_route"]["kwargs"].get("conversation_id")
         owner_id = user.pk if user is not None and user.is_authenticated else None
+        if conversation_id is None:  # a new chat: stored when its first message comes
+            await self.connect_new_chat(owner_id)
+            return
         self.conversation = await database_sync_to_async(selectors.conversation_find_for_owner)(
             owner_id=owner_id, public_id=conversation_id
         )
@@ -95,6 +112,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.send_snapshots()
         await self.send_recent_finals()
         self.watchdog = asyncio.get_running_loop().create_task(self.watch())
+
+    async def connect_new_chat(self, owner_id: int | None) -> None:
+        if owner_id is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.seqs, self.advanced = {}, set()
+        await self.accept()
+        if generation_runs_here():
+            spec = await database_sync_to_async(registry.model_get)(registry.default_model_id())
+            if spec is not None:
+                engines.warm_up(spec)
 
     async def disconnect(self, code: int) -> None:
         # The reply goes on without this socket: a closed tab never stops a job.
@@ -139,7 +167,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error("That message could not be read; reload the page and try again.")
             return
         action = content.get("action", "send")
-        if action == "stop":
+        if self.conversation is None:  # a new chat: nothing to stop or change before its first message
+            if action == "send":
+                await self.start_new_chat(content.get("message"))
+        elif action == "stop":
             await self.stop_replies()
         elif action == "send":
             await self.start_turn(content.get("message"))
@@ -163,6 +194,25 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         except ValidationError as exc:
             await self.send_error(" ".join(exc.messages))
             return
+        await self.announce_turn(started)
+
+    async def start_new_chat(self, text: Any) -> None:
+        """The first message of a new chat: store the chat, then follow it like any other."""
+        try:
+            started = await database_sync_to_async(conversation_start_for_socket)(
+                owner=self.scope["user"], text=text, session=self.scope["session"]
+            )
+        except ValidationError as exc:
+            await self.send_error(" ".join(exc.messages))
+            return
+        self.conversation = started.turn.assistant_message.conversation
+        self.group = conversation_group(self.conversation.public_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.watchdog = asyncio.get_running_loop().create_task(self.watch())
+        await self.send_html(started.created)
+        await self.announce_turn(started)
+
+    async def announce_turn(self, started: StartedTurn) -> None:
         reply = started.turn.assistant_message
         await self.send_html(fragments.composer_error(""))
         await self.channel_layer.group_send(

@@ -15,7 +15,14 @@ from inference import registry
 class SignupForm(UserCreationForm[User]):
     class Meta(UserCreationForm.Meta):
         model = User
-        fields = ("username",)
+        fields = ("username", "email")
+        help_texts = {"email": "Optional: lets you reset a forgotten password."}
+
+
+class EmailForm(forms.Form):
+    email = forms.EmailField(
+        label="Email", required=False, help_text="Where a password reset link goes. Leave empty for none."
+    )
 
 
 class ConversationSettingsForm(forms.Form):
@@ -41,6 +48,12 @@ class ConversationSettingsForm(forms.Form):
         help_text="Lowers the odds of words the reply already used, so it does not go round in circles "
         "(0 turns it off; -2 to 2).",
     )
+
+    @classmethod
+    def for_conversation(cls, conversation: Any, data: Any = None) -> ConversationSettingsForm:
+        """The form for ``conversation``'s settings (a stored chat or a new one), for its owner."""
+        initial = {name: getattr(conversation, name) for name in cls.base_fields}
+        return cls(data, initial=initial, user=conversation.owner)
 
     def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         """``user`` picks among the models they may use."""

@@ -6,6 +6,7 @@ from django.template.loader import render_to_string
 from django.utils.html import format_html
 
 from conversations import selectors
+from conversations.forms import ConversationSettingsForm
 from conversations.models import Conversation, Message
 
 
@@ -47,6 +48,12 @@ def turn_started(*, user_message: Message, reply: Message, conversation: Convers
         "conversations/_turn_started.html",
         {"user_message": user_message, "reply": reply, "conversation": conversation, "streaming": True},
     )
+
+
+def conversation_created(*, conversation: Conversation) -> str:
+    """A new chat was stored: its full header, its place in the sidebar, and its address."""
+    context = {"conversation": conversation, "settings_form": ConversationSettingsForm.for_conversation(conversation)}
+    return render_to_string("conversations/_conversation_created.html", context)
 
 
 def reply_finished(*, message_id: str, announce: bool = True) -> str:

@@ -28,6 +28,8 @@ class Conversation(models.Model):
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.CHAT)
     # The last message of the branch the user is looking at; the model sees this path.
     active_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Set while the owner keeps it at the top of the sidebar (the latest pinned first).
+    pinned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -23,6 +23,36 @@ def conversation_list(*, owner: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=owner).order_by("-updated_at", "-id")
 
 
+@dataclass(frozen=True)
+class SidebarPage:
+    pinned: list[Conversation]  # on the first page only
+    recent: list[Conversation]
+    more_after: str | None  # the public id to load the next page after; None at the end
+
+
+def conversation_sidebar(*, owner: AbstractBaseUser | AnonymousUser, after: str | None = None) -> SidebarPage:
+    """The sidebar a page at a time: the pinned conversations, then the others, most
+    recently active first, ``CHAT_SIDEBAR_PAGE_SIZE`` at a time after the one ``after``."""
+    size = settings.CHAT_SIDEBAR_PAGE_SIZE
+    mine = Conversation.objects.filter(owner_id=owner.pk)
+    recent = mine.filter(pinned_at__isnull=True).order_by("-updated_at", "-id")
+    pinned: list[Conversation] = []
+    if after:
+        try:
+            last = mine.filter(public_id=after).values("updated_at", "id").first()
+        except ValidationError:
+            last = None  # not a UUID
+        if last is None:
+            return SidebarPage([], [], None)
+        older = Q(updated_at__lt=last["updated_at"]) | Q(updated_at=last["updated_at"], id__lt=last["id"])
+        recent = recent.filter(older)
+    else:
+        pinned = list(mine.filter(pinned_at__isnull=False).order_by("-pinned_at", "-id"))
+    rows = list(recent[: size + 1])
+    more = str(rows[size - 1].public_id) if len(rows) > size else None
+    return SidebarPage(pinned, rows[:size], more)
+
+
 def conversation_get_for_owner(*, owner: AbstractBaseUser | AnonymousUser, public_id: UUID | str) -> Conversation:
     """The conversation, or Http404 for anyone but its owner."""
     return get_object_or_404(Conversation, public_id=public_id, owner_id=owner.pk)

@@ -28,11 +28,12 @@ from inference import fair_use, registry
 from inference.services import WORKER_STOPPED
 
 
-def conversation_create(*, owner: User, model_name: str | None = None) -> Conversation:
-    """A new chat on ``model_name`` (the default model if None), sampling as that model advises."""
-    model_name = model_name or registry.default_model_id()
+def conversation_draft(*, owner: User, chosen: dict[str, Any] | None = None) -> Conversation:
+    """A new chat not yet stored (the page "New chat" opens): the default model's settings,
+    or those ``chosen`` on that page before its first message."""
+    model_name = (chosen or {}).get("model_name") or registry.default_model_id()
     sampling = registry.sampling_defaults(model_id=model_name)
-    return Conversation.objects.create(
+    draft = Conversation(
         owner=owner,
         model_name=model_name,
         system_prompt=settings.INFERENCE_DEFAULT_SYSTEM_PROMPT,
@@ -41,6 +42,41 @@ def conversation_create(*, owner: User, model_name: str | None = None) -> Conver
         max_tokens=settings.INFERENCE_DEFAULT_MAX_TOKENS,
         frequency_penalty=settings.INFERENCE_DEFAULT_FREQUENCY_PENALTY,
     )
+    for name in DRAFT_FIELDS:
+        if (chosen or {}).get(name) is not None:
+            setattr(draft, name, chosen[name])  # type: ignore[index]
+    return draft
+
+
+DRAFT_FIELDS = ("model_name", "system_prompt", "temperature", "top_p", "max_tokens", "frequency_penalty")
+
+
+def conversation_create(*, owner: User, model_name: str | None = None) -> Conversation:
+    """A new chat on ``model_name`` (the default model if None), sampling as that model advises."""
+    conversation = conversation_draft(owner=owner, chosen={"model_name": model_name})
+    conversation.save()
+    return conversation
+
+
+def conversation_start(*, owner: User, text: object, chosen: dict[str, Any] | None = None) -> Turn:
+    """Store a new chat with its first message and reply, all or nothing: a message that is
+    refused (empty, too long, over a limit) leaves no empty conversation behind."""
+    message_text_clean(text=text)
+    if chosen and registry.model_get(str(chosen.get("model_name")), user=owner) is None:
+        chosen = {}  # a model restricted since it was picked: the default instead
+    with transaction.atomic():
+        conversation = conversation_draft(owner=owner, chosen=chosen)
+        conversation.save()
+        return turn_start(conversation=conversation, text=text)
+
+
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> Conversation:
+    """Keep the conversation at the top of its owner's sidebar, or let it go back in line."""
+    if pinned != (conversation.pinned_at is not None):
+        conversation.pinned_at = timezone.now() if pinned else None
+        # Not touching updated_at: pinning is not activity.
+        Conversation.objects.filter(pk=conversation.pk).update(pinned_at=conversation.pinned_at)
+    return conversation
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
@@ -532,3 +568,10 @@ def user_theme_set(*, user: User, theme: str) -> UserPreferences:
         raise ValidationError(f"Unknown theme {theme!r}: choose system, light or dark.")
     preferences, _ = UserPreferences.objects.update_or_create(user=user, defaults={"theme": theme})
     return preferences
+
+
+def user_email_set(*, user: User, email: str) -> User:
+    """The address password reset links go to ("" for none)."""
+    user.email = User.objects.normalize_email(email.strip())
+    user.save(update_fields=["email"])
+    return user

@@ -7,6 +7,9 @@ from conversations import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("c/new/", views.conversation_new, name="conversation_new"),
+    path("c/new/settings/", views.new_chat_settings_save, name="new_chat_settings"),
+    path("c/<uuid:conversation_id>/pin/", views.conversation_pin, name="conversation_pin"),
+    path("conversations/", views.conversation_sidebar_page, name="conversation_sidebar"),
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
     path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation_rename"),
     path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation_delete"),
@@ -19,5 +22,6 @@ urlpatterns = [
     path("search/", views.conversation_search, name="conversation_search"),
     path("settings/", views.account_settings, name="account_settings"),
     path("settings/theme/", views.theme_set, name="theme_set"),
+    path("settings/email/", views.account_email, name="account_email"),
     path("settings/delete-conversations/", views.conversations_delete_all, name="conversations_delete_all"),
 ]

@@ -19,8 +19,9 @@ from django_htmx.middleware import HtmxDetails
 
 from conversations import accounts, selectors, services
 from conversations.client_ip import client_ip
-from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
+from conversations.forms import ConversationSettingsForm, EmailForm, RenameForm, SignupForm
 from conversations.models import Conversation, Message, MessageFeedback, UserPreferences
+from conversations.new_chat import new_chat_settings, new_chat_settings_store
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -28,10 +29,8 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def _page_context(request: HtmxHttpRequest, conversation: Conversation | None) -> dict[str, object]:
-    return {
-        "conversations": selectors.conversation_list(owner=request.user),  # type: ignore[arg-type]
-        "conversation": conversation,
-    }
+    """What app.html needs besides the sidebar (the conversation_sidebar tag reads that)."""
+    return {"conversation": conversation}
 
 
 @require_http_methods(["GET", "POST"])
@@ -59,8 +58,12 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def conversation_new(request: HtmxHttpRequest) -> HttpResponse:
+    """GET: a new chat's page; nothing is stored until its first message (the websocket
+    stores it). POST, for scripts such as bench.client: store an empty chat and go to it."""
+    if request.method == "GET":
+        return _new_chat_page(request)
     conversation = services.conversation_create(owner=request.user)  # type: ignore[arg-type]
     url = reverse("conversation", args=[conversation.public_id])
     if request.htmx:
@@ -82,15 +85,64 @@ def conversation_detail(request: HtmxHttpRequest, conversation_id: UUID) -> Http
 
 
 def _settings_form(conversation: Conversation, data: object = None, *, user: User) -> ConversationSettingsForm:
-    initial = {
-        "model_name": conversation.model_name,
-        "system_prompt": conversation.system_prompt,
-        "temperature": conversation.temperature,
-        "top_p": conversation.top_p,
-        "max_tokens": conversation.max_tokens,
-        "frequency_penalty": conversation.frequency_penalty,
+    return ConversationSettingsForm.for_conversation(conversation, data)
+
+
+def _new_chat(request: HtmxHttpRequest) -> Conversation:
+    return services.conversation_draft(owner=request.user, chosen=new_chat_settings(request.session))  # type: ignore[arg-type]
+
+
+def _new_chat_page(request: HtmxHttpRequest) -> HttpResponse:
+    conversation = _new_chat(request)
+    context = {
+        **_page_context(request, conversation),
+        "page": None,
+        "has_streaming": False,
+        "settings_form": _settings_form(conversation, user=request.user),  # type: ignore[arg-type]
     }
-    return ConversationSettingsForm(data, initial=initial, user=user)  # type: ignore[arg-type]
+    return render(request, "conversations/conversation.html", context)
+
+
+@login_required
+@require_POST
+def new_chat_settings_save(request: HtmxHttpRequest) -> HttpResponse:
+    """Settings chosen for a new chat before its first message: kept until it is stored."""
+    conversation = _new_chat(request)
+    form = _settings_form(conversation, request.POST, user=request.user)  # type: ignore[arg-type]
+    saved = form.is_valid()
+    if saved:
+        new_chat_settings_store(request.session, form.cleaned_data)
+        form = _settings_form(_new_chat(request), user=request.user)  # type: ignore[arg-type]
+    if not request.htmx:
+        return redirect("conversation_new")
+    context = {"conversation": conversation, "settings_form": form, "saved": saved}
+    return render(request, "conversations/_settings_form.html", context, status=200 if saved else 422)
+
+
+@login_required
+@require_POST
+def conversation_pin(request: HtmxHttpRequest, conversation_id: UUID) -> HttpResponse:
+    conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
+    services.conversation_pin(conversation=conversation, pinned=request.POST.get("pinned") == "true")
+    if not request.htmx:
+        return redirect("conversation", conversation_id=conversation.public_id)
+    return render(request, "conversations/_pinned.html", {"conversation": conversation})
+
+
+@login_required
+@require_GET
+def conversation_sidebar_page(request: HtmxHttpRequest) -> HttpResponse:
+    """The sidebar's next page, after ``?after=<conversation id>`` (scrolling down)."""
+    sidebar = selectors.conversation_sidebar(owner=request.user, after=request.GET.get("after") or None)
+    current = _owned_or_none(request, request.GET.get("current", ""))
+    return render(request, "conversations/_sidebar_page.html", {"sidebar": sidebar, "conversation": current})
+
+
+def _owned_or_none(request: HtmxHttpRequest, public_id: str) -> Conversation | None:
+    try:
+        return selectors.conversation_find_for_owner(owner_id=request.user.pk, public_id=public_id) if public_id else None
+    except ValidationError:
+        return None
 
 
 @login_required
@@ -224,25 +276,37 @@ def conversation_search(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "conversations/search.html", {**_page_context(request, None), **context})
 
 
+def _settings_context(request: HtmxHttpRequest, **extra: object) -> dict[str, object]:
+    return {
+        **_page_context(request, None),
+        "conversation_count": selectors.conversation_list(owner=request.user).count(),  # type: ignore[arg-type]
+        "theme_choices": UserPreferences.Theme.choices,
+        "email_form": EmailForm(initial={"email": request.user.email}),  # type: ignore[union-attr]
+        **extra,
+    }
+
+
 @login_required
 @require_GET
 def account_settings(request: HtmxHttpRequest) -> HttpResponse:
-    count = selectors.conversation_list(owner=request.user).count()  # type: ignore[arg-type]
-    context = {**_page_context(request, None), "conversation_count": count, "theme_choices": UserPreferences.Theme.choices}
-    return render(request, "settings.html", context)
+    return render(request, "settings.html", _settings_context(request))
+
+
+@login_required
+@require_POST
+def account_email(request: HtmxHttpRequest) -> HttpResponse:
+    form = EmailForm(request.POST)
+    if not form.is_valid():
+        return render(request, "settings.html", _settings_context(request, email_form=form), status=400)
+    services.user_email_set(user=request.user, email=form.cleaned_data["email"])  # type: ignore[arg-type]
+    return redirect(f"{reverse('account_settings')}?email_saved=1#account")
 
 
 @login_required
 @require_POST
 def conversations_delete_all(request: HtmxHttpRequest) -> HttpResponse:
     if request.POST.get("confirm") != "delete":
-        count = selectors.conversation_list(owner=request.user).count()  # type: ignore[arg-type]
-        context = {
-            **_page_context(request, None),
-            "conversation_count": count,
-            "delete_error": "Type the word delete in the box to confirm.",
-            "theme_choices": UserPreferences.Theme.choices,
-        }
+        context = _settings_context(request, delete_error="Type the word delete in the box to confirm.")
         return render(request, "settings.html", context, status=400)
     deleted = services.conversation_delete_all(owner=request.user)  # type: ignore[arg-type]
     return redirect(f"{reverse('account_settings')}?deleted={deleted}")

@@ -148,7 +148,39 @@
   });
   if (darkQuery && darkQuery.addEventListener) darkQuery.addEventListener("change", showThemeState);
 
-  document.addEventListener("htmx:wsOpen", function () { document.body.classList.remove("is-offline"); });
+  // "New chat" is a plain GET form (a button, usable without script); with script the
+  // address stays clean, without the "?" of an empty form.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches || !form.matches("form[data-new-chat]")) return;
+    event.preventDefault();
+    location.assign(form.action);
+  });
+
+  // Starter prompts in an empty chat: a click sends that prompt.
+  document.addEventListener("click", function (event) {
+    var starter = event.target.closest && event.target.closest("[data-starter]");
+    var input = composer();
+    if (!starter || !input) return;
+    input.value = starter.getAttribute("data-starter");
+    input.form.requestSubmit();
+  });
+
+  // A new chat is stored with its first message: the address becomes the chat's own.
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    var created = document.getElementById("conversation-created");
+    var url = created && created.getAttribute("data-url");
+    if (url && location.pathname !== url) history.replaceState(null, "", url);
+  });
+
+  document.addEventListener("htmx:wsOpen", function () {
+    document.body.classList.remove("is-offline");
+    // A new chat's socket that reconnects after its chat was stored is a new chat's socket
+    // again: load the chat's own page, which shows what was missed and follows the reply.
+    var created = document.getElementById("conversation-created");
+    var url = created && created.getAttribute("data-url");
+    if (url) location.replace(url);
+  });
   document.addEventListener("htmx:wsClose", function () { document.body.classList.add("is-offline"); });
 
   function start() {

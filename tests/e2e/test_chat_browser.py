@@ -112,25 +112,28 @@ def test_stop_mid_reply_keeps_the_partial_reply(parley_server, page) -> None:  #
 def test_conversations_open_from_the_sidebar_and_keep_their_own_stream(parley_server, page) -> None:  # type: ignore[no-untyped-def]
     sign_up(page, parley_server)
     start_chat(page)
-    first_url = page.url
-    page.get_by_role("button", name="+ New chat").click()
-    page.wait_for_url(lambda url: url != first_url and "/c/" in url)
-    page.locator("body:not(.is-offline) .chat").wait_for()
     page.get_by_label("Message").fill("Say hello.")
     page.keyboard.press("Enter")
     page.locator("article.msg-assistant[data-status='complete']").wait_for(timeout=120_000)
-    second_url = page.url
-
-    page.locator(".conversation-item").last.click()  # the older, empty chat, opened by htmx
-    page.wait_for_url(first_url)
+    first_url = page.url  # the chat's own address since its first message stored it
+    page.get_by_role("button", name="+ New chat").click()
+    page.wait_for_url("**/c/new/")
     page.locator("body:not(.is-offline) .chat").wait_for()
-    assert page.locator("article.msg").count() == 0, "the first chat shows only its own messages"
+    assert page.locator("article.msg").count() == 0, "a new chat shows none of the other's messages"
     page.get_by_label("Message").fill("Say goodbye.")
     page.keyboard.press("Enter")
     page.locator("article.msg-user").filter(has_text="Say goodbye.").wait_for()
     page.locator("article.msg-assistant[data-status='complete']").wait_for(timeout=120_000)
     assert page.locator("article.msg-user").count() == 1
+    second_url = page.url
+    assert second_url != first_url
+
+    page.locator(".conversation-item").last.click()  # the older chat, opened by htmx
+    page.wait_for_url(first_url)
+    page.locator("body:not(.is-offline) .chat").wait_for()
+    assert page.locator("article.msg-user").count() == 1, "the first chat shows only its own messages"
+    assert page.locator("article.msg-user .msg-text").inner_text().strip() == "Say hello."
 
     page.goto(second_url)
     assert page.locator("article.msg-user").count() == 1
-    assert page.locator("article.msg-user .msg-text").inner_text().strip() == "Say hello."
+    assert page.locator("article.msg-user .msg-text").inner_text().strip() == "Say goodbye."
