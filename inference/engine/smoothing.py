@@ -3,8 +3,7 @@
 Dynamic int8 quantization gives each matmul input one scale for the whole batch. A
 few hidden channels of a transformer carry activations 10-100x larger than the rest,
 so that one scale leaves the other channels only a handful of int8 steps, and the
-greedy answer drifts (docs/performance.md: 73 % agreement with fp32 on the bundled
-model). The fix SmoothQuant described is exact in fp32: divide each input channel of a
+greedy answer drifts (by how much: docs/performance.md). The fix SmoothQuant described is exact in fp32: divide each input channel of a
 linear layer by ``s_j`` and multiply the matching weight column by ``s_j``. The
 division is folded into whatever produces that input (an RMSNorm's weight, or the rows
 of the projection feeding it), so nothing runs at serving time; with
@@ -22,7 +21,7 @@ For a Llama-shaped decoder layer the foldings are:
   untied from the input embeddings first).
 
 ``activation_ranges`` reads the per-channel maxima from a short fp32 pass over a few
-built-in chats (about a second for the bundled model). The returned ``Smoothing``
+built-in chats, once at load. The returned ``Smoothing``
 records every weight's input and output scale, so LoRA adapters trained on the
 original model are rescaled to the smoothed one when they are installed.
 """

@@ -14,10 +14,8 @@ the compute limit:
 A step takes ``batch_size`` examples (as in OpenAI's fine-tuning), packs them into
 rows as long as its longest example (or ``row_tokens``) and splits the rows into
 forward passes of at most ``forward_tokens`` tokens, accumulating gradients, so
-memory stays bounded. Measured on the bundled model (LoRA, batch 8, chat pairs of
-45-90 tokens, CPU time at one thread): the selective head saves ~20 % of a step;
-packing saves the padding but pays for masked attention over longer rows, so with
-such lengths it ties with length-sorted padding, and it wins when lengths vary more.
+memory stays bounded. What each of these saves on the bundled model, and how to
+measure it (``python -m bench.training``), is in docs/performance.md, "Fine-tuning".
 
 Usage::
 
@@ -55,9 +53,8 @@ from inference.engine.sharing import ComputeShare
 IGNORE_INDEX = -100
 METADATA_FILE = "parley_training.json"
 # Every linear projection of a llama-style block (the ones a model lacks are skipped;
-# none at all falls back to peft's default for the architecture). Measured on the
-# bundled model, 48 made-up facts, batch 4, same compute: attention-only LoRA needed
-# 5 epochs at lr 3e-3 to answer held-out phrasings, all projections 3 at lr 2e-3.
+# none at all falls back to peft's default for the architecture): adapting attention
+# alone needed more epochs and a larger step for the same facts (docs/performance.md).
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Base learning rates before the multiplier: LoRA's low-rank update needs a much
 # larger step than the full weights do.
@@ -567,11 +564,11 @@ class _Hooks:
     on_epoch_end: EpochEndCallback | None
     should_cancel: CancelCheck | None
     judge: Callable[[Any], int] | None = None  # the number of training examples learnt
-    pace: Callable[[], None] | None = None  # between forward passes (ComputeShare.pace)
+    pace: Callable[[int], None] | None = None  # before forward passes (ComputeShare.pace)
 
 
 def _learnt_counter(
-    tokenizer: Any, examples: Sequence[Example], pace: Callable[[], None] | None = None
+    tokenizer: Any, examples: Sequence[Example], pace: Callable[[int], None] | None = None
 ) -> Callable[[Any], int]:
     """How many of ``examples`` the model answers exactly, greedily, as chat would."""
     from inference.engine.evaluation import exact_matches
@@ -580,7 +577,8 @@ def _learnt_counter(
         was_training = model.training
         model.eval()
         try:
-            return sum(exact_matches(model, tokenizer, examples, between_batches=pace))
+            between = (lambda: pace(0)) if pace is not None else None
+            return sum(exact_matches(model, tokenizer, examples, between_batches=between))
         finally:
             model.train(was_training)
 
@@ -727,7 +725,7 @@ def _step(
     chunk: list[EncodedExample],
     pad_id: int,
     params: list[Any],
-    pace: Callable[[], None] | None = None,
+    pace: Callable[[int], None] | None = None,
 ) -> tuple[float, int]:
     """Forward and backward over one step's examples; returns (mean loss, targets)."""
     batches = make_batches(
@@ -739,7 +737,7 @@ def _step(
         if not len(batch.targets):
             continue
         if pace is not None:
-            pace()
+            pace(batch.tokens)
         loss = F.cross_entropy(completion_logits(model, batch), batch.targets, reduction="sum")
         (loss / targets).backward()
         loss_sum += loss.item()
@@ -771,7 +769,7 @@ def _end_epoch(
     paused = time.perf_counter()
     if held_out:
         if hooks.pace is not None:
-            hooks.pace()
+            hooks.pace(0)
         val_loss, val_accuracy = _score_encoded(model, held_out, pad_id, config.forward_tokens)
     if hooks.judge is not None:
         learnt = hooks.judge(model)
