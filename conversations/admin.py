@@ -97,7 +97,8 @@ class FinishReasonFilter(admin.SimpleListFilter):
     parameter_name = "finish_reason"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("error", "An error"), ("length", "The token limit"), ("cancelled", "Stop")]
+        reasons = Message.FinishReason
+        return [(reasons.ERROR, "An error"), (reasons.LENGTH, "The token limit"), (reasons.CANCELLED, "Stop")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value():

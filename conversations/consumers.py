@@ -27,7 +27,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from conversations import fragments, selectors, services
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from conversations.new_chat import new_chat_settings, new_chat_settings_clear
 from inference import engines, registry
 from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
@@ -355,7 +355,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             )
             if snapshot is None or self.seqs.get(message_id) != have:
                 continue
-            if snapshot.status != "streaming":
+            if snapshot.status != Message.Status.STREAMING:
                 await self.chat_finished({"message_id": message_id})
             elif snapshot.seq > have:
                 self.seqs[message_id] = snapshot.seq
@@ -374,7 +374,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             snapshot = await database_sync_to_async(selectors.message_stream_snapshot)(
                 conversation=self.conversation, message_id=message_id
             )
-            if snapshot is None or snapshot.status != "streaming":
+            if snapshot is None or snapshot.status != Message.Status.STREAMING:
                 return  # the finished event re-renders the whole reply
             if snapshot.seq >= seq - 1:
                 content = snapshot.content + (text if snapshot.seq == seq - 1 else "")

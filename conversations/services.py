@@ -181,9 +181,7 @@ def _model_check_usable(conversation: Conversation) -> None:
     or deleted since the conversation picked it."""
     if registry.is_fine_tuned(conversation.model_name):  # base models are everyone's; no query
         if registry.model_get(conversation.model_name, user=conversation.owner) is None:
-            raise ValidationError(
-                f"The model {conversation.model_name} is not available to you any more; pick another in Settings."
-            )
+            raise ValidationError(registry.model_gone(conversation.model_name))
 
 
 def _conversation_follow(conversation: Conversation, locked: Conversation) -> None:

@@ -148,7 +148,7 @@ class GenerationJob:
     async def generate(self) -> FinishEvent:
         spec = self.context.spec
         if spec is None:
-            raise JobFailed(f"The model {self.context.model_name!r} is no longer available; pick another in Settings.")
+            raise JobFailed(registry.model_gone(self.context.model_name))
         try:
             stream = await gateway.open_stream(
                 spec=spec,

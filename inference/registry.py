@@ -138,6 +138,12 @@ def _lora_spec(model_id: str, label: str, adapter: str, source: str, weights_id:
     )
 
 
+def model_gone(model_name: str) -> str:
+    """What a chat says when its model was deleted, hidden or restricted to others since
+    the conversation picked it (the socket's refusal and a reply's error alike)."""
+    return f"The model {model_name} is not available to you any more; pick another in Settings."
+
+
 def is_fine_tuned(model_id: str) -> bool:
     return model_id.startswith(FINE_TUNED_PREFIX)
 

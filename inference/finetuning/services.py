@@ -492,7 +492,7 @@ def job_succeed(
     ``output_dir``) if the job was cancelled meanwhile.
     """
     with transaction.atomic():
-        model_id = f"ft:{base.root_id}:{job.suffix}:{job.public_id[-8:].lower()}"
+        model_id = f"{registry.FINE_TUNED_PREFIX}{base.root_id}:{job.suffix}:{job.public_id[-8:].lower()}"
         if not _move(
             job,
             Job.Status.RUNNING,

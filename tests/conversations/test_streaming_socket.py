@@ -186,7 +186,8 @@ async def test_an_unavailable_model_fails_with_a_reason(alice, chat) -> None:  #
     await socket.until_finished()
     await generation_wait_idle()
     reply = await reply_of(chat)
-    assert reply.status == "error" and "no longer available" in reply.error
+    assert reply.status == Message.Status.ERROR
+    assert reply.error == "The model retired-model is not available to you any more; pick another in Settings."
     await socket.close()
 
 
