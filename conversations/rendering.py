@@ -1,11 +1,23 @@
-"""Markdown to safe HTML for messages: rendered once on the server, then sanitized."""
+"""Markdown to safe HTML for messages: rendered once on the server, then sanitized.
+
+Math (``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``) becomes MathML here, on the
+server: browsers draw it without a script, so it fits the content security policy. Each
+formula keeps its LaTeX in a MathML ``<annotation>``, which the page's copy handler puts
+back in place of the drawn formula (static/js/chat.js).
+"""
 
 from __future__ import annotations
 
+import html
+import logging
 from functools import lru_cache
+from typing import Any
 
 import nh3
+from latex2mathml.converter import convert as latex_to_mathml
 from markdown_it import MarkdownIt
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.texmath import texmath_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -39,7 +51,39 @@ ALLOWED_TAGS = {
     "td",
     "span",
 }
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "span": {"class"}, "th": {"align"}, "td": {"align"}}
+# MathML as latex2mathml writes it: presentation elements only (no maction, no href).
+MATHML_TAGS = {
+    "math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msup", "msub",
+    "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover", "mtable", "mtr", "mtd", "mstyle",
+    "menclose", "mpadded", "mphantom", "merror", "mmultiscripts", "mprescripts", "none",
+}  # fmt: skip
+MATHML_ATTRIBUTES = {
+    "math": {"display"},
+    "annotation": {"encoding"},
+    "mo": {"stretchy", "fence", "separator", "lspace", "rspace", "form", "minsize", "maxsize", "largeop",
+           "movablelimits", "accent", "symmetric"},
+    "mi": {"mathvariant"},
+    "mstyle": {"displaystyle", "scriptlevel", "mathvariant", "mathsize"},
+    "mspace": {"width", "height", "depth"},
+    "mpadded": {"width", "height", "depth", "lspace", "voffset"},
+    "mtable": {"columnalign", "rowspacing", "columnspacing", "columnlines", "rowlines", "frame"},
+    "mtr": {"columnalign"},
+    "mtd": {"columnalign", "columnspan", "rowspan"},
+    "mfrac": {"linethickness"},
+    "menclose": {"notation"},
+    "mover": {"accent"},
+    "munder": {"accentunder"},
+    "munderover": {"accent", "accentunder"},
+}  # fmt: skip
+ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
+    "a": {"href", "title"},
+    "code": {"class"},
+    "span": {"class"},
+    "th": {"align"},
+    "td": {"align"},
+    **MATHML_ATTRIBUTES,
+}
+logger = logging.getLogger(__name__)
 
 
 # Longer code blocks are shown plain: highlighting is for reading, not worth the time there.
@@ -58,11 +102,45 @@ def _highlight(code: str, language: str, attrs: str) -> str:
     return str(highlight(code, lexer, HtmlFormatter(nowrap=True)))
 
 
+def math_html(latex: str, *, display: bool) -> str:
+    """MathML for ``latex`` with the source kept as its annotation; LaTeX the converter
+    cannot read is shown as the source, in code."""
+    try:
+        converted = latex_to_mathml(latex, display="block" if display else "inline")
+    except Exception:  # latex2mathml raises many kinds for bad input; the text is still worth showing
+        logger.debug("Could not convert %r to MathML", latex, exc_info=True)
+        fence = ("$$", "$$") if display else ("$", "$")
+        return f'<code class="math-source">{html.escape(fence[0] + latex + fence[1])}</code>'
+    inner = converted[converted.index(">") + 1 : converted.rindex("</math>")]
+    mode = "block" if display else "inline"
+    source = html.escape(latex.strip())
+    return (
+        f'<math display="{mode}"><semantics><mrow>{inner}</mrow>'
+        f'<annotation encoding="application/x-tex">{source}</annotation></semantics></math>'
+    )
+
+
+def _math_rule(display: bool) -> Any:
+    def render(renderer: Any, tokens: Any, index: int, options: Any, env: Any) -> str:
+        return math_html(tokens[index].content, display=display) + ("\n" if display else "")
+
+    return render
+
+
 @lru_cache(maxsize=1)
 def _markdown() -> MarkdownIt:
-    # Raw HTML in the source is shown as text, never passed through.
+    # Raw HTML in the source is shown as text, never passed through. Dollars follow pandoc's
+    # rule (no space inside the delimiters, no digit after the closing one), so "$5 and $10"
+    # stays text.
     options = {"html": False, "linkify": False, "highlight": _highlight}
-    return MarkdownIt("commonmark", options).enable("table").enable("strikethrough")
+    md = MarkdownIt("commonmark", options).enable("table").enable("strikethrough")
+    md.use(dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=True, allow_labels=False)
+    md.use(texmath_plugin, delimiters="brackets")
+    for name in ("math_inline",):
+        md.add_render_rule(name, _math_rule(display=False))
+    for name in ("math_inline_double", "math_block", "math_block_label", "math_block_eqno"):
+        md.add_render_rule(name, _math_rule(display=True))
+    return md
 
 
 def render_markdown(text: str) -> str:
@@ -74,7 +152,7 @@ def render_markdown(text: str) -> str:
     html = _markdown().render(text)
     clean = nh3.clean(
         html,
-        tags=ALLOWED_TAGS,
+        tags=ALLOWED_TAGS | MATHML_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",

@@ -173,6 +173,34 @@
     if (url && location.pathname !== url) history.replaceState(null, "", url);
   });
 
+  // Copying a selection with formulas in it: each formula becomes its LaTeX again (kept in
+  // its MathML <annotation>), in the delimiters a reader would write it with.
+  function latexOf(math) {
+    var source = math.querySelector("annotation[encoding='application/x-tex']");
+    if (!source) return math.textContent;
+    return math.getAttribute("display") === "block" ? "\n$$" + source.textContent + "$$\n" : "$" + source.textContent + "$";
+  }
+  document.addEventListener("copy", function (event) {
+    var selection = window.getSelection();
+    if (!selection || !selection.rangeCount || selection.isCollapsed || !event.clipboardData) return;
+    var range = selection.getRangeAt(0);
+    var around = range.commonAncestorContainer;
+    var within = (around.nodeType === 1 ? around : around.parentElement).closest("math");
+    var fragment = range.cloneContents();
+    if (!within && !fragment.querySelector("math")) return;
+    var holder = document.createElement("div");
+    holder.style.cssText = "position: fixed; left: -10000px; top: 0; white-space: pre-wrap;";
+    holder.appendChild(fragment);
+    var richText = holder.innerHTML;
+    holder.querySelectorAll("math").forEach(function (math) { math.replaceWith(document.createTextNode(latexOf(math))); });
+    document.body.appendChild(holder);
+    var text = within ? latexOf(within) : holder.innerText;
+    holder.remove();
+    event.clipboardData.setData("text/plain", text.trim());
+    event.clipboardData.setData("text/html", richText);
+    event.preventDefault();
+  });
+
   document.addEventListener("htmx:wsOpen", function () {
     document.body.classList.remove("is-offline");
     // A new chat's socket that reconnects after its chat was stored is a new chat's socket
