@@ -105,7 +105,8 @@ class AtMostSetting:
     ) -> dict[str, Any]:
         json_schema = handler(schema)
         json_schema["maxItems" if self.items else "maximum"] = self.limit()
-        json_schema["description"] = f"At most {self.setting} (here {self.limit():,})."
+        bound = f"At most {self.setting} (here {self.limit():,})."
+        json_schema["description"] = f"{json_schema['description']} {bound}" if "description" in json_schema else bound
         return json_schema
 
 
