@@ -61,6 +61,39 @@ def test_the_share_follows_chat(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_num_threads(previous)
 
 
+def test_on_a_loaded_machine_the_share_takes_the_faster_thread_count() -> None:
+    """A fake clock: a pass of 100 tokens takes 2 s on two threads and 1 s on one (other
+    work holds the cores), so after trying both the run stays on one thread, and it
+    looks at two again every ``probe_every`` passes."""
+    now = [0.0]
+    seconds = {2: 2.0, 1: 1.0}
+    share = ComputeShare(threads=2, probe_every=10, clock=lambda: now[0])
+    used = []
+    previous = torch.get_num_threads()
+    try:
+        for _ in range(30):
+            share.pace(100)
+            used.append(torch.get_num_threads())
+            now[0] += seconds[used[-1]]
+    finally:
+        torch.set_num_threads(previous)
+    assert used[:4] == [2, 2, 1, 1]  # each measured twice
+    assert used[4:].count(1) >= 23 and 2 in used[4:]  # the faster one, with a look back now and then
+    assert share.seconds_per_token == pytest.approx({2: 0.02, 1: 0.01})
+    # On a quiet machine two threads are faster and stay.
+    now[0], seconds = 0.0, {2: 0.6, 1: 1.0}
+    share = ComputeShare(threads=2, probe_every=10, clock=lambda: now[0])
+    used = []
+    try:
+        for _ in range(30):
+            share.pace(100)
+            used.append(torch.get_num_threads())
+            now[0] += seconds[used[-1]]
+    finally:
+        torch.set_num_threads(previous)
+    assert used[4:].count(2) >= 23
+
+
 def test_the_engine_reports_work_and_the_end_of_it(make_engine) -> None:
     changes: list[bool] = []
     idle_again = threading.Event()
@@ -82,7 +115,8 @@ def test_the_engine_reports_work_and_the_end_of_it(make_engine) -> None:
 
 def test_training_drops_its_threads_while_chat_writes(tiny_model_dir: Path, tmp_path: Path) -> None:
     activity = ChatActivity(tmp_path / "activity", "engine")
-    share = ComputeShare(threads=2, yield_threads=1, chat_busy=ChatActivity(tmp_path / "activity").busy, poll_seconds=0)
+    busy = ChatActivity(tmp_path / "activity").busy
+    share = ComputeShare(threads=2, yield_threads=1, chat_busy=busy, poll_seconds=0, adapt=False)
     seen: list[int] = []
 
     def on_progress(step: int, *rest: object) -> None:
