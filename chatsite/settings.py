@@ -258,9 +258,9 @@ INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
 # new ones away (the API answers 503 with Retry-After, chat says the server is busy).
 INFERENCE_MAX_STREAMS_PER_USER = env_int("INFERENCE_MAX_STREAMS_PER_USER", 8, minimum=1)
 INFERENCE_MAX_QUEUED_REQUESTS = env_int("INFERENCE_MAX_QUEUED_REQUESTS", 64, minimum=0)
-# "auto": every linear layer int8 after activation smoothing where the CPU and the model
-# allow it (3x faster than fp32 here, 90 % of greedy next tokens the same); "fp32" is
-# exact and reproducible whatever shares a batch (inference/engine/weights.py).
+# "auto": the fastest form this machine can run that keeps the model's answers (today
+# fp32, exact and reproducible whatever shares a batch); the others force a form
+# (inference/engine/weights.py; what each costs and keeps: docs/performance.md).
 INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "int8-head", "int8"))
 # Where the model runs: "auto" takes a CUDA GPU when torch sees one. Only checked here so
 # far; the engine's device placement reads it once it is wired in.
