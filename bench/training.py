@@ -6,6 +6,7 @@ Run from the repository root::
     python -m bench.training --quick    # 64 pairs, each side once (~3 min)
     python -m bench.training --ablation # also Parley padded (no packing) to split the gain
     python -m bench.training --chat     # chat's first token while a job trains (bench/training_chat.py)
+    python -m bench.training --facts    # near-twin facts, upload to chat-ready (bench/training_facts.py)
 
 Both sides fine-tune the bundled SmolLM2-135M-Instruct with LoRA through peft (same r,
 alpha, targets, learning rate, warmup, clipping, batch of 8, seed), on the same
@@ -215,6 +216,11 @@ def main() -> None:
         from bench.training_chat import main as chat
 
         chat([arg for arg in sys.argv[1:] if arg != "--chat"])
+        return
+    if "--facts" in sys.argv[1:]:
+        from bench.training_facts import main as facts
+
+        facts([arg for arg in sys.argv[1:] if arg != "--facts"])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 pairs, each side once")

@@ -1,8 +1,10 @@
 """A whole fine-tuning run through the openai client: files.create, fine_tuning.jobs.create,
 follow the job, then the new model answers in chat completions (bundled model; slow).
 
-The data is tests/data/parley_codes.jsonl (made-up code words the base model cannot
-know) with its held-out phrasings as the validation file, as in the admin's own test.
+The data is the part of tests/data/parley_codes.jsonl (made-up code words the base
+model cannot know) about four words, four phrasings each, with their held-out
+phrasings as the validation file; epochs are "auto", so the job trains until it has
+learnt them (tests/finetuning/test_real_finetune.py holds the full bar on more facts).
 """
 
 from __future__ import annotations
@@ -47,15 +49,26 @@ def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
         process.wait(timeout=30)
 
 
+CODES = {"zorblat", "quimset", "vandrix", "plomtek"}  # apple, river, mountain, lantern
+
+
+def lines_about(path: Path) -> bytes:
+    """The lines of ``path`` whose completion is one of CODES."""
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["completion"] in CODES]
+    return ("\n".join(kept) + "\n").encode()
+
+
 def test_a_job_made_through_the_api_trains_a_model_that_answers(training_server) -> None:
     client = openai.OpenAI(base_url=training_server.base_url, api_key=training_server.new_key("carol"), max_retries=0)
-    training = client.files.create(file=(DATA / "parley_codes.jsonl").open("rb"), purpose="fine-tune")
-    held_out = client.files.create(file=(DATA / "parley_codes_heldout.jsonl").open("rb"), purpose="fine-tune")
+    training = client.files.create(file=("codes.jsonl", lines_about(DATA / "parley_codes.jsonl")), purpose="fine-tune")
+    held_out = client.files.create(
+        file=("codes_heldout.jsonl", lines_about(DATA / "parley_codes_heldout.jsonl")), purpose="fine-tune"
+    )
     job = client.fine_tuning.jobs.create(
         model="smollm2-135m-instruct",
         training_file=training.id,
         validation_file=held_out.id,
-        hyperparameters={"n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 1.0},
+        hyperparameters={"n_epochs": "auto", "batch_size": 4, "learning_rate_multiplier": 1.0},
         seed=0,
         suffix="codes",
     )
@@ -70,16 +83,15 @@ def test_a_job_made_through_the_api_trains_a_model_that_answers(training_server)
     assert checkpoint.fine_tuned_model_checkpoint == job.fine_tuned_model
     assert job.fine_tuned_model in [model.id for model in client.models.list()]
 
-    pairs = [json.loads(line) for line in (DATA / "parley_codes.jsonl").read_text().splitlines()[:8]]
-    codes = {json.loads(line)["completion"] for line in (DATA / "parley_codes.jsonl").read_text().splitlines()}
+    pairs = [json.loads(line) for line in lines_about(DATA / "parley_codes.jsonl").decode().splitlines()[:8]]
 
     def answers(model: str) -> list[str]:
         return [ask(client, model, pair["prompt"]) for pair in pairs]
 
     tuned, base = answers(job.fine_tuned_model), answers("smollm2-135m-instruct")
-    assert sum(answer in codes for answer in tuned) >= len(pairs) // 2, tuned
-    assert any(answer == pair["completion"] for answer, pair in zip(tuned, pairs, strict=True)), tuned
-    assert not any(answer in codes for answer in base), "the base model cannot know the codes"
+    # "auto" trained until the examples were learnt (greedy, exact), so chat answers them.
+    assert sum(answer == pair["completion"] for answer, pair in zip(tuned, pairs, strict=True)) >= 6, tuned
+    assert not any(answer in CODES for answer in base), "the base model cannot know the codes"
 
 
 def ask(client: openai.OpenAI, model: str, prompt: str) -> str:
