@@ -30,6 +30,8 @@ def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:  # t
     settings.INFERENCE_STATUS_REPORTING = False
     # Nor a reaper on each test's event loop: tests call its tick (reap_once) themselves.
     settings.INFERENCE_REAPER = False
+    # Engines mark that they write here; training in a test gives way only to its own test's.
+    settings.INFERENCE_ACTIVITY_DIR = tmp_path / "activity"
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "chatsite.layers.SingleProcessChannelLayer"}}
     settings.STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
