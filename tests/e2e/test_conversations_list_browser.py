@@ -80,14 +80,17 @@ def test_older_chats_load_as_the_sidebar_scrolls(server, page) -> None:  # type:
     url, env, _ = server
     name = new_user(page, url)
     manage_shell(env, MANY_CHATS.format(name=name))
+    first_page = page.context.request.get(f"{url}/").text()
+    assert first_page.count('<a id="conv-') == 10, "one page at first"
+    assert "sidebar-sentinel" in first_page
     page.goto(f"{url}/")
     items = page.locator(".conversation-item")
-    assert items.count() == 10, "one page at first"
     for _ in range(10):
-        page.locator("#conversation-list").evaluate("nav => nav.scrollTop = nav.scrollHeight")
-        if items.count() == 45:
+        shown = items.count()
+        if shown == 45:
             break
-        page.wait_for_function(f"() => document.querySelectorAll('.conversation-item').length > {items.count()}")
+        page.locator("#conversation-list").evaluate("nav => nav.scrollTop = nav.scrollHeight")
+        page.wait_for_function(f"() => document.querySelectorAll('.conversation-item').length > {shown}")
     titles = [title.strip() for title in items.all_inner_texts()]
     assert titles == [f"Old chat {number:02d}" for number in reversed(range(45))], "all, newest first, once each"
     assert page.locator(".sidebar-sentinel").count() == 0
