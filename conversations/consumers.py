@@ -6,7 +6,8 @@ Frames from the browser are JSON (htmx's ws extension): ``{"action": "send",
 (the last two start a new sibling branch and re-render the whole message list), and
 ``{"action": "continue", "message_id": "<reply>"}`` (a reply that stopped at its token
 limit goes on writing, in the same message). Frames to the browser are HTML
-fragments with ``hx-swap-oob``; every streamed delta is HTML-escaped. The consumer
+fragments with ``hx-swap-oob``; every streamed delta is HTML-escaped, and the Markdown of a
+streaming reply is rendered a block at a time (conversations/streaming.py). The consumer
 tracks each reply's sequence number so a socket that joined mid-reply, or missed a
 delta, resynchronises from the database instead of showing duplicated or missing text.
 """
@@ -29,6 +30,7 @@ from django.core.exceptions import ValidationError
 from conversations import fragments, selectors, services
 from conversations.models import Conversation, Message
 from conversations.new_chat import new_chat_settings, new_chat_settings_clear
+from conversations.streaming import StreamRender
 from inference import engines, registry
 from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
 from inference.generation import (
@@ -102,6 +104,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         self.group = conversation_group(self.conversation.public_id)
         self.seqs: dict[str, int] = {}
+        self.renders: dict[str, StreamRender] = {}  # each streaming reply's Markdown as sent here
         self.advanced: set[str] = set()  # replies whose deltas arrived since the last watch
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -117,7 +120,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if owner_id is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        self.seqs, self.advanced = {}, set()
+        self.seqs, self.renders, self.advanced = {}, {}, set()
         await self.accept()
         if generation_runs_here():
             spec = await database_sync_to_async(registry.model_get)(registry.default_model_id())
@@ -261,8 +264,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     # -- Events from the conversation's group ---------------------------------------
 
+    def follow(self, message_id: str, seq: int, text: str = "") -> StreamRender:
+        """From now on this socket has ``text`` of the reply, up to delta ``seq``."""
+        self.seqs[message_id] = seq
+        self.renders[message_id] = StreamRender(message_id, text)
+        return self.renders[message_id]
+
     async def chat_turn(self, event: dict[str, Any]) -> None:
-        self.seqs[event["message_id"]] = 0
+        self.follow(event["message_id"], 0)
         await self.send_html(event["html"])
 
     async def chat_branch(self, event: dict[str, Any]) -> None:
@@ -270,12 +279,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         html, seq = await database_sync_to_async(fragments.branch_started)(
             conversation_pk=self.conversation.pk, message_id=event["message_id"]
         )
-        self.seqs[event["message_id"]] = seq
+        self.follow(event["message_id"], seq)
         await self.send_html(html)
 
     async def chat_continued(self, event: dict[str, Any]) -> None:
-        html, seq = await database_sync_to_async(fragments.reply_continued)(message_id=event["message_id"])
-        self.seqs[event["message_id"]] = seq
+        html, seq, text = await database_sync_to_async(fragments.reply_continued)(message_id=event["message_id"])
+        self.follow(event["message_id"], seq, text)
         await self.send_html(html)
 
     async def chat_delta(self, event: dict[str, Any]) -> None:
@@ -286,7 +295,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if have is not None and seq == have + 1:
             self.seqs[message_id] = seq
             self.advanced.add(message_id)
-            await self.send_html(fragments.delta(message_id=message_id, text=event["text"]))
+            render = self.renders.get(message_id) or self.follow(message_id, seq)
+            await self.send_html(render.feed(event["text"]))
             return
         await self.resync(message_id=message_id, seq=seq, text=event["text"])
 
@@ -298,6 +308,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_finished(self, event: dict[str, Any]) -> None:
         self.seqs.pop(event["message_id"], None)
+        self.renders.pop(event["message_id"], None)
         html = await database_sync_to_async(fragments.reply_finished)(
             message_id=event["message_id"], announce=not event.get("quiet")
         )
@@ -312,8 +323,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             conversation=self.conversation
         )
         for message in streaming:
-            self.seqs[str(message.public_id)] = message.stream_seq
-            await self.send_html(fragments.snapshot(message_id=str(message.public_id), text=message.content))
+            render = self.follow(str(message.public_id), message.stream_seq, message.content)
+            await self.send_html(render.snapshot())
 
     async def send_recent_finals(self) -> None:
         """After a dropped connection, replace replies that ended while it was down."""
@@ -358,8 +369,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             if snapshot.status != Message.Status.STREAMING:
                 await self.chat_finished({"message_id": message_id})
             elif snapshot.seq > have:
-                self.seqs[message_id] = snapshot.seq
-                await self.send_html(fragments.snapshot(message_id=message_id, text=snapshot.content))
+                await self.send_html(self.follow(message_id, snapshot.seq, snapshot.content).snapshot())
 
     async def notify_group(self, event: dict[str, Any]) -> None:
         try:
@@ -378,8 +388,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 return  # the finished event re-renders the whole reply
             if snapshot.seq >= seq - 1:
                 content = snapshot.content + (text if snapshot.seq == seq - 1 else "")
-                self.seqs[message_id] = max(snapshot.seq, seq)
-                await self.send_html(fragments.snapshot(message_id=message_id, text=content))
+                await self.send_html(self.follow(message_id, max(snapshot.seq, seq), content).snapshot())
                 return
             await asyncio.sleep(pause)
 

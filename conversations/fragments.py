@@ -10,17 +10,6 @@ from conversations.forms import ConversationSettingsForm
 from conversations.models import Conversation, Message
 
 
-def delta(*, message_id: str, text: str) -> str:
-    # format_html escapes the model's text: a delta can never become markup.
-    return format_html('<span hx-swap-oob="beforeend:#m-{}-text">{}</span>', message_id, text)
-
-
-def snapshot(*, message_id: str, text: str) -> str:
-    return format_html(
-        '<div id="m-{}-text" class="msg-text is-streaming" hx-swap-oob="true">{}</div>', message_id, text
-    )
-
-
 def composer_error(text: str) -> str:
     return format_html('<div id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{}</div>', text)
 
@@ -67,11 +56,11 @@ def reply_finished(*, message_id: str, announce: bool = True) -> str:
     )
 
 
-def reply_continued(*, message_id: str) -> tuple[str, int]:
-    """A continued reply streaming again from its text so far, and its seq."""
+def reply_continued(*, message_id: str) -> tuple[str, int, str]:
+    """A continued reply streaming again from its text so far, its seq and that text."""
     reply = Message.objects.select_related("conversation").get(public_id=message_id)
     html = render_to_string("conversations/_reply_continued.html", {"message": reply, "conversation": reply.conversation})
-    return html, reply.stream_seq
+    return html, reply.stream_seq, reply.content
 
 
 def branch_started(*, conversation_pk: int, message_id: str) -> tuple[str, int]:

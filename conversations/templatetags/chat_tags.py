@@ -11,6 +11,7 @@ from conversations import selectors
 from conversations.models import MessageFeedback
 from conversations.rendering import render_markdown
 from conversations.starters import STARTERS, Starter
+from conversations.streaming import streaming_body
 
 register = template.Library()
 
@@ -19,6 +20,12 @@ register = template.Library()
 def markdown(text: str) -> SafeString:
     """Server-rendered, sanitized Markdown (see conversations.rendering)."""
     return mark_safe(render_markdown(text))  # noqa: S308 - nh3 has sanitized it
+
+
+@register.simple_tag
+def streaming_markdown(message: Any) -> SafeString:
+    """A streaming reply's text, rendered as its socket renders it (conversations.streaming)."""
+    return streaming_body(str(message.public_id), message.content)
 
 
 @register.simple_tag

@@ -19,9 +19,13 @@ from django.test import Client
 
 from chatsite.asgi import application
 
-DELTA = re.compile(r'<span hx-swap-oob="beforeend:#m-([0-9a-f-]+)-text">(.*?)</span>', re.S)
+# A delta appends a token's text; a snapshot carries the whole text so far in its <template>
+# (the rendered Markdown around both is for browsers: conversations/streaming.py).
+DELTA = re.compile(r'<span hx-swap-oob="beforeend:#m-([0-9a-f-]+)-pending">(.*?)</span>', re.S)
 SNAPSHOT = re.compile(
-    r'<div id="m-([0-9a-f-]+)-text" class="msg-text is-streaming" hx-swap-oob="true">(.*?)</div>', re.S
+    r'<div id="m-([0-9a-f-]+)-text" class="msg-text markdown is-streaming" hx-swap-oob="true">'
+    r'.*?<template class="stream-source">(.*?)</template></div>',
+    re.S,
 )
 FINISHED = re.compile(
     r'<article class="msg msg-assistant[^"]*" id="m-([0-9a-f-]+)" data-status="(\w+)" hx-swap-oob="true">'
