@@ -131,10 +131,18 @@ def _math_rule(display: bool) -> Any:
 def _markdown() -> MarkdownIt:
     # Raw HTML in the source is shown as text, never passed through. Dollars follow pandoc's
     # rule (no space inside the delimiters, no digit after the closing one), so "$5 and $10"
-    # stays text.
+    # stays text. A $$ block ends at a blank line, like every other block, so that a block a
+    # streaming reply has finished (conversations/streaming.py) cannot become math later.
     options = {"html": False, "linkify": False, "highlight": _highlight}
     md = MarkdownIt("commonmark", options).enable("table").enable("strikethrough")
-    md.use(dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=True, allow_labels=False)
+    md.use(
+        dollarmath_plugin,
+        allow_space=False,
+        allow_digits=False,
+        double_inline=True,
+        allow_labels=False,
+        allow_blank_lines=False,
+    )
     md.use(texmath_plugin, delimiters="brackets")
     for name in ("math_inline",):
         md.add_render_rule(name, _math_rule(display=False))

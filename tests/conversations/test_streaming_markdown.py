@@ -124,3 +124,14 @@ def test_a_long_tail_is_rendered_less_often(settings) -> None:  # type: ignore[n
     tail_bytes = sum(len(frame.split('-tail" hx-swap-oob="true">', 1)[1]) for frame in frames if '-tail" hx-swap-oob' in frame)
     seconds = len(frames) * 0.05
     assert tail_bytes / seconds < 2 * TAIL_BYTES_PER_SECOND, "re-rendering a growing list is capped in bytes a second"
+
+
+def test_a_display_formula_is_never_split_into_finished_paragraphs(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0
+    text = "Before.\n\n$$\nx = 1\n$$\n\nAfter."
+    render = StreamRender(MESSAGE_ID)
+    page = Page(render.body())
+    for second, piece in enumerate(pieces(text, seed=7)):
+        page.apply(render.feed(piece, now=float(second + 1)))
+    assert page.shown().replace("\n", "") == render_markdown(text).replace("\n", "")
+    assert page.shown().count("<math") == 1
