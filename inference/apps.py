@@ -4,13 +4,26 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from inference.runtime import ModelRuntime, ProcessRole
+
 
 class InferenceConfig(AppConfig):
     name = "inference"
     verbose_name = "Inference and fine-tuning"
+    # This process's model runtime (inference/runtime.py): made here, since every process
+    # sets Django up once; ``manage.py runworker`` installs one with the worker's role.
+    runtime: ModelRuntime
 
     def ready(self) -> None:
         refuse_what_this_machine_cannot_run()
+        self.runtime = runtime_for(ProcessRole.WEB)
+
+
+def runtime_for(role: ProcessRole) -> ModelRuntime:
+    """A runtime whose housekeeping reports to the status table (inference/status.py)."""
+    from inference.status import report_once
+
+    return ModelRuntime(role=role, report=report_once)
 
 
 def refuse_what_this_machine_cannot_run() -> None:

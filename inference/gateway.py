@@ -22,7 +22,6 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from inference import engines
 from inference.engine.prompt import ChatMessage, FittedPrompt, PromptTooLongError, fit_prompt
 from inference.engine.types import (
     EngineEvent,
@@ -33,6 +32,7 @@ from inference.engine.types import (
     TokenLogprob,
 )
 from inference.registry import ModelSpec, model_get
+from inference.runtime import ServedModel, process_runtime
 
 __all__ = ["PromptTooLongError", "Stream", "open_stream"]
 
@@ -91,7 +91,7 @@ class Stream:
 
 @dataclass
 class LocalStream(Stream):
-    served: engines.ServedModel | None = None
+    served: ServedModel | None = None
 
     def cancel(self) -> None:
         if not self.finished and self.served is not None:
@@ -103,7 +103,7 @@ class LocalStream(Stream):
             self.served.request_ended()
 
 
-def _admit(served: engines.ServedModel) -> None:
+def _admit(served: ServedModel) -> None:
     """Count the request against this process's queue bound, or refuse it."""
     limit = settings.INFERENCE_MAX_BATCH_SIZE + settings.INFERENCE_MAX_QUEUED_REQUESTS
     if not served.request_admit(limit):
@@ -122,7 +122,7 @@ async def open_local_stream(
     cache_key: str | None,
     fitted: FittedPrompt | None = None,
 ) -> LocalStream:
-    served = await asyncio.to_thread(engines.engine_for, spec)
+    served = await asyncio.to_thread(process_runtime().engine_for, spec)
     if fitted is None:  # tokenizing a long history takes a while: never on the event loop
         fitted = await asyncio.to_thread(
             fit_prompt,

@@ -1,93 +1,58 @@
 """Queue depth and load of every generating process, shared through the database.
 
-A process that starts an engine also starts a reporter thread that writes its
-``EngineStatus`` row every ``INFERENCE_STATUS_INTERVAL_SECONDS``; the status page
-and ``/status.json`` read those rows, so they show every machine's workers. Each
-report first releases the weights of fine-tuned models deleted or hidden meanwhile.
+Each process's model runtime hands a ``RuntimeSnapshot`` to ``report_once`` every
+``INFERENCE_STATUS_INTERVAL_SECONDS`` (inference/runtime.py's housekeeping thread),
+which writes the process's ``EngineStatus`` row; the status page and ``/status.json``
+read those rows, so they show every machine's workers. Reporting reads the snapshot
+and changes nothing in the runtime.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from conversations.models import Message
 from inference.models import EngineStatus
 
-logger = logging.getLogger(__name__)
-
-PROCESS_ROLE = {"role": "web"}  # runworker sets "worker"
-_started = threading.Event()
-_began = timezone.now()
+if TYPE_CHECKING:
+    from inference.runtime import RuntimeSnapshot
 
 
 def process_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def start_reporter() -> None:
-    """Report this process's engines from now on (once per process)."""
-    if _started.is_set() or not settings.INFERENCE_STATUS_REPORTING:
-        return
-    _started.set()
-    threading.Thread(target=_report_forever, name="engine-status", daemon=True).start()
-
-
-def _report_forever() -> None:
-    from inference.engines import release_unused
-
-    previous_tokens, previous_time = 0, time.monotonic()
-    while True:
-        try:
-            release_unused()
-        except Exception:  # the registry is in the database too; the report still goes out
-            logger.warning("Could not check for deleted models", exc_info=True)
-        try:
-            tokens = report_once(previous_tokens, previous_time)
-            previous_tokens, previous_time = tokens, time.monotonic()
-        except Exception:  # the database may be briefly away; try again next time
-            logger.warning("Could not report engine status", exc_info=True)
-        finally:
-            close_old_connections()
-        time.sleep(settings.INFERENCE_STATUS_INTERVAL_SECONDS)
-
-
-def report_once(previous_tokens: int = 0, previous_time: float | None = None) -> int:
-    from inference.engines import loaded_engines
-
-    stats = [(source, served.engine.stats()) for source, served in loaded_engines().items()]
-    tokens = sum(int(s.get("tokens_generated", 0)) for _, s in stats)
-    elapsed = time.monotonic() - previous_time if previous_time else 0.0
-    now = timezone.now()
+def report_once(snapshot: RuntimeSnapshot, previous: RuntimeSnapshot | None = None) -> None:
+    """Write this process's row from ``snapshot``; its tokens per second count from
+    ``previous``, the snapshot reported last (none: 0)."""
+    tokens = snapshot.tokens_generated
+    elapsed = snapshot.taken_at - previous.taken_at if previous is not None else 0.0
+    rate = max(0, tokens - previous.tokens_generated) / elapsed if previous is not None and elapsed > 0 else 0.0
     EngineStatus.objects.update_or_create(
         process_id=process_id(),
         defaults={
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
-            "role": PROCESS_ROLE["role"],
+            "role": str(snapshot.role),
             "served_models": [
-                {"source": source, "weights": s.get("weights", ""), "why": s.get("weights_reason", "")}
-                for source, s in stats
+                {"source": model.source, "weights": model.weights, "why": model.weights_reason}
+                for model in snapshot.served
             ],
-            "active_streams": sum(int(s.get("active_streams", 0)) for _, s in stats),
-            "queued_requests": sum(int(s.get("queued_requests", 0)) for _, s in stats),
+            "active_streams": snapshot.active_streams,
+            "queued_requests": snapshot.queued_requests,
             "tokens_generated": tokens,
-            "tokens_per_second": round(max(0, tokens - previous_tokens) / elapsed, 1) if elapsed > 0 else 0.0,
-            "started_at": _began,
-            "last_seen": now,
+            "tokens_per_second": round(rate, 1),
+            "started_at": snapshot.started_at,
+            "last_seen": timezone.now(),
         },
     )
-    return tokens
 
 
 def served_source(entry: Any) -> str:

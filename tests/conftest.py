@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import User
 
 from tests.tiny_model import save_tiny_model
+
+if TYPE_CHECKING:
+    from inference.runtime import ModelRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = ROOT / ".cache" / "test-models" / "tiny-llama"
@@ -51,31 +55,53 @@ def bob(db) -> User:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def scripted_engine(monkeypatch) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    """Swap the engine behind every model for a ScriptedEngine; yields a setter."""
-    from inference import engines
+def runtime_install() -> Iterator[Callable[[ModelRuntime], ModelRuntime]]:
+    """Makes runtimes the test builds this process's, one after another; after the test
+    each is closed and the process's own is back."""
+    from inference.runtime import process_runtime, process_runtime_install
+
+    original = process_runtime()
+    built: list[ModelRuntime] = []
+
+    def install(runtime: ModelRuntime) -> ModelRuntime:
+        built.append(runtime)
+        process_runtime_install(runtime)
+        return runtime
+
+    yield install
+    process_runtime_install(original)
+    for runtime in built:
+        runtime.close()
+
+
+@pytest.fixture
+def model_runtime(runtime_install) -> ModelRuntime:
+    """A runtime of the test's own with nothing loaded yet: its models load as it needs them."""
+    from inference.runtime import ModelRuntime
+
+    return runtime_install(ModelRuntime())
+
+
+@pytest.fixture
+def scripted_engine(runtime_install) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """Serve every model from a ScriptedEngine; yields a setter for the next one."""
     from inference.engine.loading import load_model
+    from inference.runtime import ModelRuntime, ServedModel
     from tests.fakes import ScriptedEngine
 
-    state: dict[str, ScriptedEngine] = {"engine": ScriptedEngine(["Hello", ", ", "world", "."])}
     loaded = load_model(str(TINY_MODEL_DIR), cache_dir=ROOT / ".cache" / "models")
-
-    served: dict[int, engines.ServedModel] = {}
-
-    def fake_engine_for(spec):  # type: ignore[no-untyped-def]
-        # One ServedModel per engine, as engines.engine_for keeps one per model: it counts
-        # the requests in flight.
-        engine = state["engine"]
-        if id(engine) not in served:
-            served[id(engine)] = engines.ServedModel(engine=engine, loaded=loaded)  # type: ignore[arg-type]
-        return served[id(engine)]
-
-    monkeypatch.setattr(engines, "engine_for", fake_engine_for)
+    # One ServedModel per engine, as a runtime keeps one per model: it counts the
+    # requests in flight.
+    served: dict[int, ServedModel] = {}
 
     def use(engine: ScriptedEngine) -> ScriptedEngine:
-        state["engine"] = engine
+        def start(source: str) -> ServedModel:
+            return served.setdefault(id(engine), ServedModel(engine=engine, loaded=loaded))
+
+        runtime_install(ModelRuntime(start=start))
         return engine
 
+    use(ScriptedEngine(["Hello", ", ", "world", "."]))
     yield use
 
 

@@ -585,7 +585,7 @@ def finetuned_model_delete(*, model: FineTunedModel) -> None:
     A full model that LoRA models run on is refused (``model_in_use``): its folder
     holds their weights. Delete those first.
     """
-    from inference import engines
+    from inference.runtime import process_runtime
 
     dependents = selectors.finetuned_model_dependents(model=model)
     if dependents:
@@ -598,6 +598,6 @@ def finetuned_model_delete(*, model: FineTunedModel) -> None:
     path = Path(model.adapter_path)
     model.delete()
     # This process lets go at once; the others at their next status report.
-    engines.release_unused()
+    process_runtime().release_unused()
     if path.is_dir() and Path(settings.FINETUNE_OUTPUT_DIR).resolve() in path.resolve().parents:
         shutil.rmtree(path, ignore_errors=True)

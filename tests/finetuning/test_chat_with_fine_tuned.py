@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from conversations import services as chat_services
 from conversations.models import Message
-from inference import engines, registry
+from inference import registry
 from inference.engine.datasets import Example
 from inference.engine.datasets import Message as ChatMessage
 from inference.engine.loading import load_model
@@ -68,8 +68,7 @@ def test_a_model_whose_base_is_gone_leaves_the_picker(tmp_path) -> None:  # type
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_chatting_with_fine_tuned_models_streams_on_one_copy_of_the_base(alice, tiny_model_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    engines.shutdown_all()
+async def test_chatting_with_fine_tuned_models_streams_on_one_copy_of_the_base(alice, tiny_model_dir, tmp_path, model_runtime) -> None:  # type: ignore[no-untyped-def]
     adapter = await database_sync_to_async(tiny_adapter)(tiny_model_dir, tmp_path / "adapter")
     for index, model_id in enumerate(["ft:tiny-llama:one:aaaa1111", "ft:tiny-llama:two:bbbb2222"]):
         await database_sync_to_async(register)(model_id, adapter, f"Tiny {index}")
@@ -84,7 +83,6 @@ async def test_chatting_with_fine_tuned_models_streams_on_one_copy_of_the_base(a
         assert socket.finished[message_id] == "complete" and reply.model_name == model_id
         assert socket.texts[message_id] == reply.content and reply.completion_tokens
         await socket.close()
-    served = engines.loaded_engines()
+    served = model_runtime.loaded_engines()
     assert list(served) == [str(tiny_model_dir)], "both fine-tuned models run on the one tiny base engine"
     assert served[str(tiny_model_dir)].adapters == {"ft:tiny-llama:one:aaaa1111", "ft:tiny-llama:two:bbbb2222"}
-    engines.shutdown_all()

@@ -18,7 +18,7 @@ from django.apps import apps
 from django.test import Client
 from django.urls import reverse
 
-from inference import engines, gateway, registry
+from inference import gateway, registry
 from inference.engine.loading import load_model
 from inference.engine.types import FinishEvent, SamplingParams
 from inference.finetuning import runner, services
@@ -62,19 +62,15 @@ def peft_greedy(weights: str, adapter: str, prompt: list[int], tmp_path: Path) -
     return ids[0, len(prompt) :].tolist()
 
 
-def test_lora_on_a_full_model_is_served_on_that_models_weights(shout_file, tiny_model_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_lora_on_a_full_model_is_served_on_that_models_weights(shout_file, tiny_model_dir, tmp_path, model_runtime) -> None:  # type: ignore[no-untyped-def]
     whole = trained(shout_file, "tiny-llama", "full", learning_rate_multiplier=50)
     adapter = trained(shout_file, whole.public_id, "lora", suffix="ontop")
     assert adapter.base_model == whole.public_id, "filed under the weights it was trained on"
     assert adapter.public_id.startswith("ft:tiny-llama:ontop:")
     spec = registry.model_get(adapter.public_id)
     assert spec is not None and (spec.base_source, spec.adapter_path) == (whole.adapter_path, adapter.adapter_path)
-    engines.shutdown_all()
-    try:
-        prompt, served = asyncio.run(served_reply(spec))
-        loaded = engines.loaded_engines()
-    finally:
-        engines.shutdown_all()
+    prompt, served = asyncio.run(served_reply(spec))
+    loaded = model_runtime.loaded_engines()
     assert list(loaded) == [whole.adapter_path] and loaded[whole.adapter_path].adapters == {adapter.public_id}
     assert served == peft_greedy(whole.adapter_path, adapter.adapter_path, prompt, tmp_path)
     on_the_root = peft_greedy(str(tiny_model_dir), adapter.adapter_path, prompt, tmp_path)

@@ -11,9 +11,10 @@ from channels.db import database_sync_to_async
 
 from conversations import services
 from conversations.models import Message
-from inference import engines, registry
+from inference import registry
 from inference.engine.loading import ModelLoadError, resolve_source
 from inference.generation import generation_wait_idle
+from inference.runtime import ModelRuntime, ServedModel, start_engine
 from tests.conversations.wsclient import open_socket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ def test_django_start_up_loads_no_model_and_no_torch() -> None:
     code = (
         "import django, os, sys; os.environ['DJANGO_SETTINGS_MODULE']='chatsite.settings'; django.setup();"
         "import chatsite.asgi, chatsite.urls;"
-        "from inference import engines; assert not engines.loaded_engines();"
+        "from inference.runtime import process_runtime; assert not process_runtime().loaded_engines();"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -44,8 +45,7 @@ def test_a_folder_that_is_not_a_model_is_refused_clearly(tmp_path: Path) -> None
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_one_engine_serves_every_chat_of_a_model(alice) -> None:  # type: ignore[no-untyped-def]
-    engines.shutdown_all()
+async def test_one_engine_serves_every_chat_of_a_model(alice, model_runtime) -> None:  # type: ignore[no-untyped-def]
     for _ in range(2):
         chat = await database_sync_to_async(services.conversation_create)(owner=alice)
         chat.max_tokens = 8
@@ -55,7 +55,7 @@ async def test_one_engine_serves_every_chat_of_a_model(alice) -> None:  # type: 
         await socket.until_finished(timeout=60)
         await socket.close()
     await generation_wait_idle()
-    served = engines.loaded_engines()
+    served = model_runtime.loaded_engines()
     assert list(served) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
 
 
@@ -74,39 +74,37 @@ async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, 
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice, runtime_install) -> None:  # type: ignore[no-untyped-def]
     import asyncio
     import threading
 
-    real_start = engines._start
     others_connected = threading.Event()
     waited_out: list[bool] = []
 
-    def held_start(source: str) -> engines.ServedModel:
+    def held_start(source: str) -> ServedModel:
         # A big model loading: it finishes only once the other sockets are open, so if
         # opening a socket waited for the load, nothing would ever connect in time.
         waited_out.append(not others_connected.wait(timeout=30))
-        return real_start(source)
+        return start_engine(source)
 
-    engines.shutdown_all()
-    monkeypatch.setattr(engines, "_start", held_start)
+    runtime = runtime_install(ModelRuntime(start=held_start))
     chats = [await database_sync_to_async(services.conversation_create)(owner=alice) for _ in range(3)]
     _, _, first = await open_socket(alice, chats[0])  # starts loading in the background
     for _ in range(100):
-        if engines._warming:
+        if runtime.warming():
             break
         await asyncio.sleep(0.05)
-    assert engines._warming, "opening a chat starts loading its model"
+    assert runtime.warming(), "opening a chat starts loading its model"
     others = [await open_socket(alice, chat) for chat in chats[1:]]
     assert all(connected for connected, _, _ in others), "sockets open while the model is still loading"
-    assert not engines._served, "the model is still loading"  # (loaded_engines() would wait for it)
+    assert not runtime.loaded_sources(), "the model is still loading"
     others_connected.set()
     for _, _, socket in others:
         await socket.close()
     await first.close()
     for _ in range(100):
-        if engines.loaded_engines():
+        if runtime.loaded_engines():
             break
         await asyncio.sleep(0.1)
-    assert list(engines.loaded_engines()) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
+    assert list(runtime.loaded_engines()) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
     assert waited_out == [False], "the load was held until the other sockets were open"

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
 from conversations import services
-from inference import engines, status
+from inference import registry, status
 from inference.models import EngineStatus
+from inference.runtime import GONE, ModelRuntime, ProcessRole, ServedModel
 
 pytestmark = pytest.mark.django_db
 
 
 class BusyEngine:
+    stopped_with: str | None = None
+
+    def shutdown(self, error: str | None = None) -> None:
+        self.stopped_with = error
+
     def stats(self) -> dict[str, int]:
         return {
             "active_streams": 3,
@@ -32,12 +40,18 @@ def staff_client(db) -> Client:  # type: ignore[no-untyped-def]
     return client
 
 
-def test_a_process_reports_its_streams_and_queue(monkeypatch, staff_client, alice) -> None:  # type: ignore[no-untyped-def]
-    served = engines.ServedModel(engine=BusyEngine(), loaded=None)  # type: ignore[arg-type]
-    monkeypatch.setattr(engines, "loaded_engines", lambda: {"bundled": served})
-    status.report_once()
+def busy_runtime(role: ProcessRole = ProcessRole.WEB) -> ModelRuntime:
+    """A runtime serving the bundled model on an engine that is always busy."""
+    runtime = ModelRuntime(role=role, start=lambda source: ServedModel(engine=BusyEngine(), loaded=None))
+    runtime.engine_for(registry.ModelSpec(id="smollm2", label="SmolLM2", base_source="bundled"))
+    return runtime
+
+
+def test_a_process_reports_its_streams_and_queue(staff_client, alice) -> None:
+    status.report_once(busy_runtime().snapshot())
     row = EngineStatus.objects.get()
     assert (row.active_streams, row.queued_requests, row.tokens_generated) == (3, 2, 120)
+    assert row.role == "web"
     services.turn_start(conversation=services.conversation_create(owner=alice), text="hi")
 
     data = staff_client.get(reverse("inference_status_json")).json()
@@ -50,16 +64,35 @@ def test_a_process_reports_its_streams_and_queue(monkeypatch, staff_client, alic
     assert "fp32 weights" in page and "auto chose fp32: int8 changes the answers" in page, "the choice and its reason"
 
 
-def test_rows_written_before_weights_were_reported_still_show(staff_client) -> None:  # type: ignore[no-untyped-def]
-    status.report_once()
+def test_a_worker_reports_its_role_and_its_rate_since_the_last_report(staff_client) -> None:
+    runtime = busy_runtime(ProcessRole.WORKER)
+    first = runtime.snapshot()
+    later = replace(first, taken_at=first.taken_at + 2, served=(replace(first.served[0], tokens_generated=180),))
+    status.report_once(later, first)
+    row = EngineStatus.objects.get()
+    assert (row.role, row.tokens_generated, row.tokens_per_second) == ("worker", 180, 30.0)
+    assert staff_client.get(reverse("inference_status_json")).json()["processes"][0]["role"] == "worker"
+
+
+def test_reporting_releases_nothing_and_housekeeping_lets_go_of_what_is_gone(staff_client) -> None:
+    runtime = ModelRuntime(start=lambda source: ServedModel(engine=BusyEngine(), loaded=None), report=status.report_once)
+    engine = runtime.engine_for(registry.ModelSpec(id="ft:gone", label="Gone", base_source="/deleted/model")).engine
+    status.report_once(runtime.snapshot())
+    assert list(runtime.loaded_engines()) == ["/deleted/model"], "a report only reads"
+    runtime.housekeep_once()
+    assert runtime.loaded_engines() == {} and engine.stopped_with == GONE, "no model offered runs on it"
+    assert EngineStatus.objects.get().served_models == [], "the report after the release shows it gone"
+
+
+def test_rows_written_before_weights_were_reported_still_show(staff_client) -> None:
+    status.report_once(ModelRuntime().snapshot())
     EngineStatus.objects.update(served_models=["bundled"])
     data = staff_client.get(reverse("inference_status_json")).json()
     assert data["processes"][0]["models"] == ["bundled"] and data["processes"][0]["weights"] == []
 
 
-def test_a_silent_process_shows_as_down(monkeypatch, staff_client, settings) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(engines, "loaded_engines", lambda: {})
-    status.report_once()
+def test_a_silent_process_shows_as_down(staff_client, settings) -> None:
+    status.report_once(ModelRuntime().snapshot())
     settings.INFERENCE_STATUS_INTERVAL_SECONDS = 0.0001
     data = staff_client.get(reverse("inference_status_json")).json()
     assert data["processes"][0]["up"] is False

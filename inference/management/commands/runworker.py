@@ -15,7 +15,8 @@ import logging
 from channels.management.commands.runworker import Command as ChannelsRunworker
 from channels.worker import Worker
 
-from inference.status import PROCESS_ROLE
+from inference.apps import runtime_for
+from inference.runtime import ProcessRole, process_runtime_install
 
 logger = logging.getLogger(__name__)
 
@@ -43,5 +44,5 @@ class Command(ChannelsRunworker):  # type: ignore[misc]
     worker_class = ResilientWorker
 
     def handle(self, *args: object, **options: object) -> None:
-        PROCESS_ROLE["role"] = "worker"
+        process_runtime_install(runtime_for(ProcessRole.WORKER))
         super().handle(*args, **options)
