@@ -22,6 +22,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError
 
@@ -37,11 +38,6 @@ logger = logging.getLogger(__name__)
 # Backoff between tries to store a finished reply (see GenerationJob.store_ending).
 FINISH_RETRY_FIRST_DELAY = 0.05
 FINISH_RETRY_MAX_DELAY = 2.0
-
-_tasks: set[asyncio.Task[None]] = set()
-_running: dict[int, gateway.Stream] = {}
-_jobs: dict[int, asyncio.Task[None]] = {}  # message pk -> its job's task, while it runs here
-
 
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
     return f"conversation.{conversation_id}"
@@ -72,7 +68,7 @@ def job_context_load(*, message_pk: int) -> JobContext | None:
         return None
     conversation = reply.conversation
     history = selectors.message_path(leaf=reply.parent)
-    chat = [{"role": m.role, "content": m.content} for m in history if m.content or m.role == "user"]
+    chat = selectors.prompt_turns(history=history)
     if conversation.system_prompt.strip():
         chat.insert(0, {"role": "system", "content": conversation.system_prompt})
     if reply.content:  # continuing: the model goes on from its own text
@@ -99,8 +95,9 @@ class JobFailed(Exception):
 
 
 class GenerationJob:
-    def __init__(self, context: JobContext) -> None:
+    def __init__(self, context: JobContext, *, jobs: LocalJobs) -> None:
         self.context = context
+        self.jobs = jobs
         self.layer = get_channel_layer()
         self.group = conversation_group(context.conversation_id)
         self.text = context.prefix
@@ -124,7 +121,7 @@ class GenerationJob:
     async def run(self) -> None:
         finish: FinishEvent | None = None
         error = ""
-        writer = stream_writer()
+        writer = self.jobs.writer()
         writer.add(self)  # from now on its text is saved and its heartbeat beats, also while the model loads
         try:
             finish = await self.generate()
@@ -160,15 +157,16 @@ class GenerationJob:
             )
         except (PromptTooLongError, EngineBusyError) as exc:
             raise JobFailed(str(exc)) from exc
-        _running[self.context.message_pk] = self.stream = stream
+        self.jobs.streams[self.context.message_pk] = self.stream = stream
         if self.stop_requested:
             stream.cancel()
         self.record_prompt(stream)
-        if stream.fitted.dropped_messages:
+        dropped, cut = stream.fitted.dropped_messages, stream.fitted.cut_chars
+        if dropped or cut:
             await database_sync_to_async(services.assistant_message_set_dropped_turns)(
-                message_pk=self.context.message_pk, dropped_turns=stream.fitted.dropped_messages
+                message_pk=self.context.message_pk, dropped_turns=dropped, attachment_cut_chars=cut
             )
-            await self.send({"type": "chat.trimmed", "dropped": stream.fitted.dropped_messages})
+            await self.send({"type": "chat.trimmed", "dropped": dropped, "cut": cut})
         return await self.relay(stream)
 
     def sampling_params(self) -> SamplingParams:
@@ -207,7 +205,7 @@ class GenerationJob:
             stream.cancel()
 
     async def finish(self, event: FinishEvent | None, error: str) -> None:
-        _running.pop(self.context.message_pk, None)
+        self.jobs.streams.pop(self.context.message_pk, None)
         reason = event.finish_reason if event else "error"
         if event and event.error:
             error = error or f"The model failed while writing this reply: {event.error}"
@@ -365,41 +363,83 @@ class StreamWriter:
                 job.stop()
 
 
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamWriter] = weakref.WeakKeyDictionary()
+class LocalJobs:
+    """The reply jobs running in this process: each one's task and open stream (by its
+    message's pk), and each event loop's stream writer. One per process, made when the
+    app is ready (``local_jobs()``)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.streams: dict[int, gateway.Stream] = {}
+        self.writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamWriter] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def writer(self) -> StreamWriter:
+        """This event loop's stream writer (one per process in daphne and the workers)."""
+        loop = asyncio.get_running_loop()
+        writer = self.writers.get(loop)
+        if writer is None:
+            writer = self.writers[loop] = StreamWriter()
+        return writer
+
+    def start(self, *, message_pk: int, context: JobContext | None = None) -> None:
+        """Run the job as a task on this event loop; it outlives the socket.
+
+        ``context`` is the job's ``job_context_load``, when the caller read it already. A
+        second start of a reply whose job is still running here (the same ``generate``
+        message delivered twice by the channel layer) is ignored: the engine would refuse
+        the duplicate request id, and the reply would end as an error although its job
+        goes on.
+        """
+        if message_pk in self.tasks:
+            logger.warning("Reply %s is already being generated here; ignoring a second start", message_pk)
+            return
+        run = generation_run(message_pk=message_pk, context=context, jobs=self)
+        task = self.tasks[message_pk] = asyncio.get_running_loop().create_task(run)
+        task.add_done_callback(lambda _: self.tasks.pop(message_pk, None))
+
+    def cancel(self, *, message_pk: int) -> None:
+        """Stop at once if the job runs here; other processes see the database flag."""
+        stream = self.streams.get(message_pk)
+        if stream is not None:
+            stream.cancel()
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait for the jobs on this event loop to finish (tests and graceful shutdown).
+
+        Tasks of another loop (a test's earlier ``async_to_sync`` call) cannot be awaited
+        here and are left to theirs."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self.tasks.values() if task.get_loop() is loop]
+        if mine:
+            await asyncio.wait_for(asyncio.gather(*mine, return_exceptions=True), timeout)
+
+
+def local_jobs() -> LocalJobs:
+    """This process's reply jobs (made when the inference app is ready)."""
+    from inference.apps import InferenceConfig
+
+    config = apps.get_app_config("inference")
+    assert isinstance(config, InferenceConfig)
+    return config.reply_jobs
 
 
 def stream_writer() -> StreamWriter:
-    """This event loop's stream writer (one per process in daphne and the workers)."""
-    loop = asyncio.get_running_loop()
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = _writers[loop] = StreamWriter()
-    return writer
+    """This event loop's stream writer."""
+    return local_jobs().writer()
 
 
-async def generation_run(*, message_pk: int, context: JobContext | None = None) -> None:
+async def generation_run(*, message_pk: int, context: JobContext | None = None, jobs: LocalJobs | None = None) -> None:
     if context is None:
         context = await database_sync_to_async(job_context_load)(message_pk=message_pk)
     if context is not None:
-        await GenerationJob(context).run()
+        await GenerationJob(context, jobs=jobs or local_jobs()).run()
 
 
 def generation_start_local(*, message_pk: int, context: JobContext | None = None) -> None:
-    """Run the job as a task on this process's event loop; it outlives the socket.
-
-    ``context`` is the job's ``job_context_load``, when the caller read it already. A
-    second start of a reply whose job is still running here (the same ``generate``
-    message delivered twice by the channel layer) is ignored: the engine would refuse the
-    duplicate request id, and the reply would end as an error although its job goes on.
-    """
-    if message_pk in _jobs:
-        logger.warning("Reply %s is already being generated here; ignoring a second start", message_pk)
-        return
-    task = asyncio.get_running_loop().create_task(generation_run(message_pk=message_pk, context=context))
-    _tasks.add(task)
-    _jobs[message_pk] = task
-    task.add_done_callback(_tasks.discard)
-    task.add_done_callback(lambda _: _jobs.pop(message_pk, None))
+    """Run the job on this process's event loop (``LocalJobs.start``)."""
+    local_jobs().start(message_pk=message_pk, context=context)
 
 
 def generation_runs_here() -> bool:
@@ -416,17 +456,9 @@ async def generation_dispatch(*, message_pk: int, context: JobContext | None = N
 
 def generation_cancel_local(*, message_pk: int) -> None:
     """Stop at once if the job runs here; other processes see the database flag."""
-    stream = _running.get(message_pk)
-    if stream is not None:
-        stream.cancel()
+    local_jobs().cancel(message_pk=message_pk)
 
 
 async def generation_wait_idle(timeout: float = 30.0) -> None:
-    """Wait for the jobs on this event loop to finish (tests and graceful shutdown).
-
-    Tasks of another loop (a test's earlier ``async_to_sync`` call) cannot be awaited
-    here and are left to theirs."""
-    loop = asyncio.get_running_loop()
-    mine = [task for task in _tasks if task.get_loop() is loop]
-    if mine:
-        await asyncio.wait_for(asyncio.gather(*mine, return_exceptions=True), timeout)
+    """Wait for the jobs on this event loop to finish (tests and graceful shutdown)."""
+    await local_jobs().wait_idle(timeout)

@@ -23,16 +23,17 @@ logger = logging.getLogger(__name__)
 
 
 class GenerationWorkerConsumer(AsyncConsumer):
-    streams: dict[str, gateway.Stream]
-    tasks: set[asyncio.Task[None]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The API streams this worker serves, by request id, and the tasks serving them.
+        self.streams: dict[str, gateway.Stream] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def generate(self, event: dict[str, Any]) -> None:
         logger.info("Generation worker %d took reply %s", os.getpid(), event["message_pk"])
         generation_start_local(message_pk=int(event["message_pk"]))
 
     async def stream_open(self, message: dict[str, Any]) -> None:
-        if not hasattr(self, "streams"):
-            self.streams, self.tasks = {}, set()
         task = asyncio.get_running_loop().create_task(
             gateway.serve_remote_stream(message, worker_channel=self.channel_name, streams=self.streams)
         )
@@ -40,6 +41,6 @@ class GenerationWorkerConsumer(AsyncConsumer):
         task.add_done_callback(self.tasks.discard)
 
     async def stream_cancel(self, message: dict[str, Any]) -> None:
-        stream = getattr(self, "streams", {}).get(message["request_id"])
+        stream = self.streams.get(message["request_id"])
         if stream is not None:
             stream.cancel()
