@@ -64,27 +64,29 @@ async def reap_forever() -> None:
             logger.warning("Could not reap dead workers' replies and jobs", exc_info=True)
 
 
-_reapers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
-
-
-def reaper_start() -> asyncio.Task[None] | None:
-    """This event loop's reaper, started on first call (None with ``INFERENCE_REAPER`` off)."""
-    if not settings.INFERENCE_REAPER:
-        return None
-    loop = asyncio.get_running_loop()
-    task = _reapers.get(loop)
-    if task is None or task.done():
-        task = _reapers[loop] = loop.create_task(reap_forever(), name="parley-reaper")
-    return task
-
-
 class ReaperStarter:
     """ASGI middleware: the first connection or channel message a process serves starts
-    its reaper (daphne has no start-up hook; a process that serves nobody needs none)."""
+    its reaper (daphne has no start-up hook; a process that serves nobody needs none).
+
+    It keeps one reaper per event loop: daphne runs one loop, tests make many.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.reapers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def reaper(self) -> asyncio.Task[None] | None:
+        """This event loop's reaper, started on first call (None with ``INFERENCE_REAPER`` off)."""
+        if not settings.INFERENCE_REAPER:
+            return None
+        loop = asyncio.get_running_loop()
+        task = self.reapers.get(loop)
+        if task is None or task.done():
+            task = self.reapers[loop] = loop.create_task(reap_forever(), name="parley-reaper")
+        return task
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        reaper_start()
+        self.reaper()
         return await self.app(scope, receive, send)
