@@ -223,6 +223,9 @@ CHAT_MAX_CONCURRENT_STREAMS = env_int("CHAT_MAX_CONCURRENT_STREAMS", 3, minimum=
 CHAT_INITIAL_MESSAGES = env_int("CHAT_INITIAL_MESSAGES", 40, minimum=2)
 # Conversations the sidebar lists at first (after the pinned ones); older ones load as it scrolls.
 CHAT_SIDEBAR_PAGE_SIZE = env_int("CHAT_SIDEBAR_PAGE_SIZE", 30, minimum=1)
+# Text files attached to a message: the largest accepted, and how many one message may carry.
+CHAT_ATTACHMENT_MAX_BYTES = env_int("CHAT_ATTACHMENT_MAX_BYTES", 200_000, minimum=1)
+CHAT_MAX_ATTACHMENTS = env_int("CHAT_MAX_ATTACHMENTS", 5, minimum=1)
 # While a reply streams, its last Markdown block is rendered again at most this often (each
 # finished block is rendered once); in between, tokens are appended as text (conversations/streaming.py).
 CHAT_STREAM_RENDER_INTERVAL_MS = env_int("CHAT_STREAM_RENDER_INTERVAL_MS", 250, minimum=0)

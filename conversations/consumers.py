@@ -63,16 +63,17 @@ class StartedTurn:
     created: str = ""  # a new chat's header, sidebar entry and address, for the tab that made it
 
 
-def turn_start_for_socket(*, conversation: Conversation, text: object) -> StartedTurn:
+def turn_start_for_socket(*, conversation: Conversation, text: object, attachments: object = None) -> StartedTurn:
     """Store the turn, render it and read what its job needs, in one trip to the
     database thread (the one thread every socket's and job's database work queues for)."""
-    turn = services.turn_start(conversation=conversation, text=text)
+    turn = services.turn_start(conversation=conversation, text=text, attachments=attachments)
     return _started(conversation, turn)
 
 
-def conversation_start_for_socket(*, owner: Any, text: object, session: Any) -> StartedTurn:
+def conversation_start_for_socket(*, owner: Any, text: object, session: Any, attachments: object = None) -> StartedTurn:
     """Store a new chat with its first turn, on the settings its page chose (in the session)."""
-    turn = services.conversation_start(owner=owner, text=text, chosen=new_chat_settings(session))
+    chosen = new_chat_settings(session)
+    turn = services.conversation_start(owner=owner, text=text, chosen=chosen, attachments=attachments)
     new_chat_settings_clear(session)
     conversation = turn.assistant_message.conversation
     return _started(conversation, turn, created=fragments.conversation_created(conversation=conversation))
@@ -172,11 +173,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         action = content.get("action", "send")
         if self.conversation is None:  # a new chat: nothing to stop or change before its first message
             if action == "send":
-                await self.start_new_chat(content.get("message"))
+                await self.start_new_chat(content.get("message"), content.get("attachment"))
         elif action == "stop":
             await self.stop_replies()
         elif action == "send":
-            await self.start_turn(content.get("message"))
+            await self.start_turn(content.get("message"), content.get("attachment"))
         elif action == "regenerate":
             await self.start_branch(services.reply_regenerate, message_id=content.get("message_id"))
         elif action == "continue":
@@ -190,20 +191,22 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     # -- Actions from this browser ------------------------------------------------
 
-    async def start_turn(self, text: Any) -> None:
+    async def start_turn(self, text: Any, attachments: Any = None) -> None:
         assert self.conversation is not None
         try:
-            started = await database_sync_to_async(turn_start_for_socket)(conversation=self.conversation, text=text)
+            started = await database_sync_to_async(turn_start_for_socket)(
+                conversation=self.conversation, text=text, attachments=attachments
+            )
         except ValidationError as exc:
             await self.send_error(" ".join(exc.messages))
             return
         await self.announce_turn(started)
 
-    async def start_new_chat(self, text: Any) -> None:
+    async def start_new_chat(self, text: Any, attachments: Any = None) -> None:
         """The first message of a new chat: store the chat, then follow it like any other."""
         try:
             started = await database_sync_to_async(conversation_start_for_socket)(
-                owner=self.scope["user"], text=text, session=self.scope["session"]
+                owner=self.scope["user"], text=text, session=self.scope["session"], attachments=attachments
             )
         except ValidationError as exc:
             await self.send_error(" ".join(exc.messages))
@@ -301,7 +304,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.resync(message_id=message_id, seq=seq, text=event["text"])
 
     async def chat_trimmed(self, event: dict[str, Any]) -> None:
-        await self.send_html(fragments.trimmed_notice(message_id=event["message_id"], dropped=event["dropped"]))
+        notice = fragments.trimmed_notice(message_id=event["message_id"], dropped=event["dropped"], cut=event.get("cut", 0))
+        await self.send_html(notice)
 
     async def chat_unsaved(self, event: dict[str, Any]) -> None:
         await self.send_html(fragments.unsaved_notice(message_id=event["message_id"]))

@@ -14,9 +14,9 @@ def composer_error(text: str) -> str:
     return format_html('<div id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{}</div>', text)
 
 
-def trimmed_notice(*, message_id: str, dropped: int) -> str:
+def trimmed_notice(*, message_id: str, dropped: int, cut: int = 0) -> str:
     return render_to_string(
-        "conversations/_trimmed_notice.html", {"message_id": message_id, "dropped": dropped, "oob": True}
+        "conversations/_trimmed_notice.html", {"message_id": message_id, "dropped": dropped, "cut": cut, "oob": True}
     )
 
 

@@ -92,6 +92,8 @@ class Message(models.Model):
     weights = models.CharField(max_length=20, blank=True)
     # Turns left out of the prompt to fit the context window (assistant replies only).
     dropped_turns = models.PositiveIntegerField(default=0)
+    # Characters of the question's attached files cut from the prompt to fit it (replies only).
+    attachment_cut_chars = models.PositiveIntegerField(default=0)
     # Number of text deltas already written to ``content``; lets a reconnecting
     # socket skip deltas it already has.
     stream_seq = models.PositiveIntegerField(default=0)
@@ -115,6 +117,27 @@ class Message(models.Model):
         if not self.decode_seconds or not self.completion_tokens or self.completion_tokens < 2:
             return None
         return (self.completion_tokens - 1) / self.decode_seconds
+
+
+class Attachment(models.Model):
+    """A text file a user attached to a message: kept as text, given to the model after the
+    message. Uploaded before the message is sent (``message`` empty until then)."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    message = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.CASCADE, related_name="attachments"
+    )
+    name = models.CharField(max_length=255)
+    text = models.TextField()
+    size = models.PositiveIntegerField(help_text="Bytes, as uploaded.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class MessageFeedback(models.Model):

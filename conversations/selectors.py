@@ -16,7 +16,9 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from conversations.models import Conversation, Message, MessageFeedback, UserPreferences
+from conversations.attachments import with_attachments
+from conversations.models import Attachment, Conversation, Message, MessageFeedback, UserPreferences
+from inference.engine.prompt import CUT_FROM
 
 
 def conversation_list(*, owner: User) -> QuerySet[Conversation]:
@@ -228,7 +230,7 @@ def conversation_message_page(
     start = max(0, end - limit)
     if include is not None:
         start = min(start, _index_of(path, include, default=start))
-    by_id = Message.objects.in_bulk(path[start:end])
+    by_id = Message.objects.prefetch_related("attachments").in_bulk(path[start:end])
     shown = [by_id[node_id] for node_id in path[start:end]]
     older = shown[0].public_id if start > 0 and shown else None
     return MessagePage(views=message_views(messages=shown, user=user), older_before=older)
@@ -333,6 +335,27 @@ def highlight(text: str, terms: list[str]) -> str:
 # -- Export ---------------------------------------------------------------------------------
 
 
+def _attachments_of(messages: list[Message]) -> dict[int, list[Attachment]]:
+    found: dict[int, list[Attachment]] = {}
+    users = [message.pk for message in messages if message.role == Message.Role.USER]
+    for item in Attachment.objects.filter(message_id__in=users).order_by("created_at", "id") if users else []:
+        found.setdefault(item.message_id, []).append(item)  # type: ignore[arg-type]
+    return found
+
+
+def prompt_turns(*, history: list[Message]) -> list[dict[str, str]]:
+    """``history`` as the model is given it: each user message followed by its files. The
+    newest message's files may be cut to fit the context window (prompt.CUT_FROM)."""
+    files = _attachments_of(history)
+    turns: list[dict[str, str]] = []
+    for message in history:
+        if message.content or message.role == Message.Role.USER:
+            turns.append({"role": message.role, "content": with_attachments(message.content, files.get(message.pk, []))})
+    if history and history[-1].role == Message.Role.USER and files.get(history[-1].pk):
+        turns[-1][CUT_FROM] = str(len(history[-1].content))
+    return turns
+
+
 def conversation_chat_messages(*, conversation: Conversation) -> list[dict[str, str]]:
     """The active branch in the chat format used for training: system prompt first.
 
@@ -343,9 +366,11 @@ def conversation_chat_messages(*, conversation: Conversation) -> list[dict[str, 
     if conversation.system_prompt.strip():
         chat.append({"role": "system", "content": conversation.system_prompt})
     pending: dict[str, str] | None = None
-    for message in conversation_active_messages(conversation=conversation):
+    messages = conversation_active_messages(conversation=conversation)
+    files = _attachments_of(messages)
+    for message in messages:
         if message.role == Message.Role.USER:
-            pending = {"role": "user", "content": message.content}
+            pending = {"role": "user", "content": with_attachments(message.content, files.get(message.pk, []))}
         elif pending is not None and message.status == Message.Status.COMPLETE and message.content.strip():
             chat += [pending, {"role": "assistant", "content": message.content}]
             pending = None
@@ -380,7 +405,12 @@ class TranscriptEntry:
 
 def transcript_entries(*, conversation: Conversation) -> list[TranscriptEntry]:
     """Every message of the tree, depth first (a branch follows its predecessor's subtree)."""
-    messages = list(Message.objects.filter(conversation=conversation).select_related("generation").order_by("id"))
+    messages = list(
+        Message.objects.filter(conversation=conversation)
+        .select_related("generation")
+        .prefetch_related("attachments")
+        .order_by("id")
+    )
     children: dict[int | None, list[Message]] = {}
     for message in messages:
         children.setdefault(message.parent_id, []).append(message)

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from conversations.attachments import attachment_ids_clean, attachments_bind, attachments_copy
 from conversations.models import (
     AUDIT_QUERY_CHARS,
     Conversation,
@@ -58,16 +59,18 @@ def conversation_create(*, owner: User, model_name: str | None = None) -> Conver
     return conversation
 
 
-def conversation_start(*, owner: User, text: object, chosen: dict[str, Any] | None = None) -> Turn:
+def conversation_start(
+    *, owner: User, text: object, chosen: dict[str, Any] | None = None, attachments: object = None
+) -> Turn:
     """Store a new chat with its first message and reply, all or nothing: a message that is
     refused (empty, too long, over a limit) leaves no empty conversation behind."""
-    message_text_clean(text=text)
+    message_text_clean(text=text, files=bool(attachment_ids_clean(attachments)))
     if chosen and registry.model_get(str(chosen.get("model_name")), user=owner) is None:
         chosen = {}  # a model restricted since it was picked: the default instead
     with transaction.atomic():
         conversation = conversation_draft(owner=owner, chosen=chosen)
         conversation.save()
-        return turn_start(conversation=conversation, text=text)
+        return turn_start(conversation=conversation, text=text, attachments=attachments)
 
 
 def conversation_pin(*, conversation: Conversation, pinned: bool) -> Conversation:
@@ -127,12 +130,13 @@ def conversation_update_settings(
     return conversation
 
 
-def message_text_clean(*, text: object) -> str:
-    """Validate what a user typed; raise ValidationError with a sentence for them."""
+def message_text_clean(*, text: object, files: bool = False) -> str:
+    """Validate what a user typed; raise ValidationError with a sentence for them. With
+    ``files`` attached, the text may be empty."""
     if not isinstance(text, str):
         raise ValidationError("A message must be text.")
     text = text.strip()
-    if not text:
+    if not text and not files:
         raise ValidationError("Type a message before sending.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(text) > limit:
@@ -152,15 +156,18 @@ class Turn:
     assistant_message: Message
 
 
-def turn_start(*, conversation: Conversation, text: object) -> Turn:
-    """Save the user's message and an empty streaming reply in one transaction."""
-    clean = message_text_clean(text=text)
+def turn_start(*, conversation: Conversation, text: object, attachments: object = None) -> Turn:
+    """Save the user's message (with the files ``attachments`` names) and an empty streaming
+    reply in one transaction."""
+    files = attachment_ids_clean(attachments)
+    clean = message_text_clean(text=text, files=bool(files))
     _model_check_usable(conversation)
     with transaction.atomic():
         locked = _conversation_lock_idle(conversation)
         user_message = Message.objects.create(
             conversation=locked, parent_id=locked.active_leaf_id, role=Message.Role.USER, content=clean
         )
+        attachments_bind(owner_id=locked.owner_id, ids=files, message=user_message)
         reply = Message.objects.create(
             conversation=locked,
             parent=user_message,
@@ -170,7 +177,7 @@ def turn_start(*, conversation: Conversation, text: object) -> Turn:
         )
         locked.active_leaf = reply
         if not locked.title:
-            locked.title = title_from_text(clean)
+            locked.title = title_from_text(clean or " ".join(user_message.attachments.values_list("name", flat=True)))
         locked.save(update_fields=["active_leaf", "title", "updated_at"])
     _conversation_follow(conversation, locked)
     return Turn(user_message=user_message, assistant_message=reply)
@@ -228,8 +235,10 @@ def _stream_texts_write(rows: list[tuple[str, int, int]]) -> None:
         cursor.executemany(sql, [(*row, Message.Status.STREAMING.value, False) for row in rows])
 
 
-def assistant_message_set_dropped_turns(*, message_pk: int, dropped_turns: int) -> None:
-    Message.objects.filter(pk=message_pk).update(dropped_turns=dropped_turns)
+def assistant_message_set_dropped_turns(*, message_pk: int, dropped_turns: int, attachment_cut_chars: int = 0) -> None:
+    """What context fitting left out of the reply's prompt: earlier turns, and characters of
+    the question's attached files."""
+    Message.objects.filter(pk=message_pk).update(dropped_turns=dropped_turns, attachment_cut_chars=attachment_cut_chars)
 
 
 def assistant_message_finish(
@@ -389,6 +398,7 @@ def message_edit(*, conversation: Conversation, message_id: object, text: object
         user_message = Message.objects.create(
             conversation=locked, parent_id=original.parent_id, role=Message.Role.USER, content=clean
         )
+        attachments_copy(source=original, target=user_message)
         reply = _reply_create(locked, user_message)
     _conversation_follow(conversation, locked)
     return Turn(user_message=user_message, assistant_message=reply)

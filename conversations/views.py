@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import escape
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from conversations import accounts, selectors, services
+from conversations import accounts, attachments, selectors, services
 from conversations.client_ip import client_ip
 from conversations.forms import ConversationSettingsForm, EmailForm, RenameForm, SignupForm
-from conversations.models import Conversation, Message, MessageFeedback, UserPreferences
+from conversations.models import Attachment, Conversation, Message, MessageFeedback, UserPreferences
 from conversations.new_chat import new_chat_settings, new_chat_settings_store
 
 
@@ -127,6 +129,33 @@ def conversation_pin(request: HtmxHttpRequest, conversation_id: UUID) -> HttpRes
     if not request.htmx:
         return redirect("conversation", conversation_id=conversation.public_id)
     return render(request, "conversations/_pinned.html", {"conversation": conversation})
+
+
+@login_required
+@require_POST
+def attachment_upload(request: HtmxHttpRequest) -> HttpResponse:
+    """A file for the message being written: its chip for the composer, or a 400 saying why
+    it was refused (then nothing is stored)."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return HttpResponse("Choose a file to attach.", status=400)
+    if upload.size is not None and upload.size > settings.CHAT_ATTACHMENT_MAX_BYTES:
+        data = b"\0" * (settings.CHAT_ATTACHMENT_MAX_BYTES + 1)  # refused on size without reading it all
+    else:
+        data = upload.read()
+    try:
+        attachment = attachments.attachment_create(owner_id=request.user.pk, name=upload.name or "", data=data)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return HttpResponse(" ".join(exc.messages), status=400, content_type="text/plain; charset=utf-8")
+    return render(request, "conversations/_attachment_chip.html", {"file": attachment})
+
+
+@login_required
+@require_GET
+def attachment_text(request: HtmxHttpRequest, attachment_id: UUID) -> HttpResponse:
+    """An attached file's text, escaped, for its chip (the owner's only)."""
+    attachment = get_object_or_404(Attachment, public_id=attachment_id, owner_id=request.user.pk)
+    return HttpResponse(escape(attachment.text), content_type="text/html; charset=utf-8")
 
 
 @login_required

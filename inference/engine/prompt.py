@@ -2,7 +2,9 @@
 
 Policy: keep the system prompt, keep the newest turns, drop the oldest turns first,
 and leave room for the reply. A turn is a user message and the replies after it, so
-the prompt never starts with an orphaned assistant message.
+the prompt never starts with an orphaned assistant message. When the newest message alone
+is too long and carries files (its text from ``CUT_FROM`` on), the files are cut from the
+end until it fits, and the prompt says so.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ class FittedPrompt:
     messages: list[ChatMessage]
     dropped_messages: int
     max_new_tokens: int
+    cut_chars: int = 0  # characters of the newest message's files left out to fit
+
+
+# Set on a message whose text from this character on (a number, as text) is attached files,
+# which may be cut to fit; templates ignore the extra key.
+CUT_FROM = "cut_from"
+CUT_NOTE = "\n[The rest of the attached files was cut here to fit the model's context window.]"
 
 
 # Set (to any value) on a final assistant message that the model is to go on writing (a
@@ -79,13 +88,12 @@ def fit_prompt(
     reserve = max(1, min(max_new_tokens, context_length // 2))
     budget = context_length - reserve
     starts = [0, *_turn_starts(history)[1:]]  # where the kept history may begin, oldest first
-    # 2. The newest turn must fit on its own.
+    # 2. The newest turn must fit on its own, its files cut if need be.
     fits, fits_ids = len(starts) - 1, render_ids(tokenizer, system + history[starts[-1] :])
+    cut = 0
     if len(fits_ids) > budget:
-        raise PromptTooLongError(
-            f"The message is too long for this model: it needs {len(fits_ids):,} tokens and "
-            f"{budget:,} are available after leaving room for the reply."
-        )
+        newest, fits_ids, cut = _cut_files(tokenizer, system, history[starts[-1] :], budget, len(fits_ids))
+        history = history[: starts[-1]] + newest
     # 3. Narrow down the earliest start that fits: ``fails`` is a start known not to fit
     #    (-1: none yet), ``fits`` one known to fit. Guess from the estimates, corrected by
     #    what each render showed; after three guesses bisect, so a template the estimates
@@ -107,7 +115,38 @@ def fit_prompt(
             fails = guess
     # 4. Keep from the earliest start that fits.
     start = starts[fits]
-    return FittedPrompt(fits_ids, system + history[start:], start, min(max_new_tokens, context_length - len(fits_ids)))
+    kept = [{k: v for k, v in m.items() if k != CUT_FROM} for m in system + history[start:]]
+    return FittedPrompt(fits_ids, kept, start, min(max_new_tokens, context_length - len(fits_ids)), cut)
+
+
+def _cut_files(
+    tokenizer: Any, system: list[ChatMessage], turn: list[ChatMessage], budget: int, needed: int
+) -> tuple[list[ChatMessage], list[int], int]:
+    """The newest turn with as much of its last message's files as fits ``budget`` (a
+    search over the characters kept), its ids and the characters cut."""
+    last = turn[-1]
+    start = int(last.get(CUT_FROM, len(last["content"])))
+    files = len(last["content"]) - start
+
+    def kept(chars: int) -> tuple[list[ChatMessage], list[int]]:
+        messages = [*turn[:-1], {**last, "content": last["content"][: start + chars] + CUT_NOTE}]
+        return messages, render_ids(tokenizer, system + messages)
+
+    best = kept(0)
+    if files <= 0 or len(best[1]) > budget:
+        raise PromptTooLongError(
+            f"The message is too long for this model: it needs {needed:,} tokens and "
+            f"{budget:,} are available after leaving room for the reply."
+        )
+    low, high = 0, files - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        attempt = kept(middle)
+        if len(attempt[1]) <= budget:
+            low, best = middle, attempt
+        else:
+            high = middle - 1
+    return best[0], best[1], files - low
 
 
 class _TurnCosts:

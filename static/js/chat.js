@@ -71,6 +71,8 @@
       input.value = "";
       autosize(input);
       input.focus();  // the Send button it was pressed with turns into Stop
+      var chips = document.getElementById("composer-attachments");
+      if (chips) chips.innerHTML = "";  // they went with the message
       var list = messages();
       if (list) list._parleyFollow = true;
     } else if (messages() && messages().contains(event.target)) {
@@ -155,6 +157,53 @@
     if (!form.matches || !form.matches("form[data-new-chat]")) return;
     event.preventDefault();
     location.assign(form.action);
+  });
+
+  // Attachments: files picked with the paperclip or dropped on the composer are uploaded at
+  // once; the server answers with a chip (its hidden input goes with the message) or says why
+  // it refused the file.
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"]; } catch (e) { return ""; }
+  }
+  function uploadFiles(files) {
+    var form = document.getElementById("composer");
+    var chips = document.getElementById("composer-attachments");
+    var error = document.getElementById("composer-error");
+    if (!form || !chips) return;
+    Array.prototype.forEach.call(files, function (file) {
+      var body = new FormData();
+      body.append("file", file, file.name);
+      fetch(form.getAttribute("data-upload-url"), {method: "POST", body: body, credentials: "same-origin", headers: {"X-CSRFToken": csrfToken()}})
+        .then(function (response) { return response.text().then(function (text) { return {ok: response.ok, text: text}; }); })
+        .then(function (answer) {
+          if (answer.ok) { chips.insertAdjacentHTML("beforeend", answer.text); error.textContent = ""; }
+          else error.textContent = answer.text;
+        });
+    });
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest) return;
+    if (event.target.closest("[data-attach]")) document.getElementById("attach-input").click();
+    var remove = event.target.closest("[data-remove-attachment]");
+    if (remove) remove.closest("[data-attachment]").remove();
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "attach-input") { uploadFiles(event.target.files); event.target.value = ""; }
+  });
+  document.addEventListener("dragover", function (event) {
+    var form = event.target.closest && event.target.closest("#composer");
+    if (form) { event.preventDefault(); form.classList.add("is-dropping"); }
+  });
+  document.addEventListener("dragleave", function (event) {
+    var form = event.target.closest && event.target.closest("#composer");
+    if (form) form.classList.remove("is-dropping");
+  });
+  document.addEventListener("drop", function (event) {
+    var form = event.target.closest && event.target.closest("#composer");
+    if (!form) return;
+    event.preventDefault();
+    form.classList.remove("is-dropping");
+    if (event.dataTransfer && event.dataTransfer.files.length) uploadFiles(event.dataTransfer.files);
   });
 
   // Starter prompts in an empty chat: a click sends that prompt.
