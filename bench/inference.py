@@ -284,7 +284,7 @@ def engine_run(engine: Engine, prompts: list[list[int]], new_tokens: int, name: 
     run.decode_tokens_per_s = _steady_decode_rate(recorders)
     run.peak_rss_mb = rss.peak
     if late:
-        engine_run.arrivals = [r.first_token_seconds() for r in late]  # type: ignore[attr-defined]
+        engine_run.arrivals = [r.first_token_seconds() for r in late]
     return run
 
 

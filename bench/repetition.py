@@ -41,7 +41,7 @@ def repeated_share(text: str) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def run(engine, prompts: list[list[int]], penalty: float, sampling: dict, max_tokens: int = MAX_TOKENS) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def run(engine, prompts: list[list[int]], penalty: float, sampling: dict, max_tokens: int = MAX_TOKENS) -> list[tuple[str, str]]:
     from inference.engine.types import FinishEvent, GenerationRequest, SamplingParams, TokenEvent
 
     texts: dict[str, list[str]] = {}
@@ -52,7 +52,7 @@ def run(engine, prompts: list[list[int]], penalty: float, sampling: dict, max_to
             request_id = f"{penalty}-{index}-{seed}"
             texts[request_id] = []
 
-            def collect(event, request_id=request_id) -> None:  # type: ignore[no-untyped-def]
+            def collect(event, request_id=request_id) -> None:
                 if isinstance(event, TokenEvent):
                     texts[request_id].append(event.text)
                 elif isinstance(event, FinishEvent):

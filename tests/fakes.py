@@ -78,4 +78,4 @@ class ScriptedEngine:
         except RuntimeError as exc:
             reason, error = "error", str(exc)
         finally:
-            callback(FinishEvent(request.request_id, reason, len(request.prompt_ids), sent, error))  # type: ignore[arg-type]
+            callback(FinishEvent(request.request_id, reason, len(request.prompt_ids), sent, error))

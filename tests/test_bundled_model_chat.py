@@ -13,7 +13,7 @@ from tests.conversations.wsclient import open_socket
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-async def test_the_bundled_model_answers_a_question_over_the_socket(alice, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_bundled_model_answers_a_question_over_the_socket(alice, settings) -> None:
     settings.INFERENCE_MODEL = "bundled"
     chat = await database_sync_to_async(services.conversation_create)(owner=alice)
     chat.temperature = 0.0

@@ -42,7 +42,7 @@ def _fresh_counters() -> Iterator[None]:
 
 
 @pytest.fixture
-def held(scripted_engine) -> Iterator[ScriptedEngine]:  # type: ignore[no-untyped-def]
+def held(scripted_engine) -> Iterator[ScriptedEngine]:
     """Every reply writes one piece, then waits for ``held.release``."""
     engine = scripted_engine(ScriptedEngine(["Hello", ", ", "world", "."], hold_after=1))
     yield engine
@@ -87,7 +87,7 @@ class Call:
 
     async def receive(self) -> dict[str, Any]:
         if self.body is not None:
-            body, self.body = self.body, None  # type: ignore[assignment]
+            body, self.body = self.body, None
             return {"type": "http.request", "body": body, "more_body": False}
         await asyncio.Event().wait()  # the client never leaves on its own
         raise AssertionError("unreachable")
@@ -127,7 +127,7 @@ async def let_go(engine: ScriptedEngine, calls: list[Call]) -> None:
     await until(lambda: not fair_use._keepers)
 
 
-async def test_an_api_user_past_their_share_gets_a_429_and_others_are_served(alice, bob, held, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_an_api_user_past_their_share_gets_a_429_and_others_are_served(alice, bob, held, settings) -> None:
     settings.INFERENCE_MAX_STREAMS_PER_USER = 3
     alice_key, bob_key = await key_of(alice), await key_of(bob)
     running = [await Call(alice_key, stream=True).start(), await Call(alice_key, n=2).start(answered=False)]
@@ -150,7 +150,7 @@ async def test_an_api_user_past_their_share_gets_a_429_and_others_are_served(ali
     assert again.status == 200, "the share comes back when the replies end"
 
 
-async def test_chat_and_the_api_count_against_one_share(alice, held, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_chat_and_the_api_count_against_one_share(alice, held, settings) -> None:
     settings.INFERENCE_MAX_STREAMS_PER_USER = 3
     key = await key_of(alice)
     chats = [await database_sync_to_async(services.conversation_create)(owner=alice) for _ in range(3)]
@@ -171,7 +171,7 @@ async def test_chat_and_the_api_count_against_one_share(alice, held, settings) -
     await let_go(held, [one])
 
 
-async def test_n_beyond_anyones_share_is_a_400_naming_n(alice, held, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_n_beyond_anyones_share_is_a_400_naming_n(alice, held, settings) -> None:
     settings.INFERENCE_MAX_STREAMS_PER_USER = 2
     call = await Call(await key_of(alice), n=3).start()
     await call.finish()
@@ -182,7 +182,7 @@ async def test_n_beyond_anyones_share_is_a_400_naming_n(alice, held, settings) -
 
 async def test_a_full_queue_turns_api_calls_away_with_503_and_chat_says_the_server_is_busy(
     alice, bob, held, settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings.INFERENCE_MAX_BATCH_SIZE, settings.INFERENCE_MAX_QUEUED_REQUESTS = 1, 1
     running = [await Call(await key_of(user), stream=True).start() for user in (alice, bob)]
     busy = await Call(await key_of(alice), stream=True).start()
@@ -204,7 +204,7 @@ async def test_a_full_queue_turns_api_calls_away_with_503_and_chat_says_the_serv
 
 async def test_a_busy_generation_worker_refuses_and_the_web_process_answers_503(
     alice, bob, held, settings, remote_worker
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings.INFERENCE_MAX_BATCH_SIZE, settings.INFERENCE_MAX_QUEUED_REQUESTS = 1, 0
     running = await Call(await key_of(alice), stream=True).start()
     busy = await Call(await key_of(bob), stream=True).start()
@@ -217,13 +217,13 @@ async def test_a_busy_generation_worker_refuses_and_the_web_process_answers_503(
 # -- Sign-up ---------------------------------------------------------------------------
 
 
-def sign_up(client, username: str, address: str = "203.0.113.7"):  # type: ignore[no-untyped-def]
+def sign_up(client, username: str, address: str = "203.0.113.7"):
     password = "a long pass phrase 42"
     form = {"username": username, "password1": password, "password2": password}
     return client.post(reverse("signup"), form, REMOTE_ADDR=address)
 
 
-def test_closed_sign_up_says_so_and_creates_no_account(client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_closed_sign_up_says_so_and_creates_no_account(client, settings) -> None:
     settings.PARLEY_SIGNUP = "closed"
     page = client.get(reverse("signup"))
     assert page.status_code == 200
@@ -232,7 +232,7 @@ def test_closed_sign_up_says_so_and_creates_no_account(client, settings) -> None
     assert not User.objects.filter(username="mallory").exists()
 
 
-def test_sign_ups_from_one_address_are_throttled(client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_sign_ups_from_one_address_are_throttled(client, settings) -> None:
     settings.PARLEY_SIGNUPS_PER_HOUR = 2
     for name in ("dave", "erin"):
         assert sign_up(client, name).status_code == 302

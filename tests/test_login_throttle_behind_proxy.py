@@ -86,7 +86,7 @@ def log_in(url: str, password: str, forwarded_for: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def test_a_rotating_x_forwarded_for_through_the_documented_setup_is_locked_out(proxied_site) -> None:  # type: ignore[no-untyped-def]
+def test_a_rotating_x_forwarded_for_through_the_documented_setup_is_locked_out(proxied_site) -> None:
     (value,) = documented_forwarded_for()
     answers = []
     for attempt in range(8):
@@ -98,7 +98,7 @@ def test_a_rotating_x_forwarded_for_through_the_documented_setup_is_locked_out(p
     assert (status, LOCKED in page) == (429, True), "even the right password waits out the lockout"
 
 
-def test_a_proxy_that_appends_still_cannot_pick_the_address(client, alice, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_proxy_that_appends_still_cannot_pick_the_address(client, alice, settings) -> None:
     """With nginx appending, daphne's --proxy-headers gives the client's claim as
     REMOTE_ADDR; the throttle reads the right-most entry, which the proxy wrote."""
     settings.PARLEY_PROXY_COUNT = 1

@@ -18,7 +18,7 @@ from tests.conversations.wsclient import open_socket
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def routes(patterns=None, prefix: str = ""):  # type: ignore[no-untyped-def]
+def routes(patterns=None, prefix: str = ""):
     for pattern in patterns if patterns is not None else get_resolver().url_patterns:
         text = prefix + str(pattern.pattern)
         if isinstance(pattern, URLResolver):
@@ -29,7 +29,7 @@ def routes(patterns=None, prefix: str = ""):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def alices_things(alice):  # type: ignore[no-untyped-def]
+def alices_things(alice):
     chat = services.conversation_create(owner=alice)
     services.conversation_rename(conversation=chat, title="Alice's secrets")
     reply = services.turn_start(conversation=chat, text="my private question").assistant_message
@@ -55,7 +55,7 @@ def test_the_walk_finds_every_owned_route() -> None:
     assert "m/<uuid:message_id>/feedback/" in found
 
 
-def test_every_page_with_an_id_is_404_for_a_stranger(bob, alice, alices_things) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_with_an_id_is_404_for_a_stranger(bob, alice, alices_things) -> None:
     client = Client()
     client.force_login(bob)
     checked = []
@@ -76,13 +76,13 @@ def test_every_page_with_an_id_is_404_for_a_stranger(bob, alice, alices_things) 
     assert not Message.objects.get(public_id=alices_things["message_id"]).feedback.exists()
 
 
-async def test_the_websocket_is_404_for_a_stranger(bob, alice, alices_things) -> None:  # type: ignore[no-untyped-def]
+async def test_the_websocket_is_404_for_a_stranger(bob, alice, alices_things) -> None:
     chat = await Conversation.objects.aget(public_id=alices_things["conversation_id"])
     connected, code, _ = await open_socket(bob, chat)
     assert (connected, code) == (False, 4404)
 
 
-def test_the_api_never_shows_another_users_transcripts_or_keys(bob, alice, alices_things) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_never_shows_another_users_transcripts_or_keys(bob, alice, alices_things) -> None:
     bobs_key = api_key_create(owner=bob, name="bob").secret
     client = Client(HTTP_AUTHORIZATION=f"Bearer {bobs_key}")
     for url in ("/v1/files/" + str(alices_things["conversation_id"]), "/v1/fine_tuning/jobs/ftjob-nothere"):

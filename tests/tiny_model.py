@@ -18,7 +18,7 @@ CHATML_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def build_byte_tokenizer():  # type: ignore[no-untyped-def]
+def build_byte_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -39,7 +39,7 @@ def build_byte_tokenizer():  # type: ignore[no-untyped-def]
     return tokenizer
 
 
-def build_tiny_model(tokenizer, *, seed: int = 0, context_length: int = 512):  # type: ignore[no-untyped-def]
+def build_tiny_model(tokenizer, *, seed: int = 0, context_length: int = 512):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

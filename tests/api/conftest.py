@@ -105,7 +105,7 @@ def bob_key(api_server: LiveServer) -> str:
 
 
 @pytest.fixture
-def client(api_server: LiveServer, alice_key: str):  # type: ignore[no-untyped-def]
+def client(api_server: LiveServer, alice_key: str):
     from openai import OpenAI
 
     with OpenAI(base_url=api_server.base_url, api_key=alice_key, max_retries=0, timeout=60) as openai_client:

@@ -23,7 +23,7 @@ carol.user_permissions.add(Permission.objects.get(codename="can_finetune"))
 
 
 @pytest.fixture(scope="module")
-def tuner(api_server):  # type: ignore[no-untyped-def]
+def tuner(api_server):
     """carol: staff with the "can fine-tune" permission, like the admin asks."""
     api_server.manage("shell", "--no-imports", "-c", GRANT)
     with openai.OpenAI(base_url=api_server.base_url, api_key=api_server.new_key("carol"), max_retries=0) as client:
@@ -31,7 +31,7 @@ def tuner(api_server):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def training_file(tuner):  # type: ignore[no-untyped-def]
+def training_file(tuner):
     return tuner.files.create(file=(DATA / "parley_codes.jsonl").open("rb"), purpose="fine-tune")
 
 
@@ -104,7 +104,7 @@ def test_the_method_follows_openais_shape_and_parleys_training_type_picks_lora_o
     full = tuner.fine_tuning.jobs.create(
         model=TINY_MODEL_ID,
         training_file=training_file.id,
-        method=method,  # type: ignore[arg-type]
+        method=method,
         extra_body={"training_type": {"type": "full"}},
     )
     assert full.method is not None and full.method.type == "supervised"
@@ -136,7 +136,7 @@ default_storage.delete(TrainingFile.objects.get(public_id={file_id!r}).stored_pa
 
 
 @pytest.mark.parametrize("field", ["training_file", "validation_file"])
-def test_a_file_whose_stored_data_is_gone_is_refused_by_name(api_server, tuner, training_file, field) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_whose_stored_data_is_gone_is_refused_by_name(api_server, tuner, training_file, field) -> None:
     lost = tuner.files.create(
         file=(f"lost-{field}.jsonl", (DATA / "parley_codes_heldout.jsonl").read_bytes()), purpose="fine-tune"
     )
@@ -167,7 +167,7 @@ FineTuningJob.objects.filter(public_id={stuck!r}).update(status="validating_file
 """
 
 
-def test_jobs_left_by_a_crash_read_failed_with_a_reason(api_server, tuner, training_file) -> None:  # type: ignore[no-untyped-def]
+def test_jobs_left_by_a_crash_read_failed_with_a_reason(api_server, tuner, training_file) -> None:
     dead, stuck = (tuner.fine_tuning.jobs.create(model=TINY_MODEL_ID, training_file=training_file.id) for _ in "ab")
     api_server.manage("shell", "--no-imports", "-c", CRASH.format(dead=dead.id, stuck=stuck.id))
     worker_died = tuner.fine_tuning.jobs.retrieve(dead.id)
@@ -192,7 +192,7 @@ def test_fine_tuning_needs_the_admins_permission(client) -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("time_budget_seconds", 5), ("max_epochs", 201)])
-def test_a_budget_or_epoch_cap_out_of_range_is_refused_by_name(tuner, training_file, name, value) -> None:  # type: ignore[no-untyped-def]
+def test_a_budget_or_epoch_cap_out_of_range_is_refused_by_name(tuner, training_file, name, value) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         tuner.fine_tuning.jobs.create(model=TINY_MODEL_ID, training_file=training_file.id, hyperparameters={name: value})
     assert caught.value.body["param"] == name and caught.value.body["type"] == "invalid_request_error"

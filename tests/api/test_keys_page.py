@@ -18,13 +18,13 @@ SECRET = re.compile(r'<code id="new-key" class="key-secret">(pk-[^<]+)</code>')
 
 
 @pytest.fixture
-def alice_browser(alice) -> Client:  # type: ignore[no-untyped-def]
+def alice_browser(alice) -> Client:
     browser = Client()
     browser.force_login(alice)
     return browser
 
 
-def _create(browser: Client, name: str, **headers: str):  # type: ignore[no-untyped-def]
+def _create(browser: Client, name: str, **headers: str):
     return browser.post(reverse("api_key_create"), {"name": name}, **headers)
 
 
@@ -69,7 +69,7 @@ def test_a_stranger_cannot_see_or_revoke_someone_elses_key(alice_browser, bob) -
     assert key.revoked_at is None
 
 
-def test_the_keys_page_needs_a_login(db) -> None:  # type: ignore[no-untyped-def]
+def test_the_keys_page_needs_a_login(db) -> None:
     response = Client().get(reverse("api_keys"))
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
@@ -92,6 +92,6 @@ def test_the_command_prints_a_working_key(alice) -> None:
     assert key is not None and key.owner == alice and key.name == "ci"
 
 
-def test_the_command_names_an_unknown_user(db) -> None:  # type: ignore[no-untyped-def]
+def test_the_command_names_an_unknown_user(db) -> None:
     with pytest.raises(CommandError, match="no user named 'nobody'"):
         call_command("create_api_key", "nobody")

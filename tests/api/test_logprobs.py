@@ -18,7 +18,7 @@ GREEDY = {"model": TINY_MODEL_ID, "messages": HELLO, "max_tokens": 12, "temperat
 SAMPLED = {"model": TINY_MODEL_ID, "messages": HELLO, "max_tokens": 40, "temperature": 1.0, "seed": 4}
 
 
-def check_entry(entry, top_logprobs: int) -> None:  # type: ignore[no-untyped-def]
+def check_entry(entry, top_logprobs: int) -> None:
     assert entry.logprob <= 0
     assert all(isinstance(byte, int) and 0 <= byte <= 255 for byte in entry.bytes)
     values = [top.logprob for top in entry.top_logprobs]

@@ -57,7 +57,7 @@ def listed(api_server: LiveServer, key: str) -> set[str]:
     return {model.id for model in client_of(api_server, key).models.list().data}
 
 
-def test_the_model_list_holds_only_the_models_the_key_may_use(api_server, keys) -> None:  # type: ignore[no-untyped-def]
+def test_the_model_list_holds_only_the_models_the_key_may_use(api_server, keys) -> None:
     assert TINY_MODEL_ID in listed(api_server, keys["alice"])
     assert {FOR_STAFF, FOR_TEAM}.isdisjoint(listed(api_server, keys["alice"]))
     assert FOR_TEAM in listed(api_server, keys["bob"]) and FOR_STAFF not in listed(api_server, keys["bob"])
@@ -65,7 +65,7 @@ def test_the_model_list_holds_only_the_models_the_key_may_use(api_server, keys) 
     assert client_of(api_server, keys["bob"]).models.retrieve(FOR_TEAM).id == FOR_TEAM
 
 
-def test_a_model_the_key_may_not_use_is_not_found_like_one_that_does_not_exist(api_server, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_the_key_may_not_use_is_not_found_like_one_that_does_not_exist(api_server, keys) -> None:
     alice = client_of(api_server, keys["alice"])
     with pytest.raises(openai.NotFoundError) as restricted:
         alice.models.retrieve(FOR_STAFF)
@@ -77,10 +77,10 @@ def test_a_model_the_key_may_not_use_is_not_found_like_one_that_does_not_exist(a
         "ft:tiny-llama:nothing:ffff6666", "?"
     )
     with pytest.raises(openai.NotFoundError) as chat:
-        alice.chat.completions.create(model=FOR_TEAM, messages=HELLO)  # type: ignore[arg-type]
+        alice.chat.completions.create(model=FOR_TEAM, messages=HELLO)
     assert (chat.value.body["param"], chat.value.body["code"]) == ("model", "model_not_found")
     with pytest.raises(openai.NotFoundError):
-        client_of(api_server, keys["sam"]).chat.completions.create(model=FOR_TEAM, messages=HELLO, stream=True)  # type: ignore[arg-type]
+        client_of(api_server, keys["sam"]).chat.completions.create(model=FOR_TEAM, messages=HELLO, stream=True)
 
 
 def openapi(api_server: LiveServer, key: str | None = None) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def model_enum(document: dict[str, Any]) -> list[str] | None:
     return document["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"].get("enum")
 
 
-def test_the_openapi_document_names_model_ids_only_to_a_caller_with_a_key(api_server, keys) -> None:  # type: ignore[no-untyped-def]
+def test_the_openapi_document_names_model_ids_only_to_a_caller_with_a_key(api_server, keys) -> None:
     anonymous = openapi(api_server)
     assert model_enum(anonymous) is None
     assert TINY_MODEL_ID not in json.dumps(anonymous) and "ft:" not in json.dumps(anonymous)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.api.conftest import TINY_MODEL_ID
 
 
-def test_a_body_nested_50000_levels_deep_is_a_400_naming_the_field(api_server, alice_key) -> None:  # type: ignore[no-untyped-def]
+def test_a_body_nested_50000_levels_deep_is_a_400_naming_the_field(api_server, alice_key) -> None:
     body = f'{{"model": "{TINY_MODEL_ID}", "messages": {"[" * 50_000 + "]" * 50_000}}}'
     status, answer = api_server.post_raw(alice_key, "/chat/completions", body.encode())
     assert status == 400

@@ -77,7 +77,7 @@ def test_schemathesis_finds_no_server_error(fuzz_server, tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
-def test_the_documents_limits_are_the_ones_requests_are_held_to(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_documents_limits_are_the_ones_requests_are_held_to(settings) -> None:
     """One declaration: change the settings and both the document and validation follow."""
     settings.API_MAX_MESSAGES, settings.API_MAX_CHOICES, settings.INFERENCE_MAX_TOKENS_LIMIT = 3, 2, 10
     document = openapi_document(server_url="http://testserver/v1", model_ids=None)
@@ -108,7 +108,7 @@ def test_the_documents_limits_are_the_ones_requests_are_held_to(settings) -> Non
         ({"tools": [{"type": "function"}]}, "tools"),
     ],
 )
-def test_a_fault_anywhere_in_a_body_is_named_by_its_path(fields, param) -> None:  # type: ignore[no-untyped-def]
+def test_a_fault_anywhere_in_a_body_is_named_by_its_path(fields, param) -> None:
     with pytest.raises(ApiError) as caught:
         parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields})
     assert caught.value.status == 400

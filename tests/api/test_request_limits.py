@@ -45,7 +45,7 @@ def others_wait_while(server: LiveServer, key: str, body: bytes) -> tuple[int, d
     return (*answer[0], waits)
 
 
-def test_20000_messages_are_refused_at_once_naming_the_field(api_server, alice_key) -> None:  # type: ignore[no-untyped-def]
+def test_20000_messages_are_refused_at_once_naming_the_field(api_server, alice_key) -> None:
     body = json.dumps({"model": TINY_MODEL_ID, "messages": TINY_MESSAGES, "max_tokens": 4}).encode()
     status, answer, seconds, waits = others_wait_while(api_server, alice_key, body)
     assert status == 400, answer
@@ -61,7 +61,7 @@ def roomy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     yield from _serve(tmp_path_factory.mktemp("roomy-server"), API_MAX_MESSAGES="100000")
 
 
-def test_20000_messages_where_allowed_are_fitted_quickly_while_others_are_served(roomy_server) -> None:  # type: ignore[no-untyped-def]
+def test_20000_messages_where_allowed_are_fitted_quickly_while_others_are_served(roomy_server) -> None:
     key = roomy_server.new_key("alice", "long history")
     body = json.dumps({"model": TINY_MODEL_ID, "messages": TINY_MESSAGES, "max_tokens": 4, "n": 4}).encode()
     post(roomy_server, key, json.dumps({"model": TINY_MODEL_ID, "messages": TINY_MESSAGES[-1:]}).encode())  # loads
@@ -73,7 +73,7 @@ def test_20000_messages_where_allowed_are_fitted_quickly_while_others_are_served
     assert max(waits) < 1, "the fitting ran off the event loop"
 
 
-async def _five_choices_counting_fits(monkeypatch) -> tuple[completions.Completion, list[int]]:  # type: ignore[no-untyped-def]
+async def _five_choices_counting_fits(monkeypatch) -> tuple[completions.Completion, list[int]]:
     from asgiref.sync import sync_to_async
 
     from inference import gateway
@@ -89,14 +89,14 @@ async def _five_choices_counting_fits(monkeypatch) -> tuple[completions.Completi
 
 
 @pytest.mark.django_db
-async def test_the_prompt_is_fitted_once_for_all_choices(scripted_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_the_prompt_is_fitted_once_for_all_choices(scripted_engine, monkeypatch) -> None:
     completion, fits = await _five_choices_counting_fits(monkeypatch)
     assert len(fits) == 1
     assert [choice.text for choice in completion.choices] == ["Hello, world."] * 5
 
 
 @pytest.mark.django_db
-async def test_choices_served_by_a_generation_worker_are_fitted_once_too(remote_worker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_choices_served_by_a_generation_worker_are_fitted_once_too(remote_worker, monkeypatch) -> None:
     completion, fits = await _five_choices_counting_fits(monkeypatch)
     assert len(fits) == 1
     assert [choice.text for choice in completion.choices] == ["Hello, world."] * 5

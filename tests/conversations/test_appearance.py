@@ -9,7 +9,7 @@ from django.urls import reverse
 pytestmark = pytest.mark.django_db
 
 
-def logged_in(user) -> Client:  # type: ignore[no-untyped-def]
+def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
@@ -20,13 +20,13 @@ def page_theme(client: Client, url: str) -> str:
     return html.split('data-theme="', 1)[1].split('"', 1)[0]
 
 
-def test_pages_follow_the_system_until_a_theme_is_chosen(alice) -> None:  # type: ignore[no-untyped-def]
+def test_pages_follow_the_system_until_a_theme_is_chosen(alice) -> None:
     client = logged_in(alice)
     assert page_theme(client, reverse("home")) == "system"
     assert page_theme(Client(), reverse("login")) == "system"
 
 
-def test_a_chosen_theme_is_remembered_on_every_page(alice) -> None:  # type: ignore[no-untyped-def]
+def test_a_chosen_theme_is_remembered_on_every_page(alice) -> None:
     client = logged_in(alice)
     response = client.post(reverse("theme_set"), {"theme": "dark", "next": reverse("api_keys")})
     assert response.status_code == 302 and response["Location"] == reverse("api_keys")
@@ -35,19 +35,19 @@ def test_a_chosen_theme_is_remembered_on_every_page(alice) -> None:  # type: ign
     assert page_theme(logged_in(alice), reverse("home")) == "dark", "another browser of the same user"
 
 
-def test_the_choice_is_each_users_own(alice, bob) -> None:  # type: ignore[no-untyped-def]
+def test_the_choice_is_each_users_own(alice, bob) -> None:
     logged_in(alice).post(reverse("theme_set"), {"theme": "light"})
     assert page_theme(logged_in(bob), reverse("home")) == "system"
 
 
-def test_the_script_toggle_gets_no_redirect(alice) -> None:  # type: ignore[no-untyped-def]
+def test_the_script_toggle_gets_no_redirect(alice) -> None:
     client = logged_in(alice)
     response = client.post(reverse("theme_set"), {"theme": "dark"}, HTTP_X_PARLEY_THEME="1")
     assert response.status_code == 204
     assert page_theme(client, reverse("home")) == "dark"
 
 
-def test_an_unknown_theme_or_foreign_next_is_refused(alice) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_theme_or_foreign_next_is_refused(alice) -> None:
     client = logged_in(alice)
     assert client.post(reverse("theme_set"), {"theme": "purple"}).status_code == 400
     assert page_theme(client, reverse("home")) == "system"
@@ -55,7 +55,7 @@ def test_an_unknown_theme_or_foreign_next_is_refused(alice) -> None:  # type: ig
     assert response["Location"] == reverse("account_settings")
 
 
-def test_settings_page_offers_the_three_themes_with_the_current_one_checked(alice) -> None:  # type: ignore[no-untyped-def]
+def test_settings_page_offers_the_three_themes_with_the_current_one_checked(alice) -> None:
     client = logged_in(alice)
     client.post(reverse("theme_set"), {"theme": "dark"})
     html = client.get(reverse("account_settings")).content.decode()
@@ -63,6 +63,6 @@ def test_settings_page_offers_the_three_themes_with_the_current_one_checked(alic
     assert 'value="dark" checked' in html
 
 
-def test_anonymous_theme_posts_go_to_login(client) -> None:  # type: ignore[no-untyped-def]
+def test_anonymous_theme_posts_go_to_login(client) -> None:
     response = client.post(reverse("theme_set"), {"theme": "dark"})
     assert response.status_code == 302 and reverse("login") in response["Location"]

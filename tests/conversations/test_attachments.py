@@ -25,18 +25,18 @@ from tests.fakes import ScriptedEngine
 NOTES = "Meeting notes\nThe launch moves to Friday.\nOwner: Dana\n"
 
 
-def logged_in(user) -> Client:  # type: ignore[no-untyped-def]
+def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
 
 
-def upload(client: Client, name: str, data: bytes):  # type: ignore[no-untyped-def]
+def upload(client: Client, name: str, data: bytes):
     return client.post(reverse("attachment_upload"), {"file": SimpleUploadedFile(name, data)})
 
 
 @pytest.mark.django_db
-def test_a_text_file_becomes_a_chip_for_the_composer(alice) -> None:  # type: ignore[no-untyped-def]
+def test_a_text_file_becomes_a_chip_for_the_composer(alice) -> None:
     response = upload(logged_in(alice), "notes.md", NOTES.encode())
     attachment = Attachment.objects.get()
     assert response.status_code == 200
@@ -45,7 +45,7 @@ def test_a_text_file_becomes_a_chip_for_the_composer(alice) -> None:  # type: ig
 
 
 @pytest.mark.django_db
-def test_binary_and_oversized_files_are_refused_and_nothing_is_stored(alice, settings) -> None:  # type: ignore[no-untyped-def]
+def test_binary_and_oversized_files_are_refused_and_nothing_is_stored(alice, settings) -> None:
     client = logged_in(alice)
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
     response = upload(client, "photo.png", png)
@@ -58,7 +58,7 @@ def test_binary_and_oversized_files_are_refused_and_nothing_is_stored(alice, set
 
 
 @pytest.mark.django_db
-def test_a_file_is_read_only_by_its_owner(alice, bob) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_is_read_only_by_its_owner(alice, bob) -> None:
     upload(logged_in(alice), "notes.txt", b"<b>bold</b> & more")
     url = reverse("attachment_text", args=[Attachment.objects.get().public_id])
     assert logged_in(alice).get(url).content == b"&lt;b&gt;bold&lt;/b&gt; &amp; more"
@@ -66,7 +66,7 @@ def test_a_file_is_read_only_by_its_owner(alice, bob) -> None:  # type: ignore[n
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_file_goes_with_the_message_to_the_model(alice, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_the_file_goes_with_the_message_to_the_model(alice, scripted_engine) -> None:
     engine = scripted_engine(ScriptedEngine(["Friday", "."], delay=0.005))
     chat = await database_sync_to_async(services.conversation_create)(owner=alice)
     client = await database_sync_to_async(logged_in)(alice)
@@ -86,7 +86,7 @@ async def test_the_file_goes_with_the_message_to_the_model(alice, scripted_engin
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_someone_elses_file_cannot_be_sent(alice, bob, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_someone_elses_file_cannot_be_sent(alice, bob, scripted_engine) -> None:
     chat = await database_sync_to_async(services.conversation_create)(owner=bob)
     await database_sync_to_async(upload)(await database_sync_to_async(logged_in)(alice), "notes.txt", b"secret")
     attachment = await Attachment.objects.aget()
@@ -100,7 +100,7 @@ async def test_someone_elses_file_cannot_be_sent(alice, bob, scripted_engine) ->
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_file_too_long_for_the_context_is_cut_and_the_reply_says_so(alice, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_file_too_long_for_the_context_is_cut_and_the_reply_says_so(alice, scripted_engine) -> None:
     engine = scripted_engine(ScriptedEngine(["Done", "."], delay=0.005))
     chat = await database_sync_to_async(services.conversation_create)(owner=alice)
     client = await database_sync_to_async(logged_in)(alice)
@@ -139,7 +139,7 @@ def test_fitting_cuts_only_marked_files_and_keeps_as_much_as_fits() -> None:
 
 
 @pytest.mark.django_db
-def test_files_are_exported_and_shown_to_staff(alice) -> None:  # type: ignore[no-untyped-def]
+def test_files_are_exported_and_shown_to_staff(alice) -> None:
     chat = services.conversation_create(owner=alice)
     upload(logged_in(alice), "notes.txt", NOTES.encode())
     turn = services.turn_start(conversation=chat, text="Read it", attachments=str(Attachment.objects.get().public_id))
@@ -155,7 +155,7 @@ def test_files_are_exported_and_shown_to_staff(alice) -> None:  # type: ignore[n
 
 
 @pytest.mark.django_db
-def test_a_message_may_be_only_a_file_but_not_too_many(alice, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_may_be_only_a_file_but_not_too_many(alice, settings) -> None:
     chat = services.conversation_create(owner=alice)
     client = logged_in(alice)
     upload(client, "notes.txt", NOTES.encode())

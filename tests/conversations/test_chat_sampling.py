@@ -17,14 +17,14 @@ WITH_TOP_P = [("conversations", "0008_conversation_top_p")]
 
 
 @pytest.fixture
-def alice_client(alice) -> Client:  # type: ignore[no-untyped-def]
+def alice_client(alice) -> Client:
     client = Client()
     client.force_login(alice)
     return client
 
 
 @pytest.fixture
-def bundled_chat(alice_client, settings) -> Conversation:  # type: ignore[no-untyped-def]
+def bundled_chat(alice_client, settings) -> Conversation:
     """A chat started with New chat while the bundled model is the default."""
     settings.INFERENCE_MODEL = "bundled"
     settings.INFERENCE_SAMPLING_OVERRIDES = {}
@@ -33,14 +33,14 @@ def bundled_chat(alice_client, settings) -> Conversation:  # type: ignore[no-unt
 
 
 @pytest.mark.django_db
-def test_a_new_chats_settings_show_the_models_sampling(alice_client, bundled_chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_chats_settings_show_the_models_sampling(alice_client, bundled_chat) -> None:
     page = alice_client.get(reverse("conversation", args=[bundled_chat.public_id])).content.decode()
     assert 'name="temperature" value="0.2"' in page
     assert 'name="top_p" value="0.9"' in page
 
 
 @pytest.mark.django_db
-def test_top_p_is_saved_checked_and_shown_as_saved(alice_client, bundled_chat) -> None:  # type: ignore[no-untyped-def]
+def test_top_p_is_saved_checked_and_shown_as_saved(alice_client, bundled_chat) -> None:
     url = reverse("conversation_settings", args=[bundled_chat.public_id])
     form = {"model_name": bundled_chat.model_name, "system_prompt": "", "temperature": "0.2", "max_tokens": "64"}
     response = alice_client.post(url, {**form, "top_p": "0.50"}, **HTMX)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def long_chat(alice, settings) -> Conversation:  # type: ignore[no-untyped-def]
+def long_chat(alice, settings) -> Conversation:
     settings.CHAT_INITIAL_MESSAGES = 10
     chat = services.conversation_create(owner=alice)
     for index in range(13):
@@ -24,7 +24,7 @@ def long_chat(alice, settings) -> Conversation:  # type: ignore[no-untyped-def]
     return chat
 
 
-def test_it_opens_with_the_latest_messages_and_a_sentinel_for_older_ones(alice, long_chat) -> None:  # type: ignore[no-untyped-def]
+def test_it_opens_with_the_latest_messages_and_a_sentinel_for_older_ones(alice, long_chat) -> None:
     client = Client()
     client.force_login(alice)
     page = client.get(reverse("conversation", args=[long_chat.public_id])).content.decode()
@@ -43,7 +43,7 @@ def test_it_opens_with_the_latest_messages_and_a_sentinel_for_older_ones(alice, 
     assert "hx-trigger" not in oldest, "no sentinel once the first message is shown"
 
 
-def test_a_stranger_cannot_page_through_it(bob, long_chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_stranger_cannot_page_through_it(bob, long_chat) -> None:
     client = Client()
     client.force_login(bob)
     assert client.get(reverse("conversation_messages", args=[long_chat.public_id])).status_code == 404

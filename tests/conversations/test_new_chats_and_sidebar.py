@@ -28,7 +28,7 @@ def can_log_in(username: str, password: str) -> bool:
     return response.status_code == 302
 
 
-def logged_in(user) -> Client:  # type: ignore[no-untyped-def]
+def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
@@ -48,7 +48,7 @@ async def new_chat_socket(client: Client) -> ChatSocket:
 
 
 @pytest.mark.django_db
-def test_new_chat_opens_a_page_and_stores_nothing(alice) -> None:  # type: ignore[no-untyped-def]
+def test_new_chat_opens_a_page_and_stores_nothing(alice) -> None:
     response = logged_in(alice).get(reverse("conversation_new"))
     html = response.content.decode()
     assert response.status_code == 200 and 'ws-connect="/ws/c/new/"' in html
@@ -58,7 +58,7 @@ def test_new_chat_opens_a_page_and_stores_nothing(alice) -> None:  # type: ignor
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_first_message_stores_the_chat_with_the_settings_chosen_before(alice, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_the_first_message_stores_the_chat_with_the_settings_chosen_before(alice, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(["Hi", " there", "!"], delay=0.005))
     client = await database_sync_to_async(logged_in)(alice)
     chosen = {"model_name": "tiny-llama", "system_prompt": "Be brief.", "temperature": "0.3", "max_tokens": "7"}
@@ -82,7 +82,7 @@ async def test_the_first_message_stores_the_chat_with_the_settings_chosen_before
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_refused_first_message_leaves_no_chat_behind(alice) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refused_first_message_leaves_no_chat_behind(alice) -> None:
     client = await database_sync_to_async(logged_in)(alice)
     socket = await new_chat_socket(client)
     await socket.send({"action": "send", "message": "   "})
@@ -105,7 +105,7 @@ def sidebar_ids(html: str) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_pinned_chats_lead_the_sidebar(alice, bob) -> None:  # type: ignore[no-untyped-def]
+def test_pinned_chats_lead_the_sidebar(alice, bob) -> None:
     chats = [services.conversation_create(owner=alice) for _ in range(3)]
     client = logged_in(alice)
     response = client.post(reverse("conversation_pin", args=[chats[0].public_id]), {"pinned": "true"}, **HTMX)
@@ -120,7 +120,7 @@ def test_pinned_chats_lead_the_sidebar(alice, bob) -> None:  # type: ignore[no-u
 
 
 @pytest.mark.django_db
-def test_the_sidebar_loads_older_chats_a_page_at_a_time(alice, bob, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_sidebar_loads_older_chats_a_page_at_a_time(alice, bob, settings) -> None:
     settings.CHAT_SIDEBAR_PAGE_SIZE = 3
     chats = [services.conversation_create(owner=alice) for _ in range(7)]
     services.conversation_create(owner=bob)
@@ -139,7 +139,7 @@ def test_the_sidebar_loads_older_chats_a_page_at_a_time(alice, bob, settings) ->
 
 
 @pytest.mark.django_db
-def test_change_password(alice) -> None:  # type: ignore[no-untyped-def]
+def test_change_password(alice) -> None:
     client = logged_in(alice)
     new = "a brand new pass phrase 7"
     response = client.post(
@@ -153,7 +153,7 @@ def test_change_password(alice) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db
-def test_password_reset_by_email(alice, mailoutbox) -> None:  # type: ignore[no-untyped-def]
+def test_password_reset_by_email(alice, mailoutbox) -> None:
     client = logged_in(alice)
     assert client.post(reverse("account_email"), {"email": "alice@example.com"}).status_code == 302
     anonymous = Client()
@@ -173,7 +173,7 @@ def test_password_reset_by_email(alice, mailoutbox) -> None:  # type: ignore[no-
 
 
 @pytest.mark.django_db
-def test_signup_takes_an_optional_email(client) -> None:  # type: ignore[no-untyped-def]
+def test_signup_takes_an_optional_email(client) -> None:
     client.post(
         reverse("signup"),
         {"username": "erin", "email": "erin@example.com", "password1": "a long pass phrase 42", "password2": "a long pass phrase 42"},

@@ -54,7 +54,7 @@ class Page:
         return self.done + re.sub(r'<span id="m-[^"]+-pending" class="stream-pending">(.*?)</span>', r"\1", self.tail)
 
 
-def test_finished_blocks_are_sent_once_and_only_the_last_is_sent_again(settings) -> None:  # type: ignore[no-untyped-def]
+def test_finished_blocks_are_sent_once_and_only_the_last_is_sent_again(settings) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 60_000  # only a closing block renders
     render = StreamRender(MESSAGE_ID)
     frames = [render.feed(piece, now=0.0) for piece in pieces(MARKDOWN, seed=1)]
@@ -66,7 +66,7 @@ def test_finished_blocks_are_sent_once_and_only_the_last_is_sent_again(settings)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_page_builds_the_finished_rendering(settings, seed: int) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_builds_the_finished_rendering(settings, seed: int) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0
     render = StreamRender(MESSAGE_ID)
     page = Page(render.body())
@@ -75,7 +75,7 @@ def test_the_page_builds_the_finished_rendering(settings, seed: int) -> None:  #
     assert page.shown().replace("\n", "") == render_markdown(MARKDOWN).replace("\n", "")
 
 
-def test_a_joining_page_gets_the_same_as_one_that_followed(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_joining_page_gets_the_same_as_one_that_followed(settings) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0
     followed = StreamRender(MESSAGE_ID)
     for second, piece in enumerate(pieces(MARKDOWN[:150], seed=4)):
@@ -96,7 +96,7 @@ def check_frame(frame: str) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_xss_payloads_arriving_a_few_characters_at_a_time_stay_text(settings, seed: int) -> None:  # type: ignore[no-untyped-def]
+def test_xss_payloads_arriving_a_few_characters_at_a_time_stay_text(settings, seed: int) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0  # render after every piece: every cut is checked
     render = StreamRender(MESSAGE_ID)
     for second, piece in enumerate(pieces(XSS, seed)):
@@ -105,7 +105,7 @@ def test_xss_payloads_arriving_a_few_characters_at_a_time_stay_text(settings, se
     assert "&lt;script&gt;window.__pwned" in render.snapshot()
 
 
-def test_an_open_code_block_is_not_sent_again_until_it_closes(settings) -> None:  # type: ignore[no-untyped-def]
+def test_an_open_code_block_is_not_sent_again_until_it_closes(settings) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0
     render = StreamRender(MESSAGE_ID)
     code = "```python\n" + "".join(f"values[{n}] = compute({n}) * 2\n" for n in range(40)) + "```\n\nDone."
@@ -116,7 +116,7 @@ def test_an_open_code_block_is_not_sent_again_until_it_closes(settings) -> None:
     assert rendered < 2 * len(render_markdown(code)), "the block's rendering is sent about once"
 
 
-def test_a_long_tail_is_rendered_less_often(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_long_tail_is_rendered_less_often(settings) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0
     render = StreamRender(MESSAGE_ID)
     items = "".join(f"- item **{n}** of a long list that keeps growing\n" for n in range(60))
@@ -126,7 +126,7 @@ def test_a_long_tail_is_rendered_less_often(settings) -> None:  # type: ignore[n
     assert tail_bytes / seconds < 2 * TAIL_BYTES_PER_SECOND, "re-rendering a growing list is capped in bytes a second"
 
 
-def test_a_display_formula_is_never_split_into_finished_paragraphs(settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_display_formula_is_never_split_into_finished_paragraphs(settings) -> None:
     settings.CHAT_STREAM_RENDER_INTERVAL_MS = 0
     text = "Before.\n\n$$\nx = 1\n$$\n\nAfter."
     render = StreamRender(MESSAGE_ID)

@@ -37,14 +37,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     yield from synthetic_server(tmp_path_factory.mktemp("appearance"), text=REPLY, tokens_per_second=200)
 
 
-def scheme_page(browser, scheme: str):  # type: ignore[no-untyped-def]
+def scheme_page(browser, scheme: str):
     context = browser.new_context(viewport={"width": 1280, "height": 860}, color_scheme=scheme)
     page = context.new_page()
     page.set_default_timeout(30_000)
     return page
 
 
-def chat_with_a_reply(page, url: str) -> None:  # type: ignore[no-untyped-def]
+def chat_with_a_reply(page, url: str) -> None:
     page.get_by_role("button", name="Start a new chat").click()
     page.locator("body:not(.is-offline) .chat").wait_for()
     page.get_by_label("Message").fill("Show me some Markdown")
@@ -53,7 +53,7 @@ def chat_with_a_reply(page, url: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_every_page_follows_the_system_and_stays_readable(server, browser, scheme) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_follows_the_system_and_stays_readable(server, browser, scheme) -> None:
     url, _ = server
     page = scheme_page(browser, scheme)
     new_user(page, url)
@@ -81,7 +81,7 @@ def test_every_page_follows_the_system_and_stays_readable(server, browser, schem
     page.context.close()
 
 
-def test_the_toggle_switches_at_once_and_is_remembered_for_the_user(server, browser) -> None:  # type: ignore[no-untyped-def]
+def test_the_toggle_switches_at_once_and_is_remembered_for_the_user(server, browser) -> None:
     url, _ = server
     page = scheme_page(browser, "light")
     name = new_user(page, url)
@@ -115,7 +115,7 @@ def test_the_toggle_switches_at_once_and_is_remembered_for_the_user(server, brow
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_the_admin_job_page_and_its_loss_chart_are_readable(server, browser, scheme) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_job_page_and_its_loss_chart_are_readable(server, browser, scheme) -> None:
     url, env = server
     job_id = manage_shell(env, MAKE_JOB.replace("jobadmin", f"jobadmin{scheme}")).splitlines()[-1]
     page = scheme_page(browser, scheme)

@@ -27,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     yield from synthetic_server(tmp_path_factory.mktemp("attachments"), text="Noted: Friday.", tokens_per_second=60)
 
 
-def test_pick_and_drop_files_send_them_and_open_them(server, page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_pick_and_drop_files_send_them_and_open_them(server, page, tmp_path) -> None:
     url, _ = server
     new_user(page, url)
     page.get_by_role("button", name="Start a new chat").click()

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 _names = itertools.count()
 
 
-def sign_up(page, base_url: str) -> None:  # type: ignore[no-untyped-def]
+def sign_up(page, base_url: str) -> None:
     page.goto(f"{base_url}/accounts/signup/")
     page.get_by_label("Username").fill(f"newcomer{next(_names)}{int(time.time())}")
     page.get_by_label("Password", exact=True).fill("a long pass phrase 42")
@@ -21,13 +21,13 @@ def sign_up(page, base_url: str) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("button", name="Start a new chat").wait_for()
 
 
-def start_chat(page) -> None:  # type: ignore[no-untyped-def]
+def start_chat(page) -> None:
     page.get_by_role("button", name="Start a new chat").click()
     page.wait_for_url("**/c/*/")
     page.locator("body:not(.is-offline) .chat").wait_for()
 
 
-def reply_locator(page):  # type: ignore[no-untyped-def]
+def reply_locator(page):
     return page.locator("article.msg-assistant").last
 
 
@@ -46,7 +46,7 @@ _RECORD_GROWTH = """() => {
 }"""
 
 
-def test_sign_up_chat_watch_it_stream_and_find_it_after_reload(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_sign_up_chat_watch_it_stream_and_find_it_after_reload(parley_server, page) -> None:
     sign_up(page, parley_server)
     start_chat(page)
     page.evaluate(_RECORD_GROWTH)
@@ -69,7 +69,7 @@ def test_sign_up_chat_watch_it_stream_and_find_it_after_reload(parley_server, pa
     assert page.locator(".conversation-item").first.inner_text().startswith("Write three sentences")
 
 
-def test_shift_enter_adds_a_line_and_empty_messages_are_refused(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_shift_enter_adds_a_line_and_empty_messages_are_refused(parley_server, page) -> None:
     sign_up(page, parley_server)
     start_chat(page)
     box = page.get_by_label("Message")
@@ -83,7 +83,7 @@ def test_shift_enter_adds_a_line_and_empty_messages_are_refused(parley_server, p
     assert page.locator("article.msg").count() == 0
 
 
-def test_stop_mid_reply_keeps_the_partial_reply(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_stop_mid_reply_keeps_the_partial_reply(parley_server, page) -> None:
     sign_up(page, parley_server)
     start_chat(page)
     page.get_by_label("Message").fill("Write a very long story about a dragon who learns to bake bread.")
@@ -109,7 +109,7 @@ def test_stop_mid_reply_keeps_the_partial_reply(parley_server, page) -> None:  #
     assert reply.locator(".msg-text").inner_text() == partial
 
 
-def test_conversations_open_from_the_sidebar_and_keep_their_own_stream(parley_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_conversations_open_from_the_sidebar_and_keep_their_own_stream(parley_server, page) -> None:
     sign_up(page, parley_server)
     start_chat(page)
     page.get_by_label("Message").fill("Say hello.")

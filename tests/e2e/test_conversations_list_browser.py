@@ -34,14 +34,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         yield url, env, tmp / "server.log"
 
 
-def log_in(page, url: str, name: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def log_in(page, url: str, name: str, password: str) -> None:
     page.goto(f"{url}/accounts/login/")
     page.get_by_label("Username").fill(name)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
 
 
-def test_a_new_chat_is_stored_with_its_first_message_and_pins_lead(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_chat_is_stored_with_its_first_message_and_pins_lead(server, page) -> None:
     url, _, _ = server
     new_user(page, url)
     page.get_by_role("button", name="Start a new chat").click()
@@ -76,7 +76,7 @@ def test_a_new_chat_is_stored_with_its_first_message_and_pins_lead(server, page)
     assert "rainbow" in items.first.inner_text(), "the pinned chat leads, though the other is newer"
 
 
-def test_older_chats_load_as_the_sidebar_scrolls(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_older_chats_load_as_the_sidebar_scrolls(server, page) -> None:
     url, env, _ = server
     name = new_user(page, url)
     manage_shell(env, MANY_CHATS.format(name=name))
@@ -96,7 +96,7 @@ def test_older_chats_load_as_the_sidebar_scrolls(server, page) -> None:  # type:
     assert page.locator(".sidebar-sentinel").count() == 0
 
 
-def test_change_password_then_reset_it_by_email(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_change_password_then_reset_it_by_email(server, page) -> None:
     url, _, log = server
     name = new_user(page, url)
     page.goto(f"{url}/settings/")

@@ -66,13 +66,13 @@ def finetune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def upload(page, base_url: str, path: Path) -> None:  # type: ignore[no-untyped-def]
+def upload(page, base_url: str, path: Path) -> None:
     page.goto(f"{base_url}/admin/inference/finetuningjob/upload/")
     page.get_by_label("Training data").set_input_files(str(path))
     page.get_by_role("button", name="Upload and check").click()
 
 
-def test_an_admin_fine_tunes_the_model_and_picks_it_in_the_chat(finetune_server, page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_admin_fine_tunes_the_model_and_picks_it_in_the_chat(finetune_server, page, tmp_path) -> None:
     base_url = finetune_server
     page.goto(f"{base_url}/admin/login/")
     page.get_by_label("Username").fill("root")

@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     yield from synthetic_server(tmp_path_factory.mktemp("keyboard"), text=LONG, tokens_per_second=15)
 
 
-def open_chat(page, url: str) -> None:  # type: ignore[no-untyped-def]
+def open_chat(page, url: str) -> None:
     new_user(page, url)
     page.get_by_role("button", name="Start a new chat").click()
     page.wait_for_url("**/c/*/")
@@ -37,7 +37,7 @@ def open_chat(page, url: str) -> None:  # type: ignore[no-untyped-def]
     page.locator("body:not(.is-offline) .chat").wait_for()
 
 
-def test_esc_stops_the_reply_and_its_state_is_announced_once(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_esc_stops_the_reply_and_its_state_is_announced_once(server, page) -> None:
     url, _ = server
     open_chat(page, url)
     assert page.locator("#messages").get_attribute("aria-live") is None, "tokens are not read out one by one"
@@ -62,7 +62,7 @@ def test_esc_stops_the_reply_and_its_state_is_announced_once(server, page) -> No
     page.get_by_role("button", name="Send").wait_for()
 
 
-def test_escape_with_nothing_streaming_stops_nothing(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_escape_with_nothing_streaming_stops_nothing(server, page) -> None:
     url, _ = server
     open_chat(page, url)
     page.get_by_label("Message").press("Escape")
@@ -70,7 +70,7 @@ def test_escape_with_nothing_streaming_stops_nothing(server, page) -> None:  # t
     assert page.locator("article.msg").count() == 0
 
 
-def test_a_shortcut_opens_a_new_chat(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_shortcut_opens_a_new_chat(server, page) -> None:
     url, _ = server
     open_chat(page, url)
     page.get_by_label("Message").fill("First chat")
@@ -86,7 +86,7 @@ def test_a_shortcut_opens_a_new_chat(server, page) -> None:  # type: ignore[no-u
     assert page.evaluate("() => document.activeElement.id") == "composer-input"
 
 
-def test_the_mobile_menu_is_a_button_that_works_from_the_keyboard(server, browser) -> None:  # type: ignore[no-untyped-def]
+def test_the_mobile_menu_is_a_button_that_works_from_the_keyboard(server, browser) -> None:
     url, _ = server
     context = browser.new_context(viewport={"width": 390, "height": 800}, has_touch=True)
     page = context.new_page()

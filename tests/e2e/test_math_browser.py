@@ -24,7 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     yield from synthetic_server(tmp_path_factory.mktemp("math"), text=REPLY, tokens_per_second=200)
 
 
-def test_formulas_are_drawn_and_copy_as_latex(server, browser) -> None:  # type: ignore[no-untyped-def]
+def test_formulas_are_drawn_and_copy_as_latex(server, browser) -> None:
     url, _ = server
     context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     page = context.new_page()

@@ -19,7 +19,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     yield from synthetic_server(tmp_path_factory.mktemp("stats"), text=TEXT, tokens_per_second=60)
 
 
-def test_a_reply_shows_its_numbers_and_continues_where_it_stopped(server, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_reply_shows_its_numbers_and_continues_where_it_stopped(server, page) -> None:
     url, _ = server
     new_user(page, url)
     page.get_by_role("button", name="Start a new chat").click()

@@ -45,7 +45,7 @@ def xss_stream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     yield from serve(tmp_path_factory, "stream-xss", XSS)
 
 
-def ask(page, url: str) -> None:  # type: ignore[no-untyped-def]
+def ask(page, url: str) -> None:
     new_user(page, url)
     page.get_by_role("button", name="Start a new chat").click()
     page.locator("body:not(.is-offline) .chat").wait_for()
@@ -53,7 +53,7 @@ def ask(page, url: str) -> None:  # type: ignore[no-untyped-def]
     page.keyboard.press("Enter")
 
 
-def test_lists_tables_headings_and_code_take_shape_while_streaming(markdown_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_lists_tables_headings_and_code_take_shape_while_streaming(markdown_server, page) -> None:
     url, _ = markdown_server
     ask(page, url)
     for shape in ("h2", "li strong", "table td", "pre code"):
@@ -64,7 +64,7 @@ def test_lists_tables_headings_and_code_take_shape_while_streaming(markdown_serv
     assert final.locator("table").count() == 1 and final.locator("li").count() == 2 and final.locator("h2").count() == 1
 
 
-def test_payloads_mid_stream_stay_text(xss_stream_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_payloads_mid_stream_stay_text(xss_stream_server, page) -> None:
     url, _ = xss_stream_server
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

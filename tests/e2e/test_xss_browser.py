@@ -42,7 +42,7 @@ def xss_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(timeout=20)
 
 
-def test_a_reply_full_of_payloads_runs_nothing(xss_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_reply_full_of_payloads_runs_nothing(xss_server, page) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     sign_up(page, xss_server)

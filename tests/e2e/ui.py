@@ -42,7 +42,7 @@ def manage_shell(env: dict[str, str], code: str) -> str:
     return done.stdout.strip()
 
 
-def new_user(page, base_url: str) -> str:  # type: ignore[no-untyped-def]
+def new_user(page, base_url: str) -> str:
     """Sign up a fresh user in ``page``; their username."""
     name = f"ui{next(_names)}x{int(time.time() * 1000) % 10**8}"
     page.goto(f"{base_url}/accounts/signup/")
@@ -100,13 +100,13 @@ CONTRAST_JS = """(root) => {
 }"""
 
 
-def contrast_failures(page, root: str = "body") -> list[str]:  # type: ignore[no-untyped-def]
+def contrast_failures(page, root: str = "body") -> list[str]:
     result = page.evaluate(CONTRAST_JS, root)
     assert result["checked"] > 5, f"the contrast check found almost no text under {root}"
     return list(result["failures"])
 
 
-def background_luminance(page, selector: str = "body") -> float:  # type: ignore[no-untyped-def]
+def background_luminance(page, selector: str = "body") -> float:
     """0 (black) to 1 (white): the relative luminance of ``selector``'s background colour."""
     return float(
         page.locator(selector).first.evaluate(

@@ -230,7 +230,7 @@ REJECTIONS = [
 @pytest.mark.parametrize("case", REJECTIONS, ids=[case.name for case in REJECTIONS])
 def test_it_rejects_each_problem_with_its_line_and_reason(case: Case) -> None:
     data = "\n".join(case.lines).encode() + b"\n"
-    parsed = parse_dataset(data, format=case.format)  # type: ignore[arg-type]
+    parsed = parse_dataset(data, format=case.format)
     assert parsed.errors == [DatasetProblem(case.line, case.reason)]
     assert not parsed.ok
 

@@ -100,7 +100,7 @@ def test_too_many_alternatives_is_a_readable_error(make_engine):
     assert finish.finish_reason == "error" and "logprobs" in (finish.error or "")
 
 
-def assert_pieces_join_up_to_the_text(tokenizer, text: str) -> None:  # type: ignore[no-untyped-def]
+def assert_pieces_join_up_to_the_text(tokenizer, text: str) -> None:
     pieces = TokenPieces(tokenizer)
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert b"".join(pieces.get(token)[1] for token in ids) == text.encode()

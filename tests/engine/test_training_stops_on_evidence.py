@@ -28,12 +28,12 @@ def tiny(tiny_folder: Path, tmp_path: Path) -> LoadedModel:
     return load_model(str(tiny_folder), cache_dir=tmp_path)
 
 
-def facts() -> list:  # type: ignore[type-arg]
+def facts() -> list:
     return [pair(prompt, reply, line) for line, (prompt, reply) in enumerate(FACTS, start=1)]
 
 
 def auto(tiny_folder: Path, **rule: float) -> TrainingConfig:
-    stop = StopRule(**{"max_epochs": 60, "time_budget_seconds": 120.0, "patience": 3, **rule})  # type: ignore[arg-type]
+    stop = StopRule(**{"max_epochs": 60, "time_budget_seconds": 120.0, "patience": 3, **rule})
     # Full fine-tuning at a high rate: the tiny random model learns two letters in ~13 epochs.
     return TrainingConfig(
         base_model=str(tiny_folder), method="full", batch_size=3, learning_rate_multiplier=100.0, stop=stop

@@ -32,14 +32,14 @@ def tiny_adapter(model_dir: Path, output: Path) -> Path:
     return output
 
 
-def register(model_id: str, adapter: Path, label: str, **fields) -> FineTunedModel:  # type: ignore[no-untyped-def]
+def register(model_id: str, adapter: Path, label: str, **fields) -> FineTunedModel:
     return FineTunedModel.objects.create(
         public_id=model_id, label=label, base_model="tiny-llama", adapter_path=str(adapter), **fields
     )
 
 
 @pytest.mark.django_db
-def test_a_fine_tuned_model_is_in_the_picker_at_once_and_hidden_ones_are_not(alice, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_fine_tuned_model_is_in_the_picker_at_once_and_hidden_ones_are_not(alice, tmp_path) -> None:
     chat = chat_services.conversation_create(owner=alice)
     register("ft:tiny-llama:loud:aaaa1111", tmp_path, "Loud tiny")
     register("ft:tiny-llama:quiet:bbbb2222", tmp_path, "Quiet tiny", hidden=True)
@@ -60,7 +60,7 @@ def test_a_fine_tuned_model_is_in_the_picker_at_once_and_hidden_ones_are_not(ali
 
 
 @pytest.mark.django_db
-def test_a_model_whose_base_is_gone_leaves_the_picker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_whose_base_is_gone_leaves_the_picker(tmp_path) -> None:
     FineTunedModel.objects.create(
         public_id="ft:other:x:cccc3333", label="Orphan", base_model="other", adapter_path=str(tmp_path)
     )
@@ -68,7 +68,7 @@ def test_a_model_whose_base_is_gone_leaves_the_picker(tmp_path) -> None:  # type
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_chatting_with_fine_tuned_models_streams_on_one_copy_of_the_base(alice, tiny_model_dir, tmp_path, model_runtime) -> None:  # type: ignore[no-untyped-def]
+async def test_chatting_with_fine_tuned_models_streams_on_one_copy_of_the_base(alice, tiny_model_dir, tmp_path, model_runtime) -> None:
     adapter = await database_sync_to_async(tiny_adapter)(tiny_model_dir, tmp_path / "adapter")
     for index, model_id in enumerate(["ft:tiny-llama:one:aaaa1111", "ft:tiny-llama:two:bbbb2222"]):
         await database_sync_to_async(register)(model_id, adapter, f"Tiny {index}")

@@ -41,7 +41,7 @@ def test_without_wait_it_queues_the_job_for_the_worker(tmp_path: Path) -> None:
     assert f"Job {job.public_id}: queued" in out and "8 examples" in out
 
 
-def test_an_unknown_base_model_is_named_and_leaves_no_file_behind(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_base_model_is_named_and_leaves_no_file_behind(tmp_path: Path, settings) -> None:
     path = tmp_path / "shout.jsonl"
     path.write_bytes(shout_pairs())
     err = StringIO()
@@ -53,7 +53,7 @@ def test_an_unknown_base_model_is_named_and_leaves_no_file_behind(tmp_path: Path
     assert not stored.exists() or not any(stored.iterdir()), "its stored data is gone too"
 
 
-def test_the_method_can_be_chosen_per_job(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_method_can_be_chosen_per_job(tmp_path: Path, settings) -> None:
     settings.FINETUNE_METHOD = "lora"
     path = tmp_path / "shout.jsonl"
     path.write_bytes(shout_pairs())

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 Status = FineTuningJob.Status
 
 
-def create(shout_file, *, enqueue: bool = False, minutes_ago: int = 10) -> FineTuningJob:  # type: ignore[no-untyped-def]
+def create(shout_file, *, enqueue: bool = False, minutes_ago: int = 10) -> FineTuningJob:
     """A queued job created ``minutes_ago`` (longer than FINETUNE_STALE_AFTER_SECONDS),
     with its task in the queue if ``enqueue`` (what the job's on-commit hook does)."""
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False)
@@ -41,7 +41,7 @@ def settled(job: FineTuningJob) -> FineTuningJob:
     return FineTuningJob.objects.get(pk=job.pk)
 
 
-def test_a_job_stuck_validating_its_files_after_a_crash_fails_with_a_reason(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_stuck_validating_its_files_after_a_crash_fails_with_a_reason(shout_file) -> None:
     stuck, fresh = create(shout_file), create(shout_file, minutes_ago=0)
     FineTuningJob.objects.filter(pk__in=[stuck.pk, fresh.pk]).update(status=Status.VALIDATING_FILES)
     assert services.finetune_jobs_recover() == 1
@@ -50,7 +50,7 @@ def test_a_job_stuck_validating_its_files_after_a_crash_fails_with_a_reason(shou
     assert settled(fresh).status == Status.VALIDATING_FILES, "a check still within its time is left alone"
 
 
-def test_a_queued_job_whose_task_was_never_stored_is_queued_again(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_queued_job_whose_task_was_never_stored_is_queued_again(shout_file) -> None:
     lost = create(shout_file)  # as if the process stopped before the on-commit enqueue
     assert services.finetune_jobs_recover() == 1
     assert settled(lost).status == Status.QUEUED
@@ -59,14 +59,14 @@ def test_a_queued_job_whose_task_was_never_stored_is_queued_again(shout_file) ->
     assert services.finetune_jobs_recover() == 0, "a task waiting in the queue is alive"
 
 
-def test_a_queued_job_whose_worker_died_before_claiming_it_is_queued_again(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_queued_job_whose_worker_died_before_claiming_it_is_queued_again(shout_file) -> None:
     job = create(shout_file, enqueue=True)
     DBTaskResult.objects.update(status=TaskResultStatus.RUNNING, started_at=timezone.now() - timedelta(minutes=9))
     assert services.finetune_jobs_recover() == 1
     assert sorted(tasks_for(job)) == [TaskResultStatus.READY, TaskResultStatus.RUNNING]
 
 
-def test_a_job_waiting_its_turn_in_the_queue_is_left_alone(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_waiting_its_turn_in_the_queue_is_left_alone(shout_file) -> None:
     waiting = create(shout_file, enqueue=True)
     taken = create(shout_file, enqueue=True)
     DBTaskResult.objects.filter(args_kwargs__kwargs__job_pk=taken.pk).update(
@@ -76,7 +76,7 @@ def test_a_job_waiting_its_turn_in_the_queue_is_left_alone(shout_file) -> None: 
     assert settled(waiting).status == settled(taken).status == Status.QUEUED
 
 
-def test_a_job_that_keeps_losing_its_task_fails(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_that_keeps_losing_its_task_fails(shout_file) -> None:
     job = create(shout_file)
     for _ in range(services.REQUEUE_LIMIT):
         assert services.finetune_jobs_recover() == 1
@@ -85,7 +85,7 @@ def test_a_job_that_keeps_losing_its_task_fails(shout_file) -> None:  # type: ig
     assert (settled(job).status, settled(job).error_code) == (Status.FAILED, "not_started")
 
 
-def test_a_running_job_whose_worker_died_fails(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_running_job_whose_worker_died_fails(shout_file) -> None:
     job = create(shout_file)
     assert services.job_claim(job=job, threads=1)
     FineTuningJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))

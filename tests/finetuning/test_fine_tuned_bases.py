@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db
 NEW_TOKENS = 16
 
 
-def trained(shout_file, base_model: str, method: str, **options) -> FineTunedModel:  # type: ignore[no-untyped-def]
+def trained(shout_file, base_model: str, method: str, **options) -> FineTunedModel:
     settings = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 10, "validation_split": 0, "seed": 1}
     job = services.finetune_job_create(
         training_file=shout_file, base_model=base_model, method=method, enqueue=False, **{**settings, **options}
@@ -62,7 +62,7 @@ def peft_greedy(weights: str, adapter: str, prompt: list[int], tmp_path: Path) -
     return ids[0, len(prompt) :].tolist()
 
 
-def test_lora_on_a_full_model_is_served_on_that_models_weights(shout_file, tiny_model_dir, tmp_path, model_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_lora_on_a_full_model_is_served_on_that_models_weights(shout_file, tiny_model_dir, tmp_path, model_runtime) -> None:
     whole = trained(shout_file, "tiny-llama", "full", learning_rate_multiplier=50)
     adapter = trained(shout_file, whole.public_id, "lora", suffix="ontop")
     assert adapter.base_model == whole.public_id, "filed under the weights it was trained on"
@@ -77,7 +77,7 @@ def test_lora_on_a_full_model_is_served_on_that_models_weights(shout_file, tiny_
     assert served != on_the_root, "the root base's weights would have answered differently"
 
 
-def test_a_lora_model_trained_further_stays_on_the_full_models_weights(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_lora_model_trained_further_stays_on_the_full_models_weights(shout_file) -> None:
     whole = trained(shout_file, "tiny-llama", "full", n_epochs=1)
     first = trained(shout_file, whole.public_id, "lora", n_epochs=1)
     second = trained(shout_file, first.public_id, "lora", n_epochs=1, suffix="more")
@@ -86,7 +86,7 @@ def test_a_lora_model_trained_further_stays_on_the_full_models_weights(shout_fil
     assert spec is not None and spec.base_source == whole.adapter_path
 
 
-def test_full_fine_tuning_from_a_lora_model_merges_its_adapter_first(shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+def test_full_fine_tuning_from_a_lora_model_merges_its_adapter_first(shout_twice_file) -> None:
     adapter = trained(shout_twice_file, "tiny-llama", "lora", n_epochs=1)
     whole = trained(shout_twice_file, adapter.public_id, "full", n_epochs=1, validation_split=0.25, suffix="merged")
     assert (whole.method, whole.base_model) == ("full", "tiny-llama")
@@ -99,7 +99,7 @@ def test_full_fine_tuning_from_a_lora_model_merges_its_adapter_first(shout_twice
     assert spec is not None and (spec.base_source, spec.adapter_path) == (whole.adapter_path, None)
 
 
-def register(model_id: str, base: str, method: str = "lora", **fields) -> FineTunedModel:  # type: ignore[no-untyped-def]
+def register(model_id: str, base: str, method: str = "lora", **fields) -> FineTunedModel:
     return FineTunedModel.objects.create(
         public_id=model_id, label=model_id, base_model=base, adapter_path=f"/models/{model_id}", method=method, **fields
     )
@@ -118,7 +118,7 @@ def test_lora_models_on_a_hidden_full_model_stay_and_on_a_vanished_one_go() -> N
     assert "ft:other:ontop:dddd4444" not in choices, "its full model's base is not configured"
 
 
-def test_a_full_model_others_run_on_cannot_be_deleted(admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_model_others_run_on_cannot_be_deleted(admin_user) -> None:
     whole = register("ft:tiny-llama:whole:aaaa1111", "tiny-llama", "full")
     register("ft:tiny-llama:ontop:bbbb2222", whole.public_id)
     in_use = r"LoRA models run on its weights \(ft:tiny-llama:ontop:bbbb2222\); delete those first"
@@ -138,7 +138,7 @@ def test_a_full_model_others_run_on_cannot_be_deleted(admin_user) -> None:  # ty
     assert not FineTunedModel.objects.exists(), "chosen together, the adapter goes first"
 
 
-def test_the_migration_refiles_lora_models_trained_on_a_full_model(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_migration_refiles_lora_models_trained_on_a_full_model(shout_file) -> None:
     def job_on(base: str) -> FineTuningJob:
         return FineTuningJob.objects.create(base_model=base, training_file=shout_file)
 

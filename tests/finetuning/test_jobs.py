@@ -19,11 +19,11 @@ pytestmark = pytest.mark.django_db
 Status = FineTuningJob.Status
 
 
-def create(shout_file, **options):  # type: ignore[no-untyped-def]
+def create(shout_file, **options):
     return services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False, **options)
 
 
-def test_auto_settings_are_resolved_and_stored(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_auto_settings_are_resolved_and_stored(shout_file) -> None:
     job = create(shout_file, validation_split=0.25, seed=7)
     assert job.public_id.startswith("ftjob-") and len(job.public_id) == 30
     assert job.status == Status.QUEUED
@@ -48,7 +48,7 @@ def test_auto_settings_are_resolved_and_stored(shout_file) -> None:  # type: ign
     assert [e.message for e in job.events.all()][-1] == "Files validated: 8 training examples. Job queued."
 
 
-def test_given_settings_are_kept(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_given_settings_are_kept(shout_file) -> None:
     job = create(shout_file, n_epochs=2, batch_size=4, learning_rate_multiplier=3, validation_split=0, suffix="Shouty")
     assert job.hyperparameters == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 3.0}
     assert (job.total_steps, job.suffix, job.validation_split) == (4, "shouty", 0.0)
@@ -69,7 +69,7 @@ def test_given_settings_are_kept(shout_file) -> None:  # type: ignore[no-untyped
         ({"validation_split": 0.9}, "validation_split"),
     ],
 )
-def test_bad_settings_name_their_field_and_store_nothing(shout_file, options, field) -> None:  # type: ignore[no-untyped-def]
+def test_bad_settings_name_their_field_and_store_nothing(shout_file, options, field) -> None:
     options = {"base_model": "tiny-llama", **options}
     with pytest.raises(FineTuningError) as refused:
         services.finetune_job_create(training_file=shout_file, enqueue=False, **options)
@@ -78,7 +78,7 @@ def test_bad_settings_name_their_field_and_store_nothing(shout_file, options, fi
     assert FineTuningJob.objects.count() == 0
 
 
-def test_a_created_job_is_queued_for_the_worker(shout_file, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_a_created_job_is_queued_for_the_worker(shout_file, django_capture_on_commit_callbacks) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama")
     task = DBTaskResult.objects.get()
@@ -86,14 +86,14 @@ def test_a_created_job_is_queued_for_the_worker(shout_file, django_capture_on_co
     assert task.args_kwargs["kwargs"] == {"job_pk": job.pk}
 
 
-def test_a_queued_job_can_be_cancelled_and_is_then_never_trained(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_queued_job_can_be_cancelled_and_is_then_never_trained(shout_file) -> None:
     job = services.finetune_job_cancel(job=create(shout_file))
     assert job.status == Status.CANCELLED and job.finished_at is not None
     assert runner.finetune_job_execute(job_pk=job.pk) == "cancelled"
     assert job.events.last().message == "The job was cancelled."
 
 
-def test_a_finished_job_cannot_be_cancelled(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_finished_job_cannot_be_cancelled(shout_file) -> None:
     job = create(shout_file)
     services.job_fail(job=job, code="training_failed", message="Training failed: boom")
     with pytest.raises(JobStateError, match="has already failed"):
@@ -102,7 +102,7 @@ def test_a_finished_job_cannot_be_cancelled(shout_file) -> None:  # type: ignore
     assert (job.status, job.error_message) == (Status.FAILED, "Training failed: boom")
 
 
-def test_a_failed_job_is_retried_with_the_same_settings(shout_file, admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_job_is_retried_with_the_same_settings(shout_file, admin_user) -> None:
     job = create(shout_file, n_epochs=2, seed=5, suffix="again", validation_split=0.25)
     services.job_fail(job=job, code="worker_stopped", message="The training worker stopped.")
     retry = services.finetune_job_retry(job=job, created_by=admin_user)
@@ -120,12 +120,12 @@ def test_a_failed_job_is_retried_with_the_same_settings(shout_file, admin_user) 
     assert [getattr(retry, f) for f in same] == [getattr(job, f) for f in same]
 
 
-def test_only_failed_or_cancelled_jobs_can_be_retried(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_only_failed_or_cancelled_jobs_can_be_retried(shout_file) -> None:
     with pytest.raises(JobStateError, match="Only a failed or cancelled job"):
         services.finetune_job_retry(job=create(shout_file))
 
 
-def test_a_running_job_whose_worker_died_is_marked_failed(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_running_job_whose_worker_died_is_marked_failed(shout_file) -> None:
     dead, alive = create(shout_file), create(shout_file)
     for job in (dead, alive):
         assert services.job_claim(job=job, threads=1)
@@ -141,7 +141,7 @@ def test_a_running_job_whose_worker_died_is_marked_failed(shout_file) -> None:  
     assert alive.status == Status.RUNNING
 
 
-def test_a_job_is_claimed_once(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_is_claimed_once(shout_file) -> None:
     job = create(shout_file)
     assert services.job_claim(job=job, threads=1)
     assert not services.job_claim(job=FineTuningJob.objects.get(pk=job.pk), threads=1)

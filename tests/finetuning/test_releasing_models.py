@@ -22,7 +22,7 @@ LOUD = "ft:tiny-llama:loud:bbbb2222"
 
 
 @pytest.fixture
-def served_models(tiny_model_dir, tmp_path, model_runtime) -> Iterator[dict[str, ServedModel]]:  # type: ignore[no-untyped-def]
+def served_models(tiny_model_dir, tmp_path, model_runtime) -> Iterator[dict[str, ServedModel]]:
     """The tiny base with a LoRA model attached, and a full fine-tuned model, all loaded."""
     shutil.copytree(tiny_model_dir, tmp_path / "whole")
     register(WHOLE, tmp_path / "whole", "Whole tiny", method="full")
@@ -36,7 +36,7 @@ def served_models(tiny_model_dir, tmp_path, model_runtime) -> Iterator[dict[str,
     yield served
 
 
-def test_deleting_a_full_model_stops_its_engine_in_this_process(served_models, tiny_model_dir, model_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_a_full_model_stops_its_engine_in_this_process(served_models, tiny_model_dir, model_runtime) -> None:
     writing = submit(
         served_models[WHOLE].engine, GenerationRequest("r1", [40, 41], SamplingParams(10_000, 0.0, ignore_eos=True))
     )
@@ -51,7 +51,7 @@ def test_deleting_a_full_model_stops_its_engine_in_this_process(served_models, t
     assert LOUD not in served_models[LOUD].engine.adapters.names()
 
 
-def test_a_process_lets_go_of_models_deleted_or_hidden_elsewhere(served_models, tiny_model_dir, tmp_path, model_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_a_process_lets_go_of_models_deleted_or_hidden_elsewhere(served_models, tiny_model_dir, tmp_path, model_runtime) -> None:
     assert model_runtime.release_unused() == [], "nothing changed yet"
     # What another process (the admin's web process) does: only the rows change here.
     FineTunedModel.objects.filter(public_id=WHOLE).delete()
@@ -67,7 +67,7 @@ def test_a_process_lets_go_of_models_deleted_or_hidden_elsewhere(served_models, 
     assert spec is not None and LOUD in model_runtime.engine_for(spec).adapters, "shown again, it is attached again"
 
 
-def test_a_model_attached_while_the_registry_is_read_is_kept(served_models, tiny_model_dir, monkeypatch, model_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_attached_while_the_registry_is_read_is_kept(served_models, tiny_model_dir, monkeypatch, model_runtime) -> None:
     fresh = "ft:tiny-llama:fresh:cccc3333"
     register(fresh, FineTunedModel.objects.get(public_id=LOUD).adapter_path, "Fresh tiny")
     real = registry.available_models

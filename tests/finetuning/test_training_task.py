@@ -18,14 +18,14 @@ pytestmark = pytest.mark.django_db
 Status = FineTuningJob.Status
 
 
-def queued_job(shout_file, **options):  # type: ignore[no-untyped-def]
+def queued_job(shout_file, **options):
     defaults = {"n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 10, "validation_split": 0.25, "seed": 1}
     return services.finetune_job_create(
         training_file=shout_file, base_model="tiny-llama", enqueue=False, **{**defaults, **options}
     )
 
 
-def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_twice_file) -> None:
     shout_file = shout_twice_file
     job = queued_job(shout_file, suffix="shout")
     assert finetune_job_run.call(job_pk=job.pk) == "succeeded"
@@ -48,13 +48,13 @@ def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_t
     assert model.hyperparameters == job.hyperparameters and model.training_file == shout_file
     spec = registry.model_get(model.public_id)
     assert spec is not None and spec.adapter_path == model.adapter_path
-    assert spec.base_source == registry.model_get("tiny-llama").base_source  # type: ignore[union-attr]
+    assert spec.base_source == registry.model_get("tiny-llama").base_source
     messages = [event.message for event in job.events.all()]
     assert any(m.startswith("Epoch 3 done: training loss") for m in messages)
     assert messages[-1] == f"New fine-tuned model {model.public_id} is ready to chat with."
 
 
-def test_a_full_fine_tuning_job_registers_a_whole_model_that_is_its_own_base(shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_fine_tuning_job_registers_a_whole_model_that_is_its_own_base(shout_twice_file) -> None:
     job = queued_job(shout_twice_file, method="full", suffix="whole")
     assert runner.finetune_job_execute(job_pk=job.pk) == "succeeded"
     job.refresh_from_db()
@@ -65,7 +65,7 @@ def test_a_full_fine_tuning_job_registers_a_whole_model_that_is_its_own_base(sho
     assert spec is not None and (spec.base_source, spec.adapter_path) == (model.adapter_path, None)
 
 
-def test_a_fine_tuned_model_can_be_trained_further(shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_fine_tuned_model_can_be_trained_further(shout_file) -> None:
     first = queued_job(shout_file, n_epochs=1)
     runner.finetune_job_execute(job_pk=first.pk)
     first.refresh_from_db()
@@ -77,11 +77,11 @@ def test_a_fine_tuned_model_can_be_trained_further(shout_file) -> None:  # type:
     assert second.fine_tuned_model.startswith("ft:tiny-llama:more:")  # still runs on the tiny base
 
 
-def test_cancel_during_training_stops_it_and_keeps_nothing(shout_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_during_training_stops_it_and_keeps_nothing(shout_file, monkeypatch) -> None:
     job = queued_job(shout_file)
     record_step = services.job_record_step
 
-    def cancel_after_two(**kwargs):  # type: ignore[no-untyped-def]
+    def cancel_after_two(**kwargs):
         record_step(**kwargs)
         if kwargs["step"] == 2:
             services.finetune_job_cancel(job=FineTuningJob.objects.get(pk=job.pk))
@@ -95,10 +95,10 @@ def test_cancel_during_training_stops_it_and_keeps_nothing(shout_file, monkeypat
     assert job.events.last().message == "Training stopped at step 2; nothing was saved."
 
 
-def test_a_crash_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_crash_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:
     from inference.engine import training
 
-    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def crash(*args, **kwargs):
         raise MemoryError("no room for the optimizer state")
 
     monkeypatch.setattr(training, "train", crash)
@@ -110,7 +110,7 @@ def test_a_crash_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:
     assert job.events.last().level == "error"
 
 
-def test_training_takes_every_core_and_gives_way_to_chat(settings, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_training_takes_every_core_and_gives_way_to_chat(settings, monkeypatch, tmp_path) -> None:
     settings.FINETUNE_THREADS = 0
     settings.INFERENCE_ACTIVITY_DIR = tmp_path / "activity"
     monkeypatch.setattr("os.cpu_count", lambda: 2)
@@ -123,7 +123,7 @@ def test_training_takes_every_core_and_gives_way_to_chat(settings, monkeypatch, 
     assert runner.training_threads() == 3
 
 
-def test_a_machine_that_only_trains_keeps_its_threads(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_machine_that_only_trains_keeps_its_threads(settings, monkeypatch) -> None:
     settings.FINETUNE_THREADS = 0
     settings.FINETUNE_YIELD_TO_CHAT = False
     monkeypatch.setattr("os.cpu_count", lambda: 2)

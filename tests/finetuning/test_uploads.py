@@ -43,7 +43,7 @@ def stored_files() -> list[Path]:
 )
 def test_a_good_file_in_each_format_is_stored_with_its_statistics(
     admin_user, filename, data, file_format, examples
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     file = services.training_file_create(filename=filename, data=data, created_by=admin_user)
     assert file.public_id.startswith("file-") and len(file.public_id) == 29
     assert (file.status, file.format, file.bytes, file.purpose) == ("processed", file_format, len(data), "fine-tune")
@@ -54,7 +54,7 @@ def test_a_good_file_in_each_format_is_stored_with_its_statistics(
     assert selectors.training_file_read(file=file) == data
 
 
-def test_a_file_with_errors_is_refused_with_line_numbers_and_nothing_is_stored(admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_with_errors_is_refused_with_line_numbers_and_nothing_is_stored(admin_user) -> None:
     data = b'{"prompt": "Shout cat", "completion": "CAT"}\nnot json\n{"prompt": "Shout dog", "completion": ""}\n{"prompt": "Shout cat", "completion": "CAT"}\n'
     with pytest.raises(DatasetRejected) as refused:
         services.training_file_create(filename="bad.jsonl", data=data, created_by=admin_user)
@@ -66,14 +66,14 @@ def test_a_file_with_errors_is_refused_with_line_numbers_and_nothing_is_stored(a
     assert stored_files() == []
 
 
-def test_an_example_longer_than_the_context_is_refused(admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_an_example_longer_than_the_context_is_refused(admin_user) -> None:
     data = jsonl([{"prompt": "Shout cat", "completion": "CAT"}, {"prompt": "x" * 2000, "completion": "long"}])
     with pytest.raises(DatasetRejected) as refused:
         services.training_file_create(filename="long.jsonl", data=data)
     assert refused.value.problems[0].startswith("Line 2: longer than the model's context")
 
 
-def test_the_list_of_errors_is_capped(admin_user, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_of_errors_is_capped(admin_user, settings) -> None:
     settings.FINETUNE_MAX_ERRORS_SHOWN = 3
     with pytest.raises(DatasetRejected) as refused:
         services.training_file_create(filename="junk.jsonl", data=b"junk\n" * 10)
@@ -81,7 +81,7 @@ def test_the_list_of_errors_is_capped(admin_user, settings) -> None:  # type: ig
     assert refused.value.more == 7
 
 
-def test_size_and_example_limits_are_named_settings(admin_user, settings) -> None:  # type: ignore[no-untyped-def]
+def test_size_and_example_limits_are_named_settings(admin_user, settings) -> None:
     settings.FINETUNE_MAX_EXAMPLES = 5
     with pytest.raises(DatasetRejected) as refused:
         services.training_file_create(filename="many.jsonl", data=shout_pairs())
@@ -93,13 +93,13 @@ def test_size_and_example_limits_are_named_settings(admin_user, settings) -> Non
     assert TrainingFile.objects.count() == 0
 
 
-def test_only_the_fine_tune_purpose_is_accepted(admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_fine_tune_purpose_is_accepted(admin_user) -> None:
     with pytest.raises(FineTuningError) as refused:
         services.training_file_create(filename="a.jsonl", data=shout_pairs(), purpose="assistants")
     assert refused.value.field == "purpose"
 
 
-def test_a_line_nested_50000_levels_deep_is_refused_by_its_number(admin_user) -> None:  # type: ignore[no-untyped-def]
+def test_a_line_nested_50000_levels_deep_is_refused_by_its_number(admin_user) -> None:
     deep = b'{"prompt": "Shout cat", "completion": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     data = shout_pairs() + deep + b"\n"
     with pytest.raises(DatasetRejected) as refused:
@@ -109,7 +109,7 @@ def test_a_line_nested_50000_levels_deep_is_refused_by_its_number(admin_user) ->
     assert TrainingFile.objects.count() == 0
 
 
-def test_a_line_over_a_million_characters_is_refused_unread(admin_user, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_line_over_a_million_characters_is_refused_unread(admin_user, settings) -> None:
     data = jsonl([{"prompt": "Shout cat", "completion": "CAT"}, {"prompt": "x" * 1_000_000, "completion": "X"}])
     with pytest.raises(DatasetRejected) as refused:
         services.training_file_create(filename="wide.jsonl", data=data, created_by=admin_user)

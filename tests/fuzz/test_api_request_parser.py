@@ -60,7 +60,7 @@ bodies = st.fixed_dictionaries(
 )
 
 
-def check(parse, body) -> None:  # type: ignore[no-untyped-def]
+def check(parse, body) -> None:
     try:
         request = parse(body)
     except ApiError as error:
@@ -79,13 +79,13 @@ def check(parse, body) -> None:  # type: ignore[no-untyped-def]
 
 @settings(max_examples=400, deadline=None)
 @given(body=bodies)
-def test_any_chat_completions_body_is_parsed_or_refused_by_field(body) -> None:  # type: ignore[no-untyped-def]
+def test_any_chat_completions_body_is_parsed_or_refused_by_field(body) -> None:
     check(parse_chat_request, body)
 
 
 @settings(max_examples=200, deadline=None)
 @given(body=bodies)
-def test_any_seed_shaped_body_is_parsed_or_refused(body) -> None:  # type: ignore[no-untyped-def]
+def test_any_seed_shaped_body_is_parsed_or_refused(body) -> None:
     check(parse_seed_request, body)
 
 

@@ -38,12 +38,12 @@ frames = st.one_of(st.text(max_size=200), json_values.map(json.dumps), shaped)
 
 
 @pytest.fixture
-def frames_handled(monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-def]
+def frames_handled(monkeypatch) -> Counter[str]:
     """How many frames each conversation's socket has finished handling."""
     handled: Counter[str] = Counter()
     receive = ConversationConsumer.receive
 
-    async def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def counted(self, *args, **kwargs):
         try:
             await receive(self, *args, **kwargs)
         finally:
@@ -60,7 +60,7 @@ def frames_handled(monkeypatch) -> Counter[str]:  # type: ignore[no-untyped-def]
 @example(batch=[json.dumps({"action": "send", "message": "hi"})])
 @example(batch=[json.dumps({"action": "send", "message": "a"}), json.dumps({"action": "stop"})])
 @example(batch=[json.dumps({"action": "send", "message": "a"}), json.dumps({"action": "regenerate"})])
-def test_no_frame_crashes_the_socket_or_half_stores_a_turn(alice, scripted_engine, settings, frames_handled, batch) -> None:  # type: ignore[no-untyped-def]
+def test_no_frame_crashes_the_socket_or_half_stores_a_turn(alice, scripted_engine, settings, frames_handled, batch) -> None:
     settings.CHAT_MESSAGES_PER_MINUTE = 10_000  # the examples share one user and one minute
     scripted_engine(ScriptedEngine(["ok"], delay=0.0))
     chat = services.conversation_create(owner=alice)
@@ -74,11 +74,11 @@ def test_no_frame_crashes_the_socket_or_half_stores_a_turn(alice, scripted_engin
         assert reply.parent is not None and reply.parent.role == "user"
 
 
-def _streaming(chat) -> bool:  # type: ignore[no-untyped-def]
+def _streaming(chat) -> bool:
     return Message.objects.filter(conversation=chat, role="assistant", status="streaming").exists()
 
 
-async def _settle(socket, chat, handled: Counter[str], sent: int) -> None:  # type: ignore[no-untyped-def]
+async def _settle(socket, chat, handled: Counter[str], sent: int) -> None:
     """Wait (with a deadline) until the socket has handled ``sent`` frames and every
     reply they started has ended: each job stores its end before its task finishes."""
     deadline = time.monotonic() + 30
@@ -90,7 +90,7 @@ async def _settle(socket, chat, handled: Counter[str], sent: int) -> None:  # ty
         await socket.receive()
 
 
-async def _exchange(alice, chat, batch: list[str], handled: Counter[str]) -> None:  # type: ignore[no-untyped-def]
+async def _exchange(alice, chat, batch: list[str], handled: Counter[str]) -> None:
     connected, _, socket = await open_socket(alice, chat)
     assert connected
     for sent, frame in enumerate(batch, start=1):

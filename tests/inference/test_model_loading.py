@@ -31,7 +31,7 @@ def test_django_start_up_loads_no_model_and_no_torch() -> None:
     assert result.stdout.strip() == "False"
 
 
-def test_the_bundled_model_comes_from_its_safetensors_cache(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_bundled_model_comes_from_its_safetensors_cache(settings) -> None:
     folder = Path(resolve_source("bundled", settings.INFERENCE_CACHE_DIR))
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
     before = (folder / "model.safetensors").stat().st_mtime
@@ -45,7 +45,7 @@ def test_a_folder_that_is_not_a_model_is_refused_clearly(tmp_path: Path) -> None
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_one_engine_serves_every_chat_of_a_model(alice, model_runtime) -> None:  # type: ignore[no-untyped-def]
+async def test_one_engine_serves_every_chat_of_a_model(alice, model_runtime) -> None:
     for _ in range(2):
         chat = await database_sync_to_async(services.conversation_create)(owner=alice)
         chat.max_tokens = 8
@@ -56,11 +56,11 @@ async def test_one_engine_serves_every_chat_of_a_model(alice, model_runtime) -> 
         await socket.close()
     await generation_wait_idle()
     served = model_runtime.loaded_engines()
-    assert list(served) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
+    assert list(served) == [registry.model_get("tiny-llama").base_source]
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, tmp_path) -> None:
     settings.INFERENCE_MODEL = str(tmp_path / "empty-folder")
     (tmp_path / "empty-folder").mkdir()
     chat = await database_sync_to_async(services.conversation_create)(owner=alice)
@@ -74,7 +74,7 @@ async def test_a_model_that_cannot_load_marks_the_reply_failed(alice, settings, 
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice, runtime_install) -> None:  # type: ignore[no-untyped-def]
+async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice, runtime_install) -> None:
     import asyncio
     import threading
 
@@ -106,5 +106,5 @@ async def test_opening_chats_while_the_model_loads_never_stalls_the_server(alice
         if runtime.loaded_engines():
             break
         await asyncio.sleep(0.1)
-    assert list(runtime.loaded_engines()) == [registry.model_get("tiny-llama").base_source]  # type: ignore[union-attr]
+    assert list(runtime.loaded_engines()) == [registry.model_get("tiny-llama").base_source]
     assert waited_out == [False], "the load was held until the other sockets were open"

@@ -23,7 +23,7 @@ from tests.conversations.wsclient import open_socket
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def streaming_reply(owner, *, beat_seconds_ago: float, text: str = "Half a rep") -> Message:  # type: ignore[no-untyped-def]
+def streaming_reply(owner, *, beat_seconds_ago: float, text: str = "Half a rep") -> Message:
     chat = services.conversation_create(owner=owner)
     reply = services.turn_start(conversation=chat, text="hello").assistant_message
     Message.objects.filter(pk=reply.pk).update(
@@ -32,7 +32,7 @@ def streaming_reply(owner, *, beat_seconds_ago: float, text: str = "Half a rep")
     return reply
 
 
-async def test_a_dead_workers_reply_ends_though_nobody_has_it_open(alice) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dead_workers_reply_ends_though_nobody_has_it_open(alice) -> None:
     dead = await database_sync_to_async(streaming_reply)(alice, beat_seconds_ago=3600)
     alive = await database_sync_to_async(streaming_reply)(alice, beat_seconds_ago=0)
     reaped = await reap_once()
@@ -43,7 +43,7 @@ async def test_a_dead_workers_reply_ends_though_nobody_has_it_open(alice) -> Non
     assert alive.status == "streaming"
 
 
-async def test_an_open_tab_is_shown_the_reaped_reply(alice) -> None:  # type: ignore[no-untyped-def]
+async def test_an_open_tab_is_shown_the_reaped_reply(alice) -> None:
     dead = await database_sync_to_async(streaming_reply)(alice, beat_seconds_ago=3600)
     chat = await database_sync_to_async(lambda: dead.conversation)()
     _, _, socket = await open_socket(alice, chat)
@@ -55,7 +55,7 @@ async def test_an_open_tab_is_shown_the_reaped_reply(alice) -> None:  # type: ig
     await socket.close()
 
 
-async def test_a_reaped_reply_frees_its_stream_for_a_new_turn(alice, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reaped_reply_frees_its_stream_for_a_new_turn(alice, settings) -> None:
     settings.CHAT_MAX_CONCURRENT_STREAMS = 1
     await database_sync_to_async(streaming_reply)(alice, beat_seconds_ago=3600)
     other = await database_sync_to_async(services.conversation_create)(owner=alice)
@@ -64,7 +64,7 @@ async def test_a_reaped_reply_frees_its_stream_for_a_new_turn(alice, settings) -
     assert turn.assistant_message.status == "streaming"
 
 
-async def test_every_process_serving_users_reaps_on_a_timer(alice, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_every_process_serving_users_reaps_on_a_timer(alice, settings) -> None:
     settings.INFERENCE_REAPER = True
     settings.INFERENCE_REAP_INTERVAL_SECONDS = 0.1
     dead = await database_sync_to_async(streaming_reply)(alice, beat_seconds_ago=3600)

@@ -34,7 +34,7 @@ class BusyEngine:
 
 
 @pytest.fixture
-def staff_client(db) -> Client:  # type: ignore[no-untyped-def]
+def staff_client(db) -> Client:
     client = Client()
     client.force_login(User.objects.create_user("sam", password="x", is_staff=True))
     return client
@@ -98,7 +98,7 @@ def test_a_silent_process_shows_as_down(staff_client, settings) -> None:
     assert data["processes"][0]["up"] is False
 
 
-def test_only_staff_see_the_status(client, alice) -> None:  # type: ignore[no-untyped-def]
+def test_only_staff_see_the_status(client, alice) -> None:
     client.force_login(alice)
     for name in ("inference_status", "inference_status_json"):
         response = client.get(reverse(name))

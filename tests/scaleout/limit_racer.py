@@ -54,7 +54,7 @@ def main(name: str, other: str, conversation_pk: int, race_dir: Path) -> None:
         wait_for(lambda: (race_dir / f"{other}.counted").exists() or other_is_waiting_on_a_lock(), "the other racer")
         return counts
 
-    services._owner_stream_counts = count_then_hold  # type: ignore[assignment]
+    services._owner_stream_counts = count_then_hold
     conversation = Conversation.objects.get(pk=conversation_pk)
     (race_dir / f"{name}.ready").touch()
     wait_for(lambda: (race_dir / f"{other}.ready").exists(), "the start line")

@@ -87,7 +87,7 @@ def streaming_replies(env: dict[str, str], username: str) -> int:
     return int(row[0])
 
 
-def test_two_processes_cannot_both_take_a_users_last_stream(postgres_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_cannot_both_take_a_users_last_stream(postgres_env, tmp_path: Path) -> None:
     env = {**postgres_env, "CHAT_MAX_CONCURRENT_STREAMS": "1"}
     refused, started = race(env, "streamer", tmp_path)
     assert started == "started"
@@ -95,7 +95,7 @@ def test_two_processes_cannot_both_take_a_users_last_stream(postgres_env, tmp_pa
     assert streaming_replies(env, "streamer") == 1
 
 
-def test_two_processes_cannot_both_send_a_users_last_message_of_the_minute(postgres_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_cannot_both_send_a_users_last_message_of_the_minute(postgres_env, tmp_path: Path) -> None:
     env = {**postgres_env, "CHAT_MESSAGES_PER_MINUTE": "1", "CHAT_MAX_CONCURRENT_STREAMS": "5"}
     refused, started = race(env, "chatterbox", tmp_path)
     assert started == "started"
