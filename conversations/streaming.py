@@ -82,7 +82,10 @@ def tail_html(message_id: str, tail: str) -> str:
     match = _LAST_LINE.search(rendered)
     if match is None:
         return rendered + pending
-    return rendered[: match.start()] + pending + rendered[match.start() :]
+    at = match.start()
+    if match.group(1) == "</code>" and rendered[:at].endswith("\n") and not tail.endswith("\n"):
+        at -= 1  # a code block's renderer ends its unfinished last line with a newline
+    return rendered[:at] + pending + rendered[at:]
 
 
 class StreamRender:

@@ -135,3 +135,10 @@ def test_a_display_formula_is_never_split_into_finished_paragraphs(settings) -> 
         page.apply(render.feed(piece, now=float(second + 1)))
     assert page.shown().replace("\n", "") == render_markdown(text).replace("\n", "")
     assert page.shown().count("<math") == 1
+
+
+def test_raw_text_continues_an_unfinished_line_of_code_on_the_same_line() -> None:
+    tail = StreamRender(MESSAGE_ID, "```python\ndef bake(loaves: int,").body()
+    assert re.search(r'int</span><span class="p">,</span><span id="m-[^"]+-pending"', tail), tail
+    finished_line = StreamRender(MESSAGE_ID, "```python\nx = 1\n").body()
+    assert re.search(r'\n<span id="m-[^"]+-pending"', finished_line), "after a finished line, raw text starts a new one"
