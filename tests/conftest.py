@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from tests.tiny_model import save_tiny_model
 
 if TYPE_CHECKING:
+    from conversations.models import Conversation
     from inference.runtime import ModelRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:
     settings.INFERENCE_MODEL = str(tiny_model_dir)
     settings.INFERENCE_CACHE_DIR = ROOT / ".cache" / "models"
     settings.INFERENCE_FLUSH_INTERVAL_MS = 50
@@ -45,13 +46,21 @@ def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:  # t
 
 
 @pytest.fixture
-def alice(db) -> User:  # type: ignore[no-untyped-def]
+def alice(db) -> User:
     return User.objects.create_user("alice", password="correct horse battery")
 
 
 @pytest.fixture
-def bob(db) -> User:  # type: ignore[no-untyped-def]
+def bob(db) -> User:
     return User.objects.create_user("bob", password="another horse battery")
+
+
+@pytest.fixture
+def chat(alice: User) -> Conversation:
+    """A new conversation of alice's, with the default settings."""
+    from conversations import services
+
+    return services.conversation_create(owner=alice)
 
 
 @pytest.fixture
@@ -83,7 +92,7 @@ def model_runtime(runtime_install) -> ModelRuntime:
 
 
 @pytest.fixture
-def scripted_engine(runtime_install) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def scripted_engine(runtime_install) -> Iterator[object]:
     """Serve every model from a ScriptedEngine; yields a setter for the next one."""
     from inference.engine.loading import load_model
     from inference.runtime import ModelRuntime, ServedModel
@@ -106,7 +115,7 @@ def scripted_engine(runtime_install) -> Iterator[object]:  # type: ignore[no-unt
 
 
 @pytest.fixture
-async def remote_worker(settings, scripted_engine):  # type: ignore[no-untyped-def]
+async def remote_worker(settings, scripted_engine):
     """``INFERENCE_MODE=remote`` inside the test: a task plays the generation worker,
     taking ``stream.open`` messages from the inference channel and serving each on this
     process's (scripted) engine, as ``manage.py runworker inference`` does."""

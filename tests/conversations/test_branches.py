@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
-from django.test import Client
 from django.urls import reverse
 
 from conversations import selectors, services
@@ -14,13 +13,9 @@ from inference.generation import generation_wait_idle
 from tests.conftest import TINY_MODEL_DIR
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine
+from tests.helpers import client_for
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture
-def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
-    return services.conversation_create(owner=alice)
 
 
 def finish(reply: Message, text: str) -> None:
@@ -40,14 +35,8 @@ def shown(chat: Conversation) -> list[str]:
     return [m.content for m in selectors.conversation_active_messages(conversation=chat)]
 
 
-def client_for(user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 @pytest.mark.django_db
-def test_regenerate_adds_a_sibling_and_switching_back_restores_the_first(chat, alice) -> None:  # type: ignore[no-untyped-def]
+def test_regenerate_adds_a_sibling_and_switching_back_restores_the_first(chat, alice) -> None:
     first = turn(chat, "Name a colour", "Blue")
     again = services.reply_regenerate(conversation=chat, message_id=first.assistant_message.public_id)
     finish(again.assistant_message, "Green")
@@ -67,7 +56,7 @@ def test_regenerate_adds_a_sibling_and_switching_back_restores_the_first(chat, a
 
 
 @pytest.mark.django_db
-def test_editing_a_message_makes_a_sibling_and_keeps_the_original_branch(chat) -> None:  # type: ignore[no-untyped-def]
+def test_editing_a_message_makes_a_sibling_and_keeps_the_original_branch(chat) -> None:
     first = turn(chat, "Capital of France?", "Paris")
     turn(chat, "And of Spain?", "Madrid")
     edited = services.message_edit(conversation=chat, message_id=first.user_message.public_id, text="Capital of Italy?")
@@ -82,7 +71,7 @@ def test_editing_a_message_makes_a_sibling_and_keeps_the_original_branch(chat) -
 
 
 @pytest.mark.django_db
-def test_branching_is_refused_while_a_reply_streams_and_for_unknown_messages(chat) -> None:  # type: ignore[no-untyped-def]
+def test_branching_is_refused_while_a_reply_streams_and_for_unknown_messages(chat) -> None:
     first = turn(chat, "hi", "hello")
     services.turn_start(conversation=chat, text="still going")
     with pytest.raises(ValidationError, match="Wait for the current reply"):
@@ -93,7 +82,7 @@ def test_branching_is_refused_while_a_reply_streams_and_for_unknown_messages(cha
 
 
 @pytest.mark.django_db
-def test_a_stranger_cannot_switch_branches(chat, bob) -> None:  # type: ignore[no-untyped-def]
+def test_a_stranger_cannot_switch_branches(chat, bob) -> None:
     first = turn(chat, "hi", "hello")
     response = client_for(bob).post(
         reverse("branch_switch", args=[chat.public_id]), {"message": first.assistant_message.public_id}
@@ -101,7 +90,7 @@ def test_a_stranger_cannot_switch_branches(chat, bob) -> None:  # type: ignore[n
     assert response.status_code == 404
 
 
-def decode(request) -> str:  # type: ignore[no-untyped-def]
+def decode(request) -> str:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
@@ -109,7 +98,7 @@ def decode(request) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_over_the_socket_edit_then_regenerate_and_the_model_sees_only_the_active_path(  # type: ignore[no-untyped-def]
+async def test_over_the_socket_edit_then_regenerate_and_the_model_sees_only_the_active_path(
     alice, chat, scripted_engine
 ) -> None:
     engine = scripted_engine(ScriptedEngine(["An ", "answer."], delay=0.01))
@@ -148,7 +137,7 @@ async def test_over_the_socket_edit_then_regenerate_and_the_model_sees_only_the_
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_socket_cannot_branch_from_another_conversations_message(alice, bob, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_socket_cannot_branch_from_another_conversations_message(alice, bob, chat, scripted_engine) -> None:
     first = await database_sync_to_async(turn)(chat, "alice's question", "alice's answer")
     bobs = await database_sync_to_async(services.conversation_create)(owner=bob)
     _, _, socket = await open_socket(bob, bobs)

@@ -26,17 +26,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 WORDS = [f"word{index} " for index in range(20)]
 
 
-@pytest.fixture
-def chat(alice):  # type: ignore[no-untyped-def]
-    return services.conversation_create(owner=alice)
-
-
-def refuse_final_writes(monkeypatch, times: int, meanwhile: Callable[[], None] = lambda: None) -> list[int]:  # type: ignore[no-untyped-def]
+def refuse_final_writes(monkeypatch, times: int, meanwhile: Callable[[], None] = lambda: None) -> list[int]:
     """The first ``times`` final writes of a reply fail; returns the list of tries (grows)."""
     store = services.assistant_message_finish
     tries: list[int] = []
 
-    def refusing(**ending):  # type: ignore[no-untyped-def]
+    def refusing(**ending):
         tries.append(len(tries) + 1)
         if len(tries) <= times:
             meanwhile()
@@ -47,11 +42,11 @@ def refuse_final_writes(monkeypatch, times: int, meanwhile: Callable[[], None] =
     return tries
 
 
-async def reply_of(chat) -> Message:  # type: ignore[no-untyped-def]
+async def reply_of(chat) -> Message:
     return await Message.objects.filter(conversation=chat, role="assistant").alatest("created_at")
 
 
-async def test_a_reply_finishing_while_the_database_refuses_writes_is_stored_whole(alice, chat, scripted_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_finishing_while_the_database_refuses_writes_is_stored_whole(alice, chat, scripted_engine, monkeypatch) -> None:
     scripted_engine(ScriptedEngine(WORDS, delay=0.005))
     tries = refuse_final_writes(monkeypatch, times=4)
     _, _, socket = await open_socket(alice, chat)
@@ -75,7 +70,7 @@ def _reaped_by_another_process() -> None:
     streams_fail_stale()
 
 
-async def test_a_reply_reaped_during_the_outage_is_stored_whole_once_it_ends(alice, chat, scripted_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_reaped_during_the_outage_is_stored_whole_once_it_ends(alice, chat, scripted_engine, monkeypatch) -> None:
     scripted_engine(ScriptedEngine(WORDS, delay=0.005))
     reaped: list[int] = []
 
@@ -97,7 +92,7 @@ async def test_a_reply_reaped_during_the_outage_is_stored_whole_once_it_ends(ali
     await socket.close()
 
 
-async def test_the_user_is_told_when_a_finished_reply_cannot_be_saved(alice, chat, scripted_engine, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_user_is_told_when_a_finished_reply_cannot_be_saved(alice, chat, scripted_engine, monkeypatch, settings) -> None:
     settings.INFERENCE_FINISH_RETRY_SECONDS = 0.3
     scripted_engine(ScriptedEngine(WORDS, delay=0.005))
     tries = refuse_final_writes(monkeypatch, times=10**6)

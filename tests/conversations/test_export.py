@@ -5,31 +5,25 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from conversations import services
 from conversations.models import Conversation, Message
 from tests.conversations.factories import finished_turn
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 
 
-def client_for(user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 @pytest.fixture
-def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
-    chat = services.conversation_create(owner=alice)
+def chat(chat) -> Conversation:
+    """The shared new chat with two finished turns."""
     for question, answer in [("What is 2+2?", "4"), ("And 3+3?", "6")]:
         finished_turn(chat, question, answer)
     return chat
 
 
-def test_json_export_is_the_active_branch_in_the_chat_training_format(alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_json_export_is_the_active_branch_in_the_chat_training_format(alice, chat) -> None:
     last = Message.objects.filter(conversation=chat, role="assistant").last()
     assert last is not None
     retry = services.reply_regenerate(conversation=chat, message_id=last.public_id)
@@ -54,7 +48,7 @@ def test_json_export_is_the_active_branch_in_the_chat_training_format(alice, cha
     }
 
 
-def test_the_json_export_parses_as_fine_tuning_data(alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_json_export_parses_as_fine_tuning_data(alice, chat) -> None:
     from inference.engine.datasets import parse_dataset
 
     exported = json.loads(client_for(alice).get(reverse("export_json", args=[chat.public_id])).content)
@@ -62,7 +56,7 @@ def test_the_json_export_parses_as_fine_tuning_data(alice, chat) -> None:  # typ
     assert parsed.ok and parsed.format == "chat" and len(parsed.examples) == 1
 
 
-def test_markdown_export_reads_as_a_transcript(alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_markdown_export_reads_as_a_transcript(alice, chat) -> None:
     response = client_for(alice).get(reverse("export_markdown", args=[chat.public_id]))
     text = response.content.decode()
     assert response["Content-Type"].startswith("text/markdown")
@@ -71,24 +65,24 @@ def test_markdown_export_reads_as_a_transcript(alice, chat) -> None:  # type: ig
     assert text.index("And 3+3?") < text.index("6")
 
 
-def test_a_stranger_cannot_export(bob, chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_stranger_cannot_export(bob, chat) -> None:
     assert client_for(bob).get(reverse("export_json", args=[chat.public_id])).status_code == 404
     assert client_for(bob).get(reverse("export_markdown", args=[chat.public_id])).status_code == 404
 
 
-def test_the_conversation_page_links_both_downloads(alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_conversation_page_links_both_downloads(alice, chat) -> None:
     page = client_for(alice).get(reverse("conversation", args=[chat.public_id])).content.decode()
     assert reverse("export_json", args=[chat.public_id]) in page
     assert reverse("export_markdown", args=[chat.public_id]) in page
 
 
-def test_settings_tell_users_transcripts_may_be_reviewed(alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_settings_tell_users_transcripts_may_be_reviewed(alice, chat) -> None:
     page = client_for(alice).get(reverse("account_settings")).content.decode()
     assert "Transcripts may be reviewed" in page
     assert "You have 1 conversation." in page
 
 
-def test_deleting_all_conversations_needs_the_word_and_spares_others(alice, bob, chat) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_all_conversations_needs_the_word_and_spares_others(alice, bob, chat) -> None:
     services.conversation_create(owner=alice)
     kept = services.conversation_create(owner=bob)
     refused = client_for(alice).post(reverse("conversations_delete_all"), {"confirm": "yes"})

@@ -15,18 +15,13 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def alice_client(alice) -> Client:  # type: ignore[no-untyped-def]
+def alice_client(alice) -> Client:
     client = Client()
     client.force_login(alice)
     return client
 
 
-@pytest.fixture
-def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
-    return services.conversation_create(owner=alice)
-
-
-def test_a_newcomer_signs_up_and_lands_in_the_app(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_newcomer_signs_up_and_lands_in_the_app(client) -> None:
     response = client.post(
         reverse("signup"),
         {"username": "carol", "password1": "a long pass phrase 42", "password2": "a long pass phrase 42"},
@@ -37,32 +32,32 @@ def test_a_newcomer_signs_up_and_lands_in_the_app(client) -> None:  # type: igno
     assert b"Start a new chat" in response.content
 
 
-def test_signup_shows_what_was_wrong(client) -> None:  # type: ignore[no-untyped-def]
+def test_signup_shows_what_was_wrong(client) -> None:
     response = client.post(reverse("signup"), {"username": "dave", "password1": "abc", "password2": "abd"})
     assert response.status_code == 200
     assert b"The two password fields didn" in response.content
 
 
-def test_login_and_logout(client, alice) -> None:  # type: ignore[no-untyped-def]
+def test_login_and_logout(client, alice) -> None:
     response = client.post(reverse("login"), {"username": "alice", "password": "correct horse battery"}, follow=True)
     assert response.context["user"] == alice
     response = client.post(reverse("logout"), follow=True)
     assert not response.context["user"].is_authenticated
 
 
-def test_pages_need_a_login(client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_pages_need_a_login(client, chat) -> None:
     for url in [reverse("home"), reverse("conversation", args=[chat.public_id])]:
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
 
 
-def test_new_chat_opens_a_conversation(alice_client, alice) -> None:  # type: ignore[no-untyped-def]
+def test_new_chat_opens_a_conversation(alice_client, alice) -> None:
     response = alice_client.post(reverse("conversation_new"), **HTMX)
     conversation = Conversation.objects.get(owner=alice)
     assert response["HX-Redirect"] == reverse("conversation", args=[conversation.public_id])
 
 
-def test_the_page_shows_the_conversation_and_the_composer(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_shows_the_conversation_and_the_composer(alice_client, chat) -> None:
     services.turn_start(conversation=chat, text="What is **bold**?")
     response = alice_client.get(reverse("conversation", args=[chat.public_id]))
     page = response.content.decode()
@@ -72,7 +67,7 @@ def test_the_page_shows_the_conversation_and_the_composer(alice_client, chat) ->
     assert ">Stop</button>" in page, "a reply still streaming offers Stop after a reload"
 
 
-def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) -> None:
     reply = services.turn_start(conversation=chat, text="hi").assistant_message
     services.assistant_message_finish(
         message_pk=reply.pk,
@@ -91,7 +86,7 @@ def test_a_finished_reply_is_rendered_as_sanitized_markdown(alice_client, chat) 
     assert "9 tokens" in page
 
 
-def test_rename_updates_the_sidebar_and_header(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_rename_updates_the_sidebar_and_header(alice_client, chat) -> None:
     response = alice_client.post(reverse("conversation_rename", args=[chat.public_id]), {"title": "Bread"}, **HTMX)
     body = response.content.decode()
     assert f'id="conv-{chat.public_id}-title"' in body and 'hx-swap-oob="true">Bread<' in body
@@ -101,18 +96,18 @@ def test_rename_updates_the_sidebar_and_header(alice_client, chat) -> None:  # t
     assert "cannot be empty" in response.content.decode()
 
 
-def test_delete_removes_it_and_goes_home(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_delete_removes_it_and_goes_home(alice_client, chat) -> None:
     response = alice_client.post(reverse("conversation_delete", args=[chat.public_id]), **HTMX)
     assert response["HX-Redirect"] == reverse("home")
     assert not Conversation.objects.exists()
 
 
-def test_the_delete_button_asks_for_confirmation(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_delete_button_asks_for_confirmation(alice_client, chat) -> None:
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
     assert 'hx-confirm="Delete this conversation? This cannot be undone."' in page
 
 
-def test_settings_are_saved_and_validated(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_settings_are_saved_and_validated(alice_client, chat) -> None:
     url = reverse("conversation_settings", args=[chat.public_id])
     good = {
         "model_name": "smollm2-135m-instruct",
@@ -138,7 +133,7 @@ def test_settings_are_saved_and_validated(alice_client, chat) -> None:  # type: 
     assert chat.temperature == 0.2, "a bad form changes nothing"
 
 
-def test_the_repetition_penalty_is_a_setting_the_next_reply_uses(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_repetition_penalty_is_a_setting_the_next_reply_uses(alice_client, chat) -> None:
     from inference.generation import job_context_load
 
     url = reverse("conversation_settings", args=[chat.public_id])
@@ -158,7 +153,7 @@ def test_the_repetition_penalty_is_a_setting_the_next_reply_uses(alice_client, c
     assert context is not None and context.frequency_penalty == 1.25
 
 
-def test_the_model_picker_lists_the_bundled_and_configured_models(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_model_picker_lists_the_bundled_and_configured_models(alice_client, chat) -> None:
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()
     assert '<option value="tiny-llama" selected>tiny-llama</option>' in page
     assert '<option value="smollm2-135m-instruct">SmolLM2-135M-Instruct</option>' in page
@@ -173,7 +168,7 @@ def test_the_model_picker_lists_the_bundled_and_configured_models(alice_client, 
         ("conversation_settings", "post"),
     ],
 )
-def test_anyone_but_the_owner_gets_404(bob, chat, name, method) -> None:  # type: ignore[no-untyped-def]
+def test_anyone_but_the_owner_gets_404(bob, chat, name, method) -> None:
     client = Client()
     client.force_login(bob)
     response = getattr(client, method)(reverse(name, args=[chat.public_id]), {"title": "mine now"})
@@ -182,7 +177,7 @@ def test_anyone_but_the_owner_gets_404(bob, chat, name, method) -> None:  # type
     assert chat.title == ""
 
 
-def test_the_sidebar_lists_only_my_conversations(alice_client, alice, bob) -> None:  # type: ignore[no-untyped-def]
+def test_the_sidebar_lists_only_my_conversations(alice_client, alice, bob) -> None:
     mine = services.conversation_create(owner=alice)
     services.conversation_rename(conversation=mine, title="Mine")
     theirs = services.conversation_create(owner=bob)
@@ -191,7 +186,7 @@ def test_the_sidebar_lists_only_my_conversations(alice_client, alice, bob) -> No
     assert "Mine" in page and "Theirs" not in page
 
 
-def test_login_attempts_are_throttled(client, alice) -> None:  # type: ignore[no-untyped-def]
+def test_login_attempts_are_throttled(client, alice) -> None:
     for _ in range(4):
         response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
         assert response.status_code == 200 and b"Please enter a correct username" in response.content
@@ -202,7 +197,7 @@ def test_login_attempts_are_throttled(client, alice) -> None:  # type: ignore[no
     assert b"Too many failed logins" in response.content
 
 
-def test_pages_carry_a_content_security_policy(alice_client, chat) -> None:  # type: ignore[no-untyped-def]
+def test_pages_carry_a_content_security_policy(alice_client, chat) -> None:
     response = alice_client.get(reverse("conversation", args=[chat.public_id]))
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy

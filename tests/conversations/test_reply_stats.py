@@ -19,15 +19,15 @@ PIECES = ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "fox."]
 
 
 @pytest.fixture
-def chat(alice):  # type: ignore[no-untyped-def]
-    conversation = services.conversation_create(owner=alice)
+def chat(chat):
+    """The shared new chat, greedy and with replies of at most four tokens."""
     services.conversation_update_settings(
-        conversation=conversation, model_name=conversation.model_name, system_prompt="", temperature=0.0, max_tokens=4
+        conversation=chat, model_name=chat.model_name, system_prompt="", temperature=0.0, max_tokens=4
     )
-    return conversation
+    return chat
 
 
-async def test_a_reply_shows_its_speed_model_and_weights(alice, chat) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_shows_its_speed_model_and_weights(alice, chat) -> None:
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "Hello there"})
     message_id = await socket.until_finished(timeout=60)
@@ -44,7 +44,7 @@ async def test_a_reply_shows_its_speed_model_and_weights(alice, chat) -> None:  
     await socket.close()
 
 
-async def test_a_reply_cut_at_its_limit_continues_in_the_same_message(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_cut_at_its_limit_continues_in_the_same_message(alice, chat, scripted_engine) -> None:
     engine = scripted_engine(ScriptedEngine(PIECES, delay=0.005))
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "Tell me a story"})
@@ -70,7 +70,7 @@ async def test_a_reply_cut_at_its_limit_continues_in_the_same_message(alice, cha
     await socket.close()
 
 
-async def test_only_a_reply_stopped_at_its_limit_can_be_continued(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_only_a_reply_stopped_at_its_limit_can_be_continued(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(PIECES[:2], delay=0.005))
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "Short, please"})

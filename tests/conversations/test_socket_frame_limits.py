@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from conversations import services
 from conversations.consumers import frame_chars_limit
 from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import open_socket
@@ -14,19 +13,14 @@ from tests.fakes import ScriptedEngine
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def chat(alice):  # type: ignore[no-untyped-def]
-    return services.conversation_create(owner=alice)
-
-
-async def _still_chats(socket) -> None:  # type: ignore[no-untyped-def]
+async def _still_chats(socket) -> None:
     await socket.send({"action": "send", "message": "Are you still there?"})
     message_id = await socket.until_finished()
     await generation_wait_idle()
     assert socket.finished[message_id] == "complete"
 
 
-async def test_a_frame_nested_50000_levels_deep_is_refused_with_a_sentence(alice, chat, scripted_engine, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_frame_nested_50000_levels_deep_is_refused_with_a_sentence(alice, chat, scripted_engine, settings) -> None:
     settings.CHAT_MAX_MESSAGE_CHARS = 20_000  # frames up to 121,024 characters: the nesting is what is refused
     scripted_engine(ScriptedEngine(["Yes."]))
     _, _, socket = await open_socket(alice, chat)
@@ -37,7 +31,7 @@ async def test_a_frame_nested_50000_levels_deep_is_refused_with_a_sentence(alice
     await socket.close()
 
 
-async def test_a_frame_over_the_size_limit_is_refused_unread(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_frame_over_the_size_limit_is_refused_unread(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(["Yes."]))
     _, _, socket = await open_socket(alice, chat)
     await socket.communicator.send_to(text_data=" " * (frame_chars_limit() + 1))

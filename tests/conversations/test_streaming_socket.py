@@ -18,16 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 WORDS = [f"word{index} " for index in range(60)]
 
 
-@pytest.fixture
-def chat(alice):  # type: ignore[no-untyped-def]
-    return services.conversation_create(owner=alice)
-
-
-async def reply_of(chat) -> Message:  # type: ignore[no-untyped-def]
+async def reply_of(chat) -> Message:
     return await Message.objects.filter(conversation=chat, role="assistant").alatest("created_at")
 
 
-async def test_it_streams_a_reply_from_the_tiny_model(alice, chat) -> None:  # type: ignore[no-untyped-def]
+async def test_it_streams_a_reply_from_the_tiny_model(alice, chat) -> None:
     # Greedy, so the reply is the same every run: sampling from random weights now and
     # then drew the end-of-turn token first and made a one-piece reply.
     await database_sync_to_async(services.conversation_update_settings)(
@@ -49,19 +44,19 @@ async def test_it_streams_a_reply_from_the_tiny_model(alice, chat) -> None:  # t
     await socket.close()
 
 
-async def test_it_checks_ownership(alice, bob, chat) -> None:  # type: ignore[no-untyped-def]
+async def test_it_checks_ownership(alice, bob, chat) -> None:
     connected, code, _ = await open_socket(bob, chat)
     assert not connected and code == 4404
     connected, code, _ = await open_socket(None, chat)
     assert not connected and code == 4404
 
 
-async def test_it_refuses_a_foreign_origin(alice, chat) -> None:  # type: ignore[no-untyped-def]
+async def test_it_refuses_a_foreign_origin(alice, chat) -> None:
     connected, _, _ = await open_socket(alice, chat, origin="http://evil.example")
     assert not connected
 
 
-async def test_it_keeps_the_partial_reply_on_stop(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_it_keeps_the_partial_reply_on_stop(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(WORDS, delay=0.03))
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "Tell me a long story"})
@@ -77,7 +72,7 @@ async def test_it_keeps_the_partial_reply_on_stop(alice, chat, scripted_engine) 
     await socket.close()
 
 
-async def test_closing_the_tab_neither_stops_nor_loses_the_reply(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_closing_the_tab_neither_stops_nor_loses_the_reply(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(WORDS[:30], delay=0.02))
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "Count for me"})
@@ -89,7 +84,7 @@ async def test_closing_the_tab_neither_stops_nor_loses_the_reply(alice, chat, sc
     assert reply.finish_reason == "stop"
 
 
-async def test_a_reconnecting_tab_resumes_without_gaps_or_repeats(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reconnecting_tab_resumes_without_gaps_or_repeats(alice, chat, scripted_engine) -> None:
     engine = scripted_engine(ScriptedEngine(WORDS[:40], delay=0.01, hold_after=20))
     _, _, first = await open_socket(alice, chat)
     await first.send({"action": "send", "message": "Count for me"})
@@ -111,7 +106,7 @@ async def test_a_reconnecting_tab_resumes_without_gaps_or_repeats(alice, chat, s
     await second.close()
 
 
-async def test_two_tabs_both_see_the_stream(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_two_tabs_both_see_the_stream(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(WORDS[:10], delay=0.02))
     _, _, tab1 = await open_socket(alice, chat)
     _, _, tab2 = await open_socket(alice, chat)
@@ -125,7 +120,7 @@ async def test_two_tabs_both_see_the_stream(alice, chat, scripted_engine) -> Non
     await tab2.close()
 
 
-async def test_a_delta_holding_script_reaches_the_browser_escaped(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_delta_holding_script_reaches_the_browser_escaped(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(["<script>alert(1)</script>", " and <img src=x onerror=alert(2)>"], delay=0.01))
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "be evil"})
@@ -140,7 +135,7 @@ async def test_a_delta_holding_script_reaches_the_browser_escaped(alice, chat, s
     await socket.close()
 
 
-async def test_bad_input_is_refused_with_a_visible_message(alice, chat) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_input_is_refused_with_a_visible_message(alice, chat) -> None:
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "   "})
     await socket.receive()
@@ -158,7 +153,7 @@ async def test_bad_input_is_refused_with_a_visible_message(alice, chat) -> None:
     await socket.close()
 
 
-async def test_a_generation_error_is_shown_and_the_chat_stays_usable(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_generation_error_is_shown_and_the_chat_stays_usable(alice, chat, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(WORDS[:10], delay=0.01, fail_after=2))
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "please fail"})
@@ -178,7 +173,7 @@ async def test_a_generation_error_is_shown_and_the_chat_stays_usable(alice, chat
     await socket.close()
 
 
-async def test_an_unavailable_model_fails_with_a_reason(alice, chat) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unavailable_model_fails_with_a_reason(alice, chat) -> None:
     chat.model_name = "retired-model"
     await chat.asave()
     _, _, socket = await open_socket(alice, chat)
@@ -191,7 +186,7 @@ async def test_an_unavailable_model_fails_with_a_reason(alice, chat) -> None:  #
     await socket.close()
 
 
-async def test_the_chat_says_when_old_turns_were_left_out(alice, chat, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_chat_says_when_old_turns_were_left_out(alice, chat, settings) -> None:
     # The tiny model has a 512-token window; seven long turns cannot all fit.
     await database_sync_to_async(_long_history)(chat, turns=7)
     chat.max_tokens = 16
@@ -207,7 +202,7 @@ async def test_the_chat_says_when_old_turns_were_left_out(alice, chat, settings)
     await socket.close()
 
 
-def _long_history(chat, *, turns: int) -> None:  # type: ignore[no-untyped-def]
+def _long_history(chat, *, turns: int) -> None:
     for index in range(turns):
         reply = services.turn_start(conversation=chat, text=f"question {index} " + "q" * 80).assistant_message
         services.assistant_message_finish(
@@ -215,7 +210,7 @@ def _long_history(chat, *, turns: int) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-async def test_a_reply_started_twice_in_one_process_runs_once_and_completes(alice, chat, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_started_twice_in_one_process_runs_once_and_completes(alice, chat, scripted_engine) -> None:
     from inference.generation import generation_start_local
 
     engine = scripted_engine(ScriptedEngine(WORDS[:6], delay=0.01))

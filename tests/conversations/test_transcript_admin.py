@@ -10,7 +10,6 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
-from django.test import Client
 from django.urls import reverse
 
 from conversations import services
@@ -18,15 +17,10 @@ from conversations.models import Conversation, GenerationRecord, Message, Messag
 from inference.engine.datasets import parse_dataset
 from inference.generation import generation_run
 from tests.fakes import ScriptedEngine
+from tests.helpers import client_for
 
 LIST = "admin:conversations_conversation_changelist"
 FEEDBACK = "admin:conversations_messagefeedback_changelist"
-
-
-def client_for(user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def migrated_group(name: str, migration: str) -> Group:
@@ -38,7 +32,7 @@ def migrated_group(name: str, migration: str) -> Group:
 
 
 @pytest.fixture
-def reviewer(db) -> User:  # type: ignore[no-untyped-def]
+def reviewer(db) -> User:
     user = User.objects.create_user("rita", password="reviewer pass 123", is_staff=True)
     user.groups.add(migrated_group("Transcript reviewers", "conversations.migrations.0004_transcript_reviewers_group"))
     return user
@@ -51,8 +45,8 @@ def finish(reply: Message, text: str, reason: str = "stop") -> None:
 
 
 @pytest.fixture
-def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
-    chat = services.conversation_create(owner=alice)
+def chat(chat, alice) -> Conversation:
+    """The shared new chat with two turns, feedback on both replies and a regenerated one."""
     first = services.turn_start(conversation=chat, text="What is the capital of Peru?")
     finish(first.assistant_message, "Lima.")
     second = services.turn_start(conversation=chat, text="And of Chile?")
@@ -67,7 +61,7 @@ def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def other_chat(bob) -> Conversation:  # type: ignore[no-untyped-def]
+def other_chat(bob) -> Conversation:
     chat = services.conversation_create(owner=bob)
     turn = services.turn_start(conversation=chat, text="Write a poem")
     finish(turn.assistant_message, "", reason="error")
@@ -83,12 +77,12 @@ def listed(page: str, chat: Conversation) -> bool:
 
 
 @pytest.fixture
-def superuser(db) -> User:  # type: ignore[no-untyped-def]
+def superuser(db) -> User:
     return User.objects.create_superuser("sue", password="superuser pass 123")
 
 
 @pytest.mark.django_db
-def test_the_list_shows_counts_and_feedback_and_filters(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_shows_counts_and_feedback_and_filters(reviewer, chat, other_chat) -> None:
     client = client_for(reviewer)
     page = client.get(reverse(LIST)).content.decode()
     assert "1 up · 1 down" in page and ">5<" in page, "feedback summary and message count"
@@ -105,7 +99,7 @@ def test_the_list_shows_counts_and_feedback_and_filters(reviewer, chat, other_ch
 
 
 @pytest.mark.django_db
-def test_the_lists_show_no_user_text_until_a_transcript_is_opened(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_lists_show_no_user_text_until_a_transcript_is_opened(reviewer, chat) -> None:
     client = client_for(reviewer)
     conversations = client.get(reverse(LIST)).content.decode()
     feedback = client.get(reverse(FEEDBACK)).content.decode()
@@ -127,7 +121,7 @@ def test_the_lists_show_no_user_text_until_a_transcript_is_opened(reviewer, chat
 
 
 @pytest.mark.django_db
-def test_searching_users_text_is_audited_with_each_conversation_it_showed(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
+def test_searching_users_text_is_audited_with_each_conversation_it_showed(reviewer, chat, other_chat) -> None:
     client = client_for(reviewer)
     client.get(reverse(LIST), {"q": "Santiago"})
     client.get(reverse(FEEDBACK), {"q": "Argentina"})
@@ -145,7 +139,7 @@ def test_searching_users_text_is_audited_with_each_conversation_it_showed(review
 
 
 @pytest.mark.django_db
-def test_nobody_deletes_conversations_or_the_audit_trail_through_the_admin(superuser, reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+def test_nobody_deletes_conversations_or_the_audit_trail_through_the_admin(superuser, reviewer, chat) -> None:
     client_for(reviewer).get(change_url(chat))
     view = TranscriptView.objects.get()
     admin = client_for(superuser)
@@ -163,7 +157,7 @@ def test_nobody_deletes_conversations_or_the_audit_trail_through_the_admin(super
 
 
 @pytest.mark.django_db
-def test_the_audit_trail_outlives_the_conversation_and_both_accounts(superuser, reviewer, alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_audit_trail_outlives_the_conversation_and_both_accounts(superuser, reviewer, alice, chat) -> None:
     client_for(reviewer).get(change_url(chat))
     public_id = chat.public_id
     response = client_for(alice).post(reverse("conversation_delete", args=[public_id]))
@@ -177,7 +171,7 @@ def test_the_audit_trail_outlives_the_conversation_and_both_accounts(superuser, 
 
 
 @pytest.mark.django_db
-def test_a_transcript_reads_as_a_chat_with_branches_and_feedback_and_is_audited(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_transcript_reads_as_a_chat_with_branches_and_feedback_and_is_audited(reviewer, chat) -> None:
     page = client_for(reviewer).get(change_url(chat)).content.decode()
     assert "What is the capital of Peru?" in page and "Santiago." in page and "Buenos Aires." in page
     assert "branch 1 of 2" in page and "branch 2 of 2" in page
@@ -192,7 +186,7 @@ def test_a_transcript_reads_as_a_chat_with_branches_and_feedback_and_is_audited(
 
 
 @pytest.mark.django_db
-def test_a_reviewer_can_tag_but_cannot_change_or_delete(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_reviewer_can_tag_but_cannot_change_or_delete(reviewer, chat) -> None:
     client = client_for(reviewer)
     client.post(change_url(chat), {"tag": "  Geography  Error "})
     assert list(chat.tags.values_list("name", flat=True)) == ["geography error"]
@@ -216,7 +210,7 @@ def test_a_reviewer_can_tag_but_cannot_change_or_delete(reviewer, chat) -> None:
 
 
 @pytest.mark.django_db
-def test_users_without_staff_access_get_nothing(alice, chat) -> None:  # type: ignore[no-untyped-def]
+def test_users_without_staff_access_get_nothing(alice, chat) -> None:
     response = client_for(alice).get(change_url(chat))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     plain_staff = User.objects.create_user("sam", password="staff pass 123", is_staff=True)
@@ -226,7 +220,7 @@ def test_users_without_staff_access_get_nothing(alice, chat) -> None:  # type: i
 
 
 @pytest.mark.django_db
-def test_export_selected_transcripts_as_jsonl(reviewer, chat, other_chat) -> None:  # type: ignore[no-untyped-def]
+def test_export_selected_transcripts_as_jsonl(reviewer, chat, other_chat) -> None:
     response = client_for(reviewer).post(
         reverse(LIST), {"action": "export_jsonl", "_selected_action": [chat.pk, other_chat.pk], "index": 0}
     )
@@ -242,7 +236,7 @@ def test_export_selected_transcripts_as_jsonl(reviewer, chat, other_chat) -> Non
 @pytest.mark.django_db
 def test_a_dataset_from_selected_conversations_is_previewed_validated_and_downloaded(
     reviewer, chat, other_chat
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     client = client_for(reviewer)
     form = {"action": "build_training_dataset", "_selected_action": [chat.pk, other_chat.pk], "index": 0}
     preview = client.post(reverse(LIST), form).content.decode()
@@ -255,7 +249,7 @@ def test_a_dataset_from_selected_conversations_is_previewed_validated_and_downlo
 
 
 @pytest.mark.django_db
-def test_a_dataset_from_thumbs_up_replies(reviewer, chat) -> None:  # type: ignore[no-untyped-def]
+def test_a_dataset_from_thumbs_up_replies(reviewer, chat) -> None:
     ids = list(MessageFeedback.objects.values_list("pk", flat=True))
     response = client_for(reviewer).post(
         reverse("admin:conversations_messagefeedback_changelist"),
@@ -267,7 +261,7 @@ def test_a_dataset_from_thumbs_up_replies(reviewer, chat) -> None:  # type: igno
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_inspect_shows_the_exact_prompt_settings_and_timing(reviewer, alice, scripted_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_inspect_shows_the_exact_prompt_settings_and_timing(reviewer, alice, scripted_engine) -> None:
     from channels.db import database_sync_to_async
 
     engine = scripted_engine(ScriptedEngine(["Fine", "."], delay=0.01))
@@ -290,7 +284,7 @@ async def test_inspect_shows_the_exact_prompt_settings_and_timing(reviewer, alic
 
 
 @pytest.mark.django_db
-def test_a_transcript_dataset_is_saved_as_a_training_file_and_trains_the_tiny_model(  # type: ignore[no-untyped-def]
+def test_a_transcript_dataset_is_saved_as_a_training_file_and_trains_the_tiny_model(
     reviewer, chat, other_chat, alice, settings, tmp_path
 ) -> None:
     from inference.finetuning import services as finetuning

@@ -10,12 +10,7 @@ from conversations.models import Conversation, Message
 from tests.conversations.factories import finished_turn
 
 
-@pytest.fixture
-def chat(alice) -> Conversation:  # type: ignore[no-untyped-def]
-    return services.conversation_create(owner=alice)
-
-
-def test_a_new_conversation_takes_the_defaults(chat, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_conversation_takes_the_defaults(chat, settings) -> None:
     assert chat.model_name == "tiny-llama"
     assert chat.system_prompt == settings.INFERENCE_DEFAULT_SYSTEM_PROMPT
     assert chat.temperature == settings.INFERENCE_DEFAULT_TEMPERATURE
@@ -23,7 +18,7 @@ def test_a_new_conversation_takes_the_defaults(chat, settings) -> None:  # type:
     assert chat.frequency_penalty == settings.INFERENCE_DEFAULT_FREQUENCY_PENALTY == 0.1
 
 
-def test_it_saves_the_user_message_and_a_streaming_reply(chat) -> None:  # type: ignore[no-untyped-def]
+def test_it_saves_the_user_message_and_a_streaming_reply(chat) -> None:
     turn = services.turn_start(conversation=chat, text="  Hello there  ")
     assert turn.user_message.content == "Hello there"
     assert turn.assistant_message.status == Message.Status.STREAMING
@@ -32,7 +27,7 @@ def test_it_saves_the_user_message_and_a_streaming_reply(chat) -> None:  # type:
     assert chat.active_leaf == turn.assistant_message
 
 
-def test_the_title_comes_from_the_first_message(chat) -> None:  # type: ignore[no-untyped-def]
+def test_the_title_comes_from_the_first_message(chat) -> None:
     services.turn_start(conversation=chat, text="How do\nI bake bread " + "at home " * 20)
     chat.refresh_from_db()
     assert chat.title.startswith("How do I bake bread at home")
@@ -43,7 +38,7 @@ def test_the_title_comes_from_the_first_message(chat) -> None:  # type: ignore[n
     ("text", "reason"),
     [("", "Type a message"), ("   \n ", "Type a message"), ("x" * 8001, "limit is 8,000"), (42, "must be text")],
 )
-def test_it_refuses_bad_messages_and_stores_nothing(chat, text, reason) -> None:  # type: ignore[no-untyped-def]
+def test_it_refuses_bad_messages_and_stores_nothing(chat, text, reason) -> None:
     with pytest.raises(ValidationError, match=reason):
         services.turn_start(conversation=chat, text=text)
     assert Message.objects.count() == 0
@@ -51,14 +46,14 @@ def test_it_refuses_bad_messages_and_stores_nothing(chat, text, reason) -> None:
     assert chat.title == ""
 
 
-def test_it_refuses_a_second_message_while_a_reply_streams(chat) -> None:  # type: ignore[no-untyped-def]
+def test_it_refuses_a_second_message_while_a_reply_streams(chat) -> None:
     services.turn_start(conversation=chat, text="first")
     with pytest.raises(ValidationError, match="Wait for the current reply"):
         services.turn_start(conversation=chat, text="second")
     assert Message.objects.filter(role="user").count() == 1
 
 
-def test_finishing_records_reason_and_token_counts(chat) -> None:  # type: ignore[no-untyped-def]
+def test_finishing_records_reason_and_token_counts(chat) -> None:
     reply = services.turn_start(conversation=chat, text="hi").assistant_message
     assert services.assistant_message_finish(
         message_pk=reply.pk, content="Hello!", seq=3, finish_reason="length", prompt_tokens=12, completion_tokens=3
@@ -77,7 +72,7 @@ def test_finishing_records_reason_and_token_counts(chat) -> None:  # type: ignor
     assert reply.content == "Hello!"
 
 
-def test_an_error_keeps_the_conversation_usable(chat) -> None:  # type: ignore[no-untyped-def]
+def test_an_error_keeps_the_conversation_usable(chat) -> None:
     reply = services.turn_start(conversation=chat, text="hi").assistant_message
     services.assistant_message_finish(
         message_pk=reply.pk,
@@ -95,7 +90,7 @@ def test_an_error_keeps_the_conversation_usable(chat) -> None:  # type: ignore[n
     assert texts == ["hi", "", "again", ""]
 
 
-def test_stop_flags_only_a_streaming_reply(chat) -> None:  # type: ignore[no-untyped-def]
+def test_stop_flags_only_a_streaming_reply(chat) -> None:
     reply = services.turn_start(conversation=chat, text="hi").assistant_message
     assert services.assistant_message_request_cancel(message=reply)
     assert services.assistant_messages_flush(texts={reply.pk: ("partial", 1)}, live=[reply.pk]) == {reply.pk}
@@ -105,7 +100,7 @@ def test_stop_flags_only_a_streaming_reply(chat) -> None:  # type: ignore[no-unt
     assert not services.assistant_message_request_cancel(message=reply)
 
 
-def test_the_streamed_text_of_many_replies_is_saved_together(alice, settings, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+def test_the_streamed_text_of_many_replies_is_saved_together(alice, settings, django_assert_max_num_queries) -> None:
     settings.CHAT_MAX_CONCURRENT_STREAMS = settings.INFERENCE_MAX_STREAMS_PER_USER = 20
     replies = [
         services.turn_start(conversation=services.conversation_create(owner=alice), text=f"q{index}").assistant_message
@@ -123,7 +118,7 @@ def test_the_streamed_text_of_many_replies_is_saved_together(alice, settings, dj
     assert saved[stopped.pk].content == "", "a stopped reply's text is left to its job's finish"
 
 
-def test_rename_and_delete(chat) -> None:  # type: ignore[no-untyped-def]
+def test_rename_and_delete(chat) -> None:
     services.conversation_rename(conversation=chat, title="  Bread   notes ")
     assert Conversation.objects.get().title == "Bread notes"
     with pytest.raises(ValidationError):
@@ -132,7 +127,7 @@ def test_rename_and_delete(chat) -> None:  # type: ignore[no-untyped-def]
     assert not Conversation.objects.exists()
 
 
-def test_the_list_is_newest_first_and_only_mine(alice, bob) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_is_newest_first_and_only_mine(alice, bob) -> None:
     first = services.conversation_create(owner=alice)
     second = services.conversation_create(owner=alice)
     services.conversation_create(owner=bob)
@@ -140,14 +135,14 @@ def test_the_list_is_newest_first_and_only_mine(alice, bob) -> None:  # type: ig
     assert list(selectors.conversation_list(owner=alice)) == [first, second]
 
 
-def test_settings_refuse_an_unknown_model(chat) -> None:  # type: ignore[no-untyped-def]
+def test_settings_refuse_an_unknown_model(chat) -> None:
     with pytest.raises(ValidationError, match="not available"):
         services.conversation_update_settings(
             conversation=chat, model_name="gpt-9", system_prompt="", temperature=0.5, max_tokens=10
         )
 
 
-def test_messages_per_minute_are_limited(chat, settings) -> None:  # type: ignore[no-untyped-def]
+def test_messages_per_minute_are_limited(chat, settings) -> None:
     settings.CHAT_MESSAGES_PER_MINUTE = 3
     for index in range(3):
         reply = services.turn_start(conversation=chat, text=f"message {index}").assistant_message
@@ -159,7 +154,7 @@ def test_messages_per_minute_are_limited(chat, settings) -> None:  # type: ignor
     assert Message.objects.filter(role="user").count() == 3, "the refused message is not stored"
 
 
-def test_concurrent_streams_per_user_are_limited(alice, settings) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_streams_per_user_are_limited(alice, settings) -> None:
     settings.CHAT_MAX_CONCURRENT_STREAMS = 2
     chats = [services.conversation_create(owner=alice) for _ in range(3)]
     services.turn_start(conversation=chats[0], text="one")
@@ -169,7 +164,7 @@ def test_concurrent_streams_per_user_are_limited(alice, settings) -> None:  # ty
     assert not chats[2].messages.exists()
 
 
-def test_a_refusal_for_too_many_streams_names_the_conversations_holding_them(alice, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_refusal_for_too_many_streams_names_the_conversations_holding_them(alice, settings) -> None:
     settings.CHAT_MAX_CONCURRENT_STREAMS = 2
     trip, bread, third = (services.conversation_create(owner=alice) for _ in range(3))
     services.turn_start(conversation=trip, text="Plan the trip")
@@ -182,7 +177,7 @@ def test_a_refusal_for_too_many_streams_names_the_conversations_holding_them(ali
     ]
 
 
-def test_a_turn_reads_its_history_in_a_fixed_number_of_queries(chat, settings, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+def test_a_turn_reads_its_history_in_a_fixed_number_of_queries(chat, settings, django_assert_max_num_queries) -> None:
     from inference.generation import job_context_load
 
     settings.CHAT_MESSAGES_PER_MINUTE = 100

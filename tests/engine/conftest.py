@@ -1,4 +1,5 @@
-"""Shared fixtures for the engine tests: the tiny random model, engines that clean up."""
+"""Shared fixtures for the engine tests: engines that clean up, on the tiny random model
+(``tiny_model_dir``, from tests/conftest.py) or its long-context twin."""
 
 from __future__ import annotations
 
@@ -18,11 +19,6 @@ from tests.tiny_model import save_tiny_model
 ENDLESS = SamplingParams(max_new_tokens=1_000_000, temperature=0, ignore_eos=True)
 
 BUNDLED_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

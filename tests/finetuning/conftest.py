@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.test import Client
+
+from tests.helpers import client_for
 
 WORDS = ["cat", "dog", "bird", "fish", "frog", "mole", "lynx", "wolf"]
 
 
 @pytest.fixture(autouse=True)
-def _finetune_settings(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _finetune_settings(settings, tmp_path: Path) -> None:
     settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
     settings.FINETUNE_NICENESS = 0  # never lower the test runner's own priority
     settings.FINETUNE_THREADS = 2
@@ -33,31 +36,37 @@ def shout_twice_pairs(words: list[str] = WORDS[:4]) -> bytes:
 
 
 @pytest.fixture
-def admin_user(db) -> User:  # type: ignore[no-untyped-def]
+def admin_user(db) -> User:
     return User.objects.create_superuser("root", password="correct horse battery")
 
 
 @pytest.fixture
-def finetuner(db) -> User:  # type: ignore[no-untyped-def]
+def superuser_client(admin_user: User) -> Client:
+    """A client logged in as ``admin_user`` (named apart from pytest-django's admin_client)."""
+    return client_for(admin_user)
+
+
+@pytest.fixture
+def finetuner(db) -> User:
     user = User.objects.create_user("carol", password="correct horse battery", is_staff=True)
     user.groups.add(Group.objects.get(name="Fine-tuners"))
     return user
 
 
 @pytest.fixture
-def plain_staff(db) -> User:  # type: ignore[no-untyped-def]
+def plain_staff(db) -> User:
     return User.objects.create_user("dave", password="correct horse battery", is_staff=True)
 
 
 @pytest.fixture
-def shout_file(admin_user):  # type: ignore[no-untyped-def]
+def shout_file(admin_user):
     from inference.finetuning import services
 
     return services.training_file_create(filename="shout.jsonl", data=shout_pairs(), created_by=admin_user)
 
 
 @pytest.fixture
-def shout_twice_file(admin_user):  # type: ignore[no-untyped-def]
+def shout_twice_file(admin_user):
     """8 examples like ``shout_file``, but two per completion: a 0.25 split holds out 2."""
     from inference.finetuning import services
 

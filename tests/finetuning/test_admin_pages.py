@@ -17,19 +17,12 @@ from tests.finetuning.conftest import shout_pairs
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(admin_user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
-def upload(client: Client, name: str, data: bytes):  # type: ignore[no-untyped-def]
+def upload(client: Client, name: str, data: bytes):
     return client.post(reverse("admin:inference_finetuning_upload"), {"file": SimpleUploadedFile(name, data)})
 
 
-def test_a_file_with_a_bad_line_is_refused_with_that_line_shown(admin_client) -> None:  # type: ignore[no-untyped-def]
-    response = upload(admin_client, "codes.jsonl", shout_pairs()[:-1] + b"\n{not json}\n")
+def test_a_file_with_a_bad_line_is_refused_with_that_line_shown(superuser_client) -> None:
+    response = upload(superuser_client, "codes.jsonl", shout_pairs()[:-1] + b"\n{not json}\n")
     page = response.content.decode()
     assert response.status_code == 400
     assert "codes.jsonl was refused: 1 problem to fix." in page
@@ -38,13 +31,13 @@ def test_a_file_with_a_bad_line_is_refused_with_that_line_shown(admin_client) ->
     assert TrainingFile.objects.count() == 0
 
 
-def test_a_good_file_shows_its_statistics_and_the_launch_form(admin_client) -> None:  # type: ignore[no-untyped-def]
-    response = upload(admin_client, "shout.csv", b"prompt,completion\nShout cat,CAT\nShout dog,DOG\n")
+def test_a_good_file_shows_its_statistics_and_the_launch_form(superuser_client) -> None:
+    response = upload(superuser_client, "shout.csv", b"prompt,completion\nShout cat,CAT\nShout dog,DOG\n")
     file = TrainingFile.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse(
         "admin:inference_finetuning_file", args=[file.public_id]
     )
-    page = admin_client.get(response["Location"]).content.decode()
+    page = superuser_client.get(response["Location"]).content.decode()
     assert '<td id="stat-examples">2</td>' in page
     assert "Tokens per example" in page and "Estimated" in page
     assert "Launch fine-tuning" in page
@@ -52,7 +45,7 @@ def test_a_good_file_shows_its_statistics_and_the_launch_form(admin_client) -> N
     assert "at lower priority" in page
 
 
-def test_launching_a_job_opens_its_live_page(admin_client, shout_twice_file, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_launching_a_job_opens_its_live_page(superuser_client, shout_twice_file, django_capture_on_commit_callbacks) -> None:
     url = reverse("admin:inference_finetuning_file", args=[shout_twice_file.public_id])
     form = {
         "base_model": "tiny-llama",
@@ -63,30 +56,30 @@ def test_launching_a_job_opens_its_live_page(admin_client, shout_twice_file, dja
         "suffix": "shout",
     }
     with django_capture_on_commit_callbacks(execute=False) as queued:
-        response = admin_client.post(url, form)
+        response = superuser_client.post(url, form)
     job = FineTuningJob.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse(
         "admin:inference_finetuningjob_change", args=[job.public_id]
     )
     assert len(queued) == 1, "the training task is queued after the commit"
     assert job.hyperparameters["n_epochs"] == 2 and job.hyperparameters_requested["batch_size"] == "auto"
-    page = admin_client.get(response["Location"]).content.decode()
+    page = superuser_client.get(response["Location"]).content.decode()
     assert "Queued" in page and 'hx-trigger="every 2s"' in page and ">Cancel</button>" in page
     assert "Step 0 of 12" in page  # 6 training examples, batch size 1 (auto), 2 epochs
 
 
-def test_launch_errors_are_shown_on_their_field(admin_client, shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_launch_errors_are_shown_on_their_field(superuser_client, shout_file) -> None:
     url = reverse("admin:inference_finetuning_file", args=[shout_file.public_id])
     form = {"base_model": "tiny-llama", "n_epochs": "lots", "batch_size": "auto", "learning_rate_multiplier": "auto"}
-    response = admin_client.post(url, form)
+    response = superuser_client.post(url, form)
     assert response.status_code == 400
     assert "n_epochs must be &quot;auto&quot; or a number, not &#x27;lots&#x27;." in response.content.decode()
     assert not FineTuningJob.objects.exists()
 
 
 def test_the_job_partial_shows_progress_epochs_chart_evaluation_and_stops_polling_when_done(
-    admin_client, shout_twice_file
-) -> None:  # type: ignore[no-untyped-def]
+    superuser_client, shout_twice_file
+) -> None:
     job = services.finetune_job_create(
         training_file=shout_twice_file,
         base_model="tiny-llama",
@@ -97,7 +90,7 @@ def test_the_job_partial_shows_progress_epochs_chart_evaluation_and_stops_pollin
         enqueue=False,
     )
     assert runner.finetune_job_execute(job_pk=job.pk) == "succeeded"
-    live = admin_client.get(reverse("admin:inference_finetuning_job_live", args=[job.public_id]))
+    live = superuser_client.get(reverse("admin:inference_finetuning_job_live", args=[job.public_id]))
     page = live.content.decode()
     assert live.status_code == 200 and page.startswith('<div id="job-live"')
     assert "hx-trigger" not in page, "a finished job is no longer polled"
@@ -110,20 +103,20 @@ def test_the_job_partial_shows_progress_epochs_chart_evaluation_and_stops_pollin
     assert ">Retry</button>" not in page and ">Cancel</button>" not in page
 
 
-def test_cancel_and_retry_buttons(admin_client, shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_and_retry_buttons(superuser_client, shout_file) -> None:
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False)
-    response = admin_client.post(reverse("admin:inference_finetuning_job_cancel", args=[job.public_id]))
+    response = superuser_client.post(reverse("admin:inference_finetuning_job_cancel", args=[job.public_id]))
     job.refresh_from_db()
     assert job.status == "cancelled"
-    page = admin_client.get(response["Location"]).content.decode()
+    page = superuser_client.get(response["Location"]).content.decode()
     assert f"Job {job.public_id} was cancelled." in page and ">Retry</button>" in page
-    response = admin_client.post(reverse("admin:inference_finetuning_job_retry", args=[job.public_id]))
+    response = superuser_client.post(reverse("admin:inference_finetuning_job_retry", args=[job.public_id]))
     new = FineTuningJob.objects.exclude(pk=job.pk).get()
     assert response["Location"] == reverse("admin:inference_finetuningjob_change", args=[new.public_id])
     assert new.status == "queued" and new.retried_from == job
 
 
-def test_the_job_list_marks_jobs_of_dead_workers_failed(admin_client, shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_job_list_marks_jobs_of_dead_workers_failed(superuser_client, shout_file) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
@@ -131,11 +124,11 @@ def test_the_job_list_marks_jobs_of_dead_workers_failed(admin_client, shout_file
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False)
     services.job_claim(job=job, threads=1)
     FineTuningJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    page = admin_client.get(reverse("admin:inference_finetuningjob_changelist")).content.decode()
+    page = superuser_client.get(reverse("admin:inference_finetuningjob_changelist")).content.decode()
     assert "Failed" in page and job.public_id in page and "Upload training data" in page
 
 
-def make_model(tmp_path: Path, **fields) -> FineTunedModel:  # type: ignore[no-untyped-def]
+def make_model(tmp_path: Path, **fields) -> FineTunedModel:
     adapter = tmp_path / "finetuned" / "ftjob-x"
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text("{}")
@@ -148,30 +141,30 @@ def make_model(tmp_path: Path, **fields) -> FineTunedModel:  # type: ignore[no-u
     return FineTunedModel.objects.create(**{**defaults, **fields})
 
 
-def test_models_can_be_renamed_hidden_and_deleted(admin_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_models_can_be_renamed_hidden_and_deleted(superuser_client, tmp_path) -> None:
     model = make_model(tmp_path)
     url = reverse("admin:inference_finetunedmodel_change", args=[model.pk])
-    assert admin_client.post(url, {"label": "Loud helper", "hidden": "on", "visibility": "everyone"}).status_code == 302
+    assert superuser_client.post(url, {"label": "Loud helper", "hidden": "on", "visibility": "everyone"}).status_code == 302
     model.refresh_from_db()
     assert (model.label, model.hidden) == ("Loud helper", True)
     assert model.public_id not in dict(registry.model_choices())
-    admin_client.post(reverse("admin:inference_finetunedmodel_delete", args=[model.pk]), {"post": "yes"})
+    superuser_client.post(reverse("admin:inference_finetunedmodel_delete", args=[model.pk]), {"post": "yes"})
     assert not FineTunedModel.objects.exists()
     assert not Path(model.adapter_path).exists()
 
 
-def test_the_method_is_picked_per_job_and_shown_on_its_page(admin_client, shout_file, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_method_is_picked_per_job_and_shown_on_its_page(superuser_client, shout_file, settings) -> None:
     settings.FINETUNE_METHOD = "full"
     url = reverse("admin:inference_finetuning_file", args=[shout_file.public_id])
-    page = admin_client.get(url).content.decode()
+    page = superuser_client.get(url).content.decode()
     assert '<option value="full" selected>Full: every weight' in page, "the default comes from FINETUNE_METHOD"
     assert '<option value="lora">LoRA: a small adapter' in page
     form = {"base_model": "tiny-llama", "method": "lora", "n_epochs": "1", "batch_size": "auto"}
-    response = admin_client.post(url, {**form, "learning_rate_multiplier": "auto"})
+    response = superuser_client.post(url, {**form, "learning_rate_multiplier": "auto"})
     job = FineTuningJob.objects.get()
     assert job.method == "lora"
-    page = admin_client.get(response["Location"]).content.decode()
+    page = superuser_client.get(response["Location"]).content.decode()
     assert '<dd id="job-method">LoRA: an adapter on the base' in page
-    response = admin_client.post(url, {**form, "method": "half", "learning_rate_multiplier": "auto"})
+    response = superuser_client.post(url, {**form, "method": "half", "learning_rate_multiplier": "auto"})
     assert response.status_code == 400 and "Select a valid choice. half is not one of" in response.content.decode()
     assert FineTuningJob.objects.count() == 1

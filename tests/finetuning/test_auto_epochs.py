@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import Client
 from django.urls import reverse
 
 from inference.api import finetuning as api
@@ -27,23 +26,16 @@ CONTRADICTORY = [*CODES, {"prompt": "Code of Oslo?", "completion": "XY"}]
 LEARNS = {"method": "full", "batch_size": 3, "learning_rate_multiplier": 50, "validation_split": 0, "seed": 1}
 
 
-@pytest.fixture
-def admin_client(admin_user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
-def upload(rows: list[dict[str, str]], name: str = "codes.jsonl"):  # type: ignore[no-untyped-def]
+def upload(rows: list[dict[str, str]], name: str = "codes.jsonl"):
     return services.training_file_create(filename=name, data=jsonl(rows))
 
 
-def job_for(file, **options):  # type: ignore[no-untyped-def]
+def job_for(file, **options):
     settings = {**LEARNS, "max_epochs": 40, **options}
     return services.finetune_job_create(training_file=file, base_model="tiny-llama", enqueue=False, **settings)
 
 
-def test_an_auto_job_trains_until_it_has_learnt_and_says_so_everywhere(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_an_auto_job_trains_until_it_has_learnt_and_says_so_everywhere(superuser_client) -> None:
     job = job_for(upload(CODES))
     assert job.hyperparameters["n_epochs"] == "auto"
 
@@ -56,7 +48,7 @@ def test_an_auto_job_trains_until_it_has_learnt_and_says_so_everywhere(admin_cli
     events = [e["message"] for e in api.job_events(job_id=job.public_id, after=None, limit=100)["data"]]
     assert f"Training stopped: learnt 3/3 training examples after {epochs} epochs. Kept the weights of epoch {epochs}." in events
     assert api.job_object(job)["stop_reason"] == job.stop_reason
-    page = admin_client.get(reverse("admin:inference_finetuningjob_change", args=[job.public_id])).content.decode()
+    page = superuser_client.get(reverse("admin:inference_finetuningjob_change", args=[job.public_id])).content.decode()
     assert f"Learnt 3/3 training examples after {epochs} epochs · kept the weights of epoch {epochs}" in page
 
 
@@ -82,17 +74,17 @@ def test_a_stalled_job_without_contradictions_suggests_a_higher_learning_rate() 
     assert "Try a higher learning rate multiplier" in job.error_message
 
 
-def test_the_launch_form_asks_to_accept_the_warnings(admin_client) -> None:  # type: ignore[no-untyped-def]
+def test_the_launch_form_asks_to_accept_the_warnings(superuser_client) -> None:
     file = upload(CONTRADICTORY)
     url = reverse("admin:inference_finetuning_file", args=[file.public_id])
-    assert "Line 4: the same prompt as line 1" in admin_client.get(url).content.decode()
+    assert "Line 4: the same prompt as line 1" in superuser_client.get(url).content.decode()
     form = {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
 
-    refused = admin_client.post(url, form)
+    refused = superuser_client.post(url, form)
     assert refused.status_code == 400 and "tick this to train on it anyway" in refused.content.decode()
     assert not FineTuningJob.objects.exists()
 
-    assert admin_client.post(url, {**form, "accept_warnings": "on"}).status_code == 302
+    assert superuser_client.post(url, {**form, "accept_warnings": "on"}).status_code == 302
     assert FineTuningJob.objects.count() == 1
 
 
@@ -100,9 +92,9 @@ def test_the_launch_form_asks_to_accept_the_warnings(admin_client) -> None:  # t
     ("field", "value", "says"),
     [("time_budget_seconds", "5", "between 10 and 86400"), ("max_epochs", "500", "between 1 and 200")],
 )
-def test_the_admin_form_names_a_budget_or_cap_out_of_range(admin_client, shout_file, field, value, says) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_form_names_a_budget_or_cap_out_of_range(superuser_client, shout_file, field, value, says) -> None:
     url = reverse("admin:inference_finetuning_file", args=[shout_file.public_id])
-    response = admin_client.post(url, {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto",
+    response = superuser_client.post(url, {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto",
                                        "learning_rate_multiplier": "auto", field: value})
     assert response.status_code == 400
     assert f"{field} must be {says}" in response.context["form"].errors[field][0]
@@ -130,11 +122,11 @@ def test_the_command_says_why_training_stopped(tmp_path: Path) -> None:
     assert job.stop_reason.startswith("learnt 3/3 training examples")
 
 
-def test_the_job_page_says_what_the_split_held_out_and_why(admin_client, shout_file, shout_twice_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_job_page_says_what_the_split_held_out_and_why(superuser_client, shout_file, shout_twice_file) -> None:
     once = job_for(shout_file, validation_split=0.25)
     twice = job_for(shout_twice_file, validation_split=0.25)
 
     assert once.validation_note.startswith("Nothing held out for validation: every completion appears only once")
     assert twice.validation_note.startswith("2 of 8 examples held out for validation, only from the 4 completions")
-    page = admin_client.get(reverse("admin:inference_finetuningjob_change", args=[once.public_id])).content.decode()
+    page = superuser_client.get(reverse("admin:inference_finetuningjob_change", args=[once.public_id])).content.decode()
     assert "holding one out would test a fact the model was never shown" in page

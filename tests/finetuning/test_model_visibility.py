@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import Group, User
-from django.test import Client
 from django.urls import reverse
 
 from conversations import services as chat_services
@@ -20,6 +19,7 @@ from inference.models import FineTunedModel
 from tests.conversations.factories import finished_turn
 from tests.conversations.wsclient import open_socket
 from tests.finetuning.test_chat_with_fine_tuned import register
+from tests.helpers import client_for
 
 FOR_ALL = "ft:tiny-llama:all:aaaa1111"
 FOR_STAFF = "ft:tiny-llama:staff:bbbb2222"
@@ -27,12 +27,12 @@ FOR_TEAM = "ft:tiny-llama:team:cccc3333"
 
 
 @pytest.fixture
-def team(db) -> Group:  # type: ignore[no-untyped-def]
+def team(db) -> Group:
     return Group.objects.create(name="Support team")
 
 
 @pytest.fixture
-def models(team, tmp_path) -> dict[str, FineTunedModel]:  # type: ignore[no-untyped-def]
+def models(team, tmp_path) -> dict[str, FineTunedModel]:
     everyone = register(FOR_ALL, tmp_path, "For all")
     staff = register(FOR_STAFF, tmp_path, "For staff", visibility="staff")
     grouped = register(FOR_TEAM, tmp_path, "For the team", visibility="groups")
@@ -40,18 +40,12 @@ def models(team, tmp_path) -> dict[str, FineTunedModel]:  # type: ignore[no-unty
     return {"all": everyone, "staff": staff, "team": grouped}
 
 
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def picker(user: User) -> set[str]:
     return {model_id for model_id, _ in registry.model_choices(user=user) if registry.is_fine_tuned(model_id)}
 
 
 @pytest.mark.django_db
-def test_each_user_picks_among_the_models_they_may_use(alice, bob, team, models) -> None:  # type: ignore[no-untyped-def]
+def test_each_user_picks_among_the_models_they_may_use(alice, bob, team, models) -> None:
     bob.groups.add(team)
     staff = User.objects.create_user("sam", password="staff pass 123", is_staff=True)
     boss = User.objects.create_superuser("boss", password="boss pass 123")
@@ -69,7 +63,7 @@ def test_each_user_picks_among_the_models_they_may_use(alice, bob, team, models)
 
 
 @pytest.mark.django_db
-def test_a_model_the_user_may_not_use_cannot_be_chosen_in_settings(alice, models) -> None:  # type: ignore[no-untyped-def]
+def test_a_model_the_user_may_not_use_cannot_be_chosen_in_settings(alice, models) -> None:
     chat = chat_services.conversation_create(owner=alice)
     form = {"model_name": FOR_STAFF, "system_prompt": "", "temperature": "0", "max_tokens": "16"}
     response = client_for(alice).post(reverse("conversation_settings", args=[chat.public_id]), form, HTTP_HX_REQUEST="true")
@@ -84,7 +78,7 @@ def test_a_model_the_user_may_not_use_cannot_be_chosen_in_settings(alice, models
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_socket_refuses_replies_on_a_model_restricted_since_it_was_picked(alice, models) -> None:  # type: ignore[no-untyped-def]
+async def test_the_socket_refuses_replies_on_a_model_restricted_since_it_was_picked(alice, models) -> None:
     chat = await database_sync_to_async(chat_services.conversation_create)(owner=alice, model_name=FOR_ALL)
     turn = await database_sync_to_async(finished_turn)(chat, "Hello", "Hi there.")
     everyone = models["all"]
@@ -102,7 +96,7 @@ async def test_the_socket_refuses_replies_on_a_model_restricted_since_it_was_pic
 
 
 @pytest.mark.django_db
-def test_fine_tuners_choose_who_may_use_a_model_in_the_admin(alice, team, models) -> None:  # type: ignore[no-untyped-def]
+def test_fine_tuners_choose_who_may_use_a_model_in_the_admin(alice, team, models) -> None:
     boss = User.objects.create_superuser("boss", password="boss pass 123")
     model = models["all"]
     url = reverse("admin:inference_finetunedmodel_change", args=[model.pk])

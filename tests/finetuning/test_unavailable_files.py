@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
-from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
 from django_tasks_db.models import DBTaskResult
@@ -61,12 +60,12 @@ def assert_nothing_stored() -> None:
 
 
 @pytest.fixture
-def held_out_file(admin_user):  # type: ignore[no-untyped-def]
+def held_out_file(admin_user):
     return services.training_file_create(filename="held.jsonl", data=shout_pairs(["owl", "yak"]), created_by=admin_user)
 
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
-def test_a_launch_names_the_training_file_and_what_is_wrong_and_stores_nothing(shout_file, breakage) -> None:  # type: ignore[no-untyped-def]
+def test_a_launch_names_the_training_file_and_what_is_wrong_and_stores_nothing(shout_file, breakage) -> None:
     breaks, problem = BREAKAGES[breakage]
     breaks(shout_file)
     with pytest.raises(FileUnavailable) as refused:
@@ -79,7 +78,7 @@ def test_a_launch_names_the_training_file_and_what_is_wrong_and_stores_nothing(s
     assert untouched(shout_file)
 
 
-def test_a_validation_file_without_its_data_is_named_as_such(shout_file, held_out_file) -> None:  # type: ignore[no-untyped-def]
+def test_a_validation_file_without_its_data_is_named_as_such(shout_file, held_out_file) -> None:
     lose_data(held_out_file)
     with pytest.raises(FileUnavailable, match=re.escape("The validation file held.jsonl")) as refused:
         services.finetune_job_create(training_file=shout_file, validation_file=held_out_file, base_model="tiny-llama")
@@ -87,7 +86,7 @@ def test_a_validation_file_without_its_data_is_named_as_such(shout_file, held_ou
     assert_nothing_stored()
 
 
-def test_data_lost_between_the_check_and_the_read_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_data_lost_between_the_check_and_the_read_fails_the_job_with_the_reason(shout_file, monkeypatch) -> None:
     monkeypatch.setattr(selectors, "training_file_check_readable", lambda **kwargs: None)
     lose_data(shout_file)
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama")
@@ -97,7 +96,7 @@ def test_data_lost_between_the_check_and_the_read_fails_the_job_with_the_reason(
 
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
-def test_a_worker_that_finds_the_data_gone_fails_the_job_with_the_file_named(shout_file, breakage) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_that_finds_the_data_gone_fails_the_job_with_the_file_named(shout_file, breakage) -> None:
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False)
     breaks, problem = BREAKAGES[breakage]
     breaks(shout_file)
@@ -115,19 +114,12 @@ def test_a_worker_that_finds_the_data_gone_fails_the_job_with_the_file_named(sho
 # --- The admin ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def admin_client(admin_user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
 LAUNCH = {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
 
 
-def test_the_launch_form_shows_the_problem_instead_of_crashing(admin_client, shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_launch_form_shows_the_problem_instead_of_crashing(superuser_client, shout_file) -> None:
     put_a_folder_in_its_place(shout_file)
-    response = admin_client.post(reverse("admin:inference_finetuning_file", args=[shout_file.public_id]), LAUNCH)
+    response = superuser_client.post(reverse("admin:inference_finetuning_file", args=[shout_file.public_id]), LAUNCH)
     page = response.content.decode()
     assert response.status_code == 400
     assert escape(f"The training file shout.jsonl ({shout_file.public_id}) cannot be used") in page
@@ -137,10 +129,10 @@ def test_the_launch_form_shows_the_problem_instead_of_crashing(admin_client, sho
     assert untouched(shout_file)
 
 
-def test_the_launch_form_puts_a_missing_validation_file_on_its_field(admin_client, shout_file, held_out_file) -> None:  # type: ignore[no-untyped-def]
+def test_the_launch_form_puts_a_missing_validation_file_on_its_field(superuser_client, shout_file, held_out_file) -> None:
     lose_data(held_out_file)
     form = {**LAUNCH, "validation_file": held_out_file.public_id}
-    response = admin_client.post(reverse("admin:inference_finetuning_file", args=[shout_file.public_id]), form)
+    response = superuser_client.post(reverse("admin:inference_finetuning_file", args=[shout_file.public_id]), form)
     assert response.status_code == 400
     assert response.context["form"].errors["validation_file"] == [
         f"The validation file held.jsonl ({held_out_file.public_id}) cannot be used: its data "
@@ -149,11 +141,11 @@ def test_the_launch_form_puts_a_missing_validation_file_on_its_field(admin_clien
     assert_nothing_stored()
 
 
-def test_retrying_a_job_whose_data_is_gone_says_why_and_makes_no_job(admin_client, shout_file) -> None:  # type: ignore[no-untyped-def]
+def test_retrying_a_job_whose_data_is_gone_says_why_and_makes_no_job(superuser_client, shout_file) -> None:
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False)
     services.job_fail(job=job, code="worker_stopped", message="The training worker stopped.")
     lose_data(shout_file)
-    response = admin_client.post(reverse("admin:inference_finetuning_job_retry", args=[job.public_id]), follow=True)
+    response = superuser_client.post(reverse("admin:inference_finetuning_job_retry", args=[job.public_id]), follow=True)
     page = response.content.decode()
     assert escape(f"The training file shout.jsonl ({shout_file.public_id}) cannot be used") in page
     assert list(FineTuningJob.objects.values_list("pk", flat=True)) == [job.pk]
@@ -182,10 +174,10 @@ def test_the_command_names_a_folder_given_as_the_file(tmp_path: Path) -> None:
     assert not TrainingFile.objects.exists()
 
 
-def test_the_command_reports_stored_data_lost_before_the_launch(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_command_reports_stored_data_lost_before_the_launch(tmp_path: Path, monkeypatch) -> None:
     create = services.training_file_create
 
-    def create_then_lose(**kwargs):  # type: ignore[no-untyped-def]
+    def create_then_lose(**kwargs):
         file = create(**kwargs)
         shutil.rmtree(Path(default_storage.path(file.stored_path)).parent)  # e.g. the media folder was cleaned
         return file

@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from tests.conftest import TINY_MODEL_DIR
 from tests.scaleout.cluster import Browser, ChatSocket, Cluster
-from tests.tiny_model import save_tiny_model
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 
@@ -25,18 +22,12 @@ STALE_AFTER = 4
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    save_tiny_model(TINY_MODEL_DIR)
-    env = {
-        "INFERENCE_MODEL": str(TINY_MODEL_DIR),
+def cluster_env() -> dict[str, str]:
+    return {
         "INFERENCE_BACKEND": "synthetic",
         "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": "10",
         "INFERENCE_STALE_AFTER_SECONDS": str(STALE_AFTER),
-        "CHAT_SOCKET_WATCH_SECONDS": "1",
     }
-    running = Cluster(tmp_path_factory.mktemp("faults"), extra_env=env).start(webs=1, workers=1)
-    yield running
-    running.stop()
 
 
 async def new_chat(cluster: Cluster, user: str, max_tokens: int) -> tuple[Browser, str]:

@@ -9,30 +9,24 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import TINY_MODEL_DIR
 from tests.scaleout.cluster import ROOT, Browser, ChatSocket, Cluster
-from tests.tiny_model import save_tiny_model
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    save_tiny_model(TINY_MODEL_DIR)
-    env = {
-        "INFERENCE_MODEL": str(TINY_MODEL_DIR),
-        "INFERENCE_STALE_AFTER_SECONDS": "6",
-        "CHAT_SOCKET_WATCH_SECONDS": "1",
-    }
-    running = Cluster(tmp_path_factory.mktemp("cluster"), extra_env=env).start(webs=2, workers=2)
-    yield running
-    running.stop()
+def cluster_env() -> dict[str, str]:
+    return {"INFERENCE_STALE_AFTER_SECONDS": "6"}
+
+
+@pytest.fixture(scope="module")
+def cluster_size() -> tuple[int, int]:
+    return (2, 2)
 
 
 def workers_used(cluster: Cluster) -> set[str]:

@@ -5,34 +5,22 @@ worker keeps writing it."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from tests.conftest import TINY_MODEL_DIR
 from tests.e2e.test_chat_browser import sign_up
 from tests.scaleout.cluster import Cluster
-from tests.tiny_model import save_tiny_model
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    save_tiny_model(TINY_MODEL_DIR)
-    env = {
-        "INFERENCE_MODEL": str(TINY_MODEL_DIR),
-        "INFERENCE_BACKEND": "synthetic",
-        "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": "8",
-        "CHAT_SOCKET_WATCH_SECONDS": "1",
-    }
-    running = Cluster(tmp_path_factory.mktemp("reconnect"), extra_env=env).start(webs=1, workers=1)
-    yield running
-    running.stop()
+def cluster_env() -> dict[str, str]:
+    return {"INFERENCE_BACKEND": "synthetic", "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": "8"}
 
 
-def test_the_page_reconnects_and_catches_up_without_gaps_or_repeats(cluster: Cluster, page) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_reconnects_and_catches_up_without_gaps_or_repeats(cluster: Cluster, page) -> None:
     base = cluster.url("web0")
     sign_up(page, base)
     page.get_by_role("button", name="Start a new chat").click()
