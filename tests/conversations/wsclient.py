@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,17 +67,21 @@ class ChatSocket:
         self.errors += [html.unescape(e) for e in ERROR.findall(frame) if e]
 
     async def until_finished(self, message_id: str | None = None, timeout: float = 30) -> str:
-        """Wait for ``message_id`` (or any reply this socket saw streaming) to end."""
+        """Wait at most ``timeout`` seconds in all for ``message_id`` (or any reply this
+        socket saw streaming) to end."""
+        deadline = time.monotonic() + timeout
         while True:
-            await self.receive(timeout=timeout)
+            await self.receive(timeout=max(0.0, deadline - time.monotonic()))
             candidates = [message_id] if message_id else sorted(self.started)
             done = [candidate for candidate in candidates if candidate in self.finished]
             if done:
                 return done[0]
 
     async def until_deltas(self, count: int, timeout: float = 10) -> None:
+        """Wait at most ``timeout`` seconds in all for ``count`` deltas."""
+        deadline = time.monotonic() + timeout
         while self.delta_count < count:
-            await self.receive(timeout=timeout)
+            await self.receive(timeout=max(0.0, deadline - time.monotonic()))
 
     async def close(self) -> None:
         await self.communicator.disconnect()

@@ -31,7 +31,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     process.wait(timeout=20)
 
 
-def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
+def send(page, text: str) -> None:
     count = page.locator("article.msg-assistant[data-status='complete']").count()
     page.get_by_label("Message").fill(text)
     page.keyboard.press("Enter")
@@ -40,11 +40,11 @@ def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def finished_replies(page):  # type: ignore[no-untyped-def]
+def finished_replies(page):
     return page.locator("article.msg-assistant[data-status='complete']")
 
 
-def test_regenerate_then_switch_between_versions_and_reload(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_regenerate_then_switch_between_versions_and_reload(tiny_server, page) -> None:
     url, _ = tiny_server
     sign_up(page, url)
     start_chat(page)
@@ -64,7 +64,7 @@ def test_regenerate_then_switch_between_versions_and_reload(tiny_server, page) -
     assert finished_replies(page).last.locator(".msg-text").inner_text() == first_text
 
 
-def test_edit_a_message_makes_a_new_branch_and_keeps_the_original(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_edit_a_message_makes_a_new_branch_and_keeps_the_original(tiny_server, page) -> None:
     url, _ = tiny_server
     sign_up(page, url)
     start_chat(page)
@@ -81,7 +81,7 @@ def test_edit_a_message_makes_a_new_branch_and_keeps_the_original(tiny_server, p
     page.locator("article.msg-user", has_text="Original question").wait_for()
 
 
-def test_feedback_with_a_reason_is_kept_and_can_be_changed(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_feedback_with_a_reason_is_kept_and_can_be_changed(tiny_server, page) -> None:
     url, _ = tiny_server
     sign_up(page, url)
     start_chat(page)
@@ -101,7 +101,7 @@ def test_feedback_with_a_reason_is_kept_and_can_be_changed(tiny_server, page) ->
     assert page.get_by_label("What was wrong? (optional)").count() == 0
 
 
-def test_staff_read_the_transcript_as_a_chat(tiny_server, page) -> None:  # type: ignore[no-untyped-def]
+def test_staff_read_the_transcript_as_a_chat(tiny_server, page) -> None:
     url, env = tiny_server
     sign_up(page, url)
     start_chat(page)
@@ -129,7 +129,7 @@ def test_staff_read_the_transcript_as_a_chat(tiny_server, page) -> None:  # type
     assert "A question for the reviewers" in page.locator("pre.inspect-prompt").inner_text()
 
 
-def test_older_messages_load_when_scrolling_up(tiny_server, browser) -> None:  # type: ignore[no-untyped-def]
+def test_older_messages_load_when_scrolling_up(tiny_server, browser) -> None:
     url, _ = tiny_server
     context = browser.new_context(viewport={"width": 900, "height": 420})
     page = context.new_page()
@@ -140,7 +140,14 @@ def test_older_messages_load_when_scrolling_up(tiny_server, browser) -> None:  #
         send(page, f"Message number {index}")
     page.reload()
     page.locator("body:not(.is-offline) .chat").wait_for()
-    page.wait_for_timeout(500)
+    page.wait_for_function(  # the page scrolled to its end...
+        "() => { const list = document.querySelector('#messages');"
+        " return list.scrollHeight - list.scrollTop - list.clientHeight < 2; }"
+    )
+    # ...and drew twice since, so an intersection observer would have seen the sentinel.
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    sentinel = page.locator(".older-sentinel")
+    assert sentinel.count() == 1 and "htmx-request" not in (sentinel.get_attribute("class") or ""), "none loading"
     assert page.locator("article.msg").count() == 4, "the conversation opens with its latest messages"
     page.locator("#messages").evaluate("list => { list.scrollTop = 0; }")
     page.locator("article.msg").nth(7).wait_for(state="attached")
@@ -150,7 +157,7 @@ def test_older_messages_load_when_scrolling_up(tiny_server, browser) -> None:  #
     context.close()
 
 
-def test_copy_buttons_put_the_text_on_the_clipboard(tiny_server, browser) -> None:  # type: ignore[no-untyped-def]
+def test_copy_buttons_put_the_text_on_the_clipboard(tiny_server, browser) -> None:
     url, _ = tiny_server
     context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     page = context.new_page()

@@ -63,11 +63,10 @@ def test_requests_join_and_leave_mid_flight(make_engine):
 
     submit_later(0)
     submit_later(1)
-    # Newcomers arrive while the first two are decoding; short ones leave early.
-    assert collectors[1].started.wait(30), "the second request never started"
+    # Newcomers arrive one by one, each once the one before is decoding; short ones leave early.
     for index in range(2, len(prompts)):
+        assert collectors[index - 1].started.wait(30), f"request {index - 1} never started"
         submit_later(index)
-        time.sleep(0.005)
     got = [collectors[i].wait().completion_ids for i in range(len(prompts))]
     assert got == expected
 
