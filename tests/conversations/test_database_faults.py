@@ -98,8 +98,7 @@ async def test_the_user_is_told_when_a_finished_reply_cannot_be_saved(alice, cha
     tries = refuse_final_writes(monkeypatch, times=10**6)
     _, _, socket = await open_socket(alice, chat)
     await socket.send({"action": "send", "message": "Count for me"})
-    while not socket.frames or "could not be saved" not in socket.frames[-1]:
-        await socket.receive(timeout=10)
+    await socket.until(lambda: bool(socket.frames) and "could not be saved" in socket.frames[-1])
     await generation_wait_idle()
     [message_id] = socket.started
     assert len(tries) > 2, "it retried before giving up"

@@ -166,8 +166,7 @@ async def test_a_generation_error_is_shown_and_the_chat_stays_usable(alice, chat
     assert "msg-error" in socket.frames[-2] + socket.frames[-1]
     scripted_engine(ScriptedEngine(["fine"], delay=0.01))
     await socket.send({"action": "send", "message": "try again"})
-    while len(socket.finished) < 2:
-        await socket.receive()
+    await socket.until(lambda: len(socket.finished) >= 2)
     await generation_wait_idle()
     assert (await reply_of(chat)).content == "fine"
     await socket.close()

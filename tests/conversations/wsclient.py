@@ -11,6 +11,7 @@ import html
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,12 @@ class ChatSocket:
             done = [candidate for candidate in candidates if candidate in self.finished]
             if done:
                 return done[0]
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 30) -> None:
+        """Receive frames until ``condition()`` holds, for at most ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            await self.receive(timeout=max(0.0, deadline - time.monotonic()))
 
     async def until_deltas(self, count: int, timeout: float = 10) -> None:
         """Wait at most ``timeout`` seconds in all for ``count`` deltas."""

@@ -87,8 +87,7 @@ async def test_the_socket_refuses_replies_on_a_model_restricted_since_it_was_pic
     await socket.send({"action": "send", "message": "Still there?"})
     await socket.send({"action": "regenerate", "message_id": str(turn.assistant_message.public_id)})
     await socket.send({"action": "edit", "message_id": str(turn.user_message.public_id), "message": "Hi"})
-    while len(socket.errors) < 3:
-        await socket.receive()
+    await socket.until(lambda: len(socket.errors) >= 3)
     refusal = f"The model {FOR_ALL} is not available to you any more; pick another in Settings."
     assert socket.errors == [refusal] * 3
     assert await Message.objects.filter(conversation=chat).acount() == 2, "no reply was started"
