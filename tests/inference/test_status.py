@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -12,7 +14,7 @@ from django.urls import reverse
 from conversations import services
 from inference import registry, status
 from inference.models import EngineStatus
-from inference.runtime import GONE, ModelRuntime, ProcessRole, ServedModel
+from inference.runtime import GONE, ModelRuntime, ProcessRole, Reporter, ServedModel
 
 pytestmark = pytest.mark.django_db
 
@@ -40,9 +42,9 @@ def staff_client(db) -> Client:
     return client
 
 
-def busy_runtime(role: ProcessRole = ProcessRole.WEB) -> ModelRuntime:
+def busy_runtime(role: ProcessRole = ProcessRole.WEB, report: Reporter | None = None) -> ModelRuntime:
     """A runtime serving the bundled model on an engine that is always busy."""
-    runtime = ModelRuntime(role=role, start=lambda source: ServedModel(engine=BusyEngine(), loaded=None))
+    runtime = ModelRuntime(role=role, start=lambda source: ServedModel(engine=BusyEngine(), loaded=None), report=report)
     runtime.engine_for(registry.ModelSpec(id="smollm2", label="SmolLM2", base_source="bundled"))
     return runtime
 
@@ -82,6 +84,27 @@ def test_reporting_releases_nothing_and_housekeeping_lets_go_of_what_is_gone(sta
     runtime.housekeep_once()
     assert runtime.loaded_engines() == {} and engine.stopped_with == GONE, "no model offered runs on it"
     assert EngineStatus.objects.get().served_models == [], "the report after the release shows it gone"
+
+
+def housekeeping_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "housekeeping"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_housekeeping_thread_reports_from_the_first_engine_until_the_runtime_closes(settings) -> None:
+    settings.INFERENCE_STATUS_REPORTING = True
+    settings.INFERENCE_STATUS_INTERVAL_SECONDS = 0.05
+    runtime = busy_runtime(report=status.report_once)
+    runtime.engine_for(registry.ModelSpec(id="smollm2-again", label="SmolLM2", base_source="bundled"))
+    deadline = time.monotonic() + 10
+    while not EngineStatus.objects.filter(active_streams=3).exists():
+        assert time.monotonic() < deadline, "no report came"
+        time.sleep(0.05)
+    assert len(housekeeping_threads()) == 1, "one thread, however many models are asked for"
+    runtime.close()
+    for thread in housekeeping_threads():
+        thread.join(timeout=10)
+    assert housekeeping_threads() == [], "closing the runtime ends its thread"
 
 
 def test_rows_written_before_weights_were_reported_still_show(staff_client) -> None:
