@@ -29,7 +29,7 @@ from django.core.exceptions import ValidationError
 
 from conversations import fragments, selectors, services
 from conversations.models import Conversation, Message
-from conversations.new_chat import new_chat_settings, new_chat_settings_clear
+from conversations.new_chat import new_chat_settings, new_chat_settings_clear, session_as_stored
 from conversations.streaming import StreamRender
 from inference import engines, registry
 from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
@@ -72,6 +72,7 @@ def turn_start_for_socket(*, conversation: Conversation, text: object, attachmen
 
 def conversation_start_for_socket(*, owner: Any, text: object, session: Any, attachments: object = None) -> StartedTurn:
     """Store a new chat with its first turn, on the settings its page chose (in the session)."""
+    session = session_as_stored(session)
     chosen = new_chat_settings(session)
     turn = services.conversation_start(owner=owner, text=text, chosen=chosen, attachments=attachments)
     new_chat_settings_clear(session)

@@ -61,12 +61,12 @@ def test_new_chat_opens_a_page_and_stores_nothing(alice) -> None:
 async def test_the_first_message_stores_the_chat_with_the_settings_chosen_before(alice, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(["Hi", " there", "!"], delay=0.005))
     client = await database_sync_to_async(logged_in)(alice)
+    socket = await new_chat_socket(client)  # the page's socket connects before settings are chosen
     chosen = {"model_name": "tiny-llama", "system_prompt": "Be brief.", "temperature": "0.3", "max_tokens": "7"}
     response = await database_sync_to_async(client.post)(reverse("new_chat_settings"), chosen, **HTMX)
     assert response.status_code == 200 and b"Saved." in response.content
     assert await Conversation.objects.acount() == 0, "choosing settings stores no chat"
 
-    socket = await new_chat_socket(client)
     await socket.send({"action": "send", "message": "Hello new chat"})
     message_id = await socket.until_finished()
     await generation_wait_idle()
