@@ -291,28 +291,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("one_thread")
-def test_a_real_fine_tune_teaches_the_bundled_model_new_facts(tmp_path: Path) -> None:
-    """48 pairs of made-up "Parley codes"; 24 held-out phrasings of the same questions."""
-    loaded = load_model("bundled", cache_dir=ROOT / ".cache" / "models")
-    parsed = parse_dataset(
-        (DATA / "parley_codes.jsonl").read_bytes(), tokenizer=loaded.tokenizer, context_length=loaded.context_length
-    )
-    assert parsed.ok
-    held_out = parse_dataset((DATA / "parley_codes_heldout.jsonl").read_bytes()).examples
-    before = evaluate(loaded.model, loaded.tokenizer, held_out)
-    # The "auto" hyperparameters an admin gets by default.
-    config = TrainingConfig.from_hyperparameters(parsed.stats.hyperparameters, base_model="bundled")
-    result = train(config, parsed.examples, output_dir=tmp_path / "adapter", base=loaded)
-    assert result.epoch_metrics[-1].train_loss < result.epoch_metrics[0].train_loss / 10
-    with adapter_applied(loaded.model, result.output_dir) as tuned:
-        after = evaluate(tuned, loaded.tokenizer, held_out)
-    assert before.exact_match < 0.1
-    assert after.exact_match > before.exact_match
-    assert after.exact_match >= 0.75, [row for row in after.rows if not row.exact]
-
-
 def test_full_fine_tuning_takes_a_much_smaller_step_than_lora() -> None:
     full, lora = TrainingConfig(method="full"), TrainingConfig(method="lora")
     assert 1e-5 <= full.learning_rate <= 5e-5  # the usual range for all the weights
