@@ -95,13 +95,15 @@ def test_one_housekeeping_thread_reports_from_the_first_engine_until_the_runtime
     settings.INFERENCE_STATUS_REPORTING = True
     settings.INFERENCE_STATUS_INTERVAL_SECONDS = 0.05
     runtime = busy_runtime(report=status.report_once)
-    runtime.engine_for(registry.ModelSpec(id="smollm2-again", label="SmolLM2", base_source="bundled"))
-    deadline = time.monotonic() + 10
-    while not EngineStatus.objects.filter(active_streams=3).exists():
-        assert time.monotonic() < deadline, "no report came"
-        time.sleep(0.05)
-    assert len(housekeeping_threads()) == 1, "one thread, however many models are asked for"
-    runtime.close()
+    try:
+        runtime.engine_for(registry.ModelSpec(id="tiny-llama", label="Tiny", base_source=settings.INFERENCE_MODEL))
+        deadline = time.monotonic() + 10
+        while not EngineStatus.objects.filter(active_streams=6).exists():  # both busy engines, reported
+            assert time.monotonic() < deadline, "no report of both models came"
+            time.sleep(0.05)
+        assert len(housekeeping_threads()) == 1, "one thread, however many models it serves"
+    finally:
+        runtime.close()
     for thread in housekeeping_threads():
         thread.join(timeout=10)
     assert housekeeping_threads() == [], "closing the runtime ends its thread"
