@@ -49,7 +49,7 @@ def serve(workdir: Path) -> tuple[str, object]:
 
 
 def shoot(url: str, out: Path, scheme: str, browser: object) -> list[Path]:
-    context = browser.new_context(viewport={"width": 1200, "height": 860}, color_scheme=scheme)  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1200, "height": 860}, color_scheme=scheme)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{url}/accounts/signup/")
@@ -92,8 +92,8 @@ def main() -> None:
                         print(path)
                 browser.close()
         finally:
-            process.terminate()  # type: ignore[attr-defined]
-            process.wait(timeout=20)  # type: ignore[attr-defined]
+            process.terminate()
+            process.wait(timeout=20)
 
 
 if __name__ == "__main__":

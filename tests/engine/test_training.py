@@ -62,11 +62,11 @@ def config(tiny_folder: Path, **settings: object) -> TrainingConfig:
         "batch_size": 4,
         "learning_rate_multiplier": 10.0,
     }
-    return TrainingConfig(**{**defaults, **settings})  # type: ignore[arg-type]
+    return TrainingConfig(**{**defaults, **settings})
 
 
 def logits_of(model: torch.nn.Module, tokenizer: object, text: str) -> torch.Tensor:
-    ids = tokenizer(text, return_tensors="pt")["input_ids"]  # type: ignore[operator]
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         return model(input_ids=ids).logits
 
@@ -151,8 +151,8 @@ def test_the_loss_falls_on_a_repeated_dataset(
     )
     assert [e[0] for e in epochs] == [1, 2, 3, 4, 5, 6]
     assert epochs[-1][1] < epochs[0][1] * ratio
-    assert epochs[-1][2] is not None and epochs[-1][2] < epochs[0][2]  # type: ignore[operator]
-    assert 0.0 <= epochs[-1][3] <= 1.0  # type: ignore[operator]
+    assert epochs[-1][2] is not None and epochs[-1][2] < epochs[0][2]
+    assert 0.0 <= epochs[-1][3] <= 1.0
     assert result.final_train_loss == epochs[-1][1]
     assert result.steps == 6 * 3 and len(result.step_losses) == 18
 

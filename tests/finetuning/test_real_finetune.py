@@ -43,7 +43,7 @@ def held_out_answers(model_id: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.timeout(1800)  # a few minutes alone; much longer on a machine shared with other work
-async def test_auto_learns_near_twin_facts_and_answers_new_phrasings_in_the_chat(alice, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_auto_learns_near_twin_facts_and_answers_new_phrasings_in_the_chat(alice, settings) -> None:
     settings.INFERENCE_MODEL = "bundled"
     settings.FINETUNE_TIME_BUDGET_SECONDS = 900  # the job's own stop rule; a loaded CI machine is slower
     engines.shutdown_all()
