@@ -244,6 +244,9 @@ if INFERENCE_MODE == "remote" and not REDIS_URL:
 INFERENCE_BACKEND = env_choice("INFERENCE_BACKEND", "transformers", ("transformers", "synthetic"))
 INFERENCE_SYNTHETIC_TOKENS_PER_SECOND = env_float("INFERENCE_SYNTHETIC_TOKENS_PER_SECOND", 20.0, minimum=0.1)
 INFERENCE_SYNTHETIC_TEXT = env_str("INFERENCE_SYNTHETIC_TEXT", "")
+# Every interval, a process's model runtime (inference/runtime.py) lets go of models deleted
+# or hidden elsewhere and reports its load to the status page; REPORTING=false runs no such
+# thread (tests).
 INFERENCE_STATUS_INTERVAL_SECONDS = env_float("INFERENCE_STATUS_INTERVAL_SECONDS", 5.0, minimum=0.1)
 INFERENCE_STATUS_REPORTING = env_bool("INFERENCE_STATUS_REPORTING", True)
 # A streaming reply whose job has not written to the database for this long is
