@@ -28,6 +28,12 @@ for step in range(1, 21):
         val_token_accuracy=(0.8 if step in (10, 20) else None))
 job.events.create(level="info", message="Training finished")
 job.events.create(level="warn", message="One example was too long")
+from conversations import services
+chat = services.conversation_create(owner=admin)
+turn = services.turn_start(conversation=chat, text="Show me a table")
+services.assistant_message_finish(message_pk=turn.assistant_message.pk, content="| a | b |\\n|---|---|\\n| 1 | 2 |\\n\\n`code`",
+    seq=1, finish_reason="length", prompt_tokens=5, completion_tokens=9)
+print(chat.pk)
 print(job.public_id)
 """
 
@@ -73,6 +79,10 @@ def test_every_page_follows_the_system_and_stays_readable(server, browser, schem
     page.locator(".key-created").wait_for()
     assert (background_luminance(page, ".key-created") < 0.1) == dark
     assert contrast_failures(page) == []
+    for path in ("/api/", "/search/?q=Markdown"):
+        page.goto(f"{url}{path}")
+        assert (background_luminance(page, ".main") < 0.05) == dark, path
+        assert contrast_failures(page) == [], path
     page.goto(f"{url}/accounts/login/")  # signed in: the login page sends them home; log out first
     page.context.clear_cookies()
     page.goto(f"{url}/accounts/login/")
@@ -117,7 +127,7 @@ def test_the_toggle_switches_at_once_and_is_remembered_for_the_user(server, brow
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_admin_job_page_and_its_loss_chart_are_readable(server, browser, scheme) -> None:
     url, env = server
-    job_id = manage_shell(env, MAKE_JOB.replace("jobadmin", f"jobadmin{scheme}")).splitlines()[-1]
+    chat_pk, job_id = manage_shell(env, MAKE_JOB.replace("jobadmin", f"jobadmin{scheme}")).splitlines()[-2:]
     page = scheme_page(browser, scheme)
     page.goto(f"{url}/admin/login/")
     page.get_by_label("Username").fill(f"jobadmin{scheme}")
@@ -130,4 +140,8 @@ def test_the_admin_job_page_and_its_loss_chart_are_readable(server, browser, sch
     assert contrast_failures(page, ".ft-page") == []
     axis_labels = page.locator("svg.ft-chart text")
     assert axis_labels.count() >= 3
+    page.goto(f"{url}/admin/conversations/conversation/{chat_pk}/change/")  # a transcript in review
+    page.locator(".transcript table").wait_for()
+    assert (background_luminance(page, ".t-user") < 0.2) == dark
+    assert contrast_failures(page, ".transcript") == []
     page.context.close()
