@@ -6,15 +6,17 @@ watchdog only does so while someone has that conversation open. A training worke
 that dies leaves its job "running" (or, after other crashes, "validating_files" or
 "queued") for the admin and API clients alike. So each process that serves people
 (daphne, and the generation workers, which serve through the same ASGI application)
-runs ``reap_once`` every ``INFERENCE_REAP_INTERVAL_SECONDS`` on its event loop. Every
-change is a conditional update, so reapers in many processes never fight.
+runs ``reap_once`` every ``INFERENCE_REAP_INTERVAL_SECONDS`` on its event loop, where
+the channel layer it announces on lives; the timer is a chore of the process's model
+runtime's housekeeping thread (inference/runtime.py). Every change is a conditional
+update, so reapers in many processes never fight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from django.conf import settings
 
 from inference.finetuning.services import finetune_jobs_recover
 from inference.generation import conversation_group
+from inference.runtime import process_runtime
 from inference.services import EndedStream, streams_fail_stale
 
 logger = logging.getLogger(__name__)
@@ -55,38 +58,57 @@ async def _announce_end(stream: EndedStream) -> None:
         logger.warning("Could not announce the end of reply %s", stream.message_id, exc_info=True)
 
 
-async def reap_forever() -> None:
-    while True:
-        await asyncio.sleep(settings.INFERENCE_REAP_INTERVAL_SECONDS)
-        try:
-            await reap_once()
-        except Exception:  # the database may be briefly away; the next tick tries again
-            logger.warning("Could not reap dead workers' replies and jobs", exc_info=True)
+async def reap_tick() -> None:
+    try:
+        await reap_once()
+    except Exception:  # the database may be briefly away; the next tick tries again
+        logger.warning("Could not reap dead workers' replies and jobs", exc_info=True)
+
+
+class LoopReaper:
+    """A housekeeping chore: each time it runs, reap on ``loop`` (skipped while the last
+    reap is still running there); dropped once the loop has closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: concurrent.futures.Future[None] | None = None
+
+    def __call__(self) -> bool:
+        if self.loop.is_closed():
+            return False
+        if self.pending is None or self.pending.done():
+            self.pending = asyncio.run_coroutine_threadsafe(reap_tick(), self.loop)
+        return True
+
+
+def _chore_name(loop: asyncio.AbstractEventLoop) -> str:
+    return f"reaper-{id(loop)}"
+
+
+def reaper_start() -> None:
+    """Reap on this event loop from now on (once per loop; not with ``INFERENCE_REAPER`` off)."""
+    if not settings.INFERENCE_REAPER:
+        return
+    loop = asyncio.get_running_loop()
+    process_runtime().chore_add(_chore_name(loop), LoopReaper(loop), every=_reap_interval)
+
+
+def reaper_stop() -> None:
+    """No more reaping on this event loop."""
+    process_runtime().chore_remove(_chore_name(asyncio.get_running_loop()))
+
+
+def _reap_interval() -> float:
+    return float(settings.INFERENCE_REAP_INTERVAL_SECONDS)
 
 
 class ReaperStarter:
     """ASGI middleware: the first connection or channel message a process serves starts
-    its reaper (daphne has no start-up hook; a process that serves nobody needs none).
-
-    It keeps one reaper per event loop: daphne runs one loop, tests make many.
-    """
+    its reaper (daphne has no start-up hook; a process that serves nobody needs none)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.reapers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def reaper(self) -> asyncio.Task[None] | None:
-        """This event loop's reaper, started on first call (None with ``INFERENCE_REAPER`` off)."""
-        if not settings.INFERENCE_REAPER:
-            return None
-        loop = asyncio.get_running_loop()
-        task = self.reapers.get(loop)
-        if task is None or task.done():
-            task = self.reapers[loop] = loop.create_task(reap_forever(), name="parley-reaper")
-        return task
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        self.reaper()
+        reaper_start()
         return await self.app(scope, receive, send)

@@ -8,16 +8,18 @@ shares one copy of the base weights. Loading blocks for seconds, so callers on t
 event loop reach ``engine_for`` through ``asyncio.to_thread``; torch is imported only
 when an engine starts, never at Django start-up.
 
-Its housekeeping thread, started with the first engine, lets go of models deleted or
-hidden elsewhere and hands a ``RuntimeSnapshot`` to the status reporter every
-``INFERENCE_STATUS_INTERVAL_SECONDS``. Tests build a runtime of their own
-(``ModelRuntime(start=...)``) and install it for the test's length.
+Its one housekeeping thread is the process's timer: from the first engine on it lets go
+of models deleted or hidden elsewhere and hands a ``RuntimeSnapshot`` to the status
+reporter every ``INFERENCE_STATUS_INTERVAL_SECONDS``, and it runs the chores other
+parts add (the reaper's ticks, which it hands to the event loop). Tests build a runtime
+of their own (``ModelRuntime(start=...)``) and install it for the test's length.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import secrets
 import threading
@@ -189,6 +191,16 @@ def _served_snapshot(source: str, stats: dict[str, object]) -> ServedSnapshot:
 Reporter = Callable[[RuntimeSnapshot, "RuntimeSnapshot | None"], None]
 
 
+@dataclass
+class Chore:
+    """Work the housekeeping thread repeats: ``run`` every ``every()`` seconds (read each
+    time, so a changed setting applies). A ``run`` that returns False is dropped."""
+
+    run: Callable[[], bool | None]
+    every: Callable[[], float]
+    due: float = 0.0
+
+
 class ModelRuntime:
     """The engines one process serves, started on first use and released when their
     models go.
@@ -196,6 +208,10 @@ class ModelRuntime:
     ``start`` loads a base model and starts its engine (``start_engine``; tests pass a
     fake). ``report`` receives a snapshot and the one before it on every housekeeping
     tick (``status.report_once``); without it the thread only releases.
+
+    The one housekeeping thread runs the process's periodic chores: releasing and
+    reporting (from the first engine on, with ``INFERENCE_STATUS_REPORTING``), and any
+    other part of the process adds (the reaper, inference/reaper.py).
     """
 
     def __init__(
@@ -214,7 +230,11 @@ class ModelRuntime:
         self._lock = threading.Lock()  # held while a model loads
         self._warming_lock = threading.Lock()  # only ever held for a set lookup
         self._housekeeping: threading.Thread | None = None
+        self._chores: dict[str, Chore] = {}
+        self._chores_lock = threading.Lock()
+        self._wake = threading.Event()  # a chore was added, or the runtime closed
         self._stopped = threading.Event()
+        self._reported: RuntimeSnapshot | None = None
 
     def engine_for(self, spec: ModelSpec) -> ServedModel:
         """The running engine for ``spec``'s base model, with its adapter attached."""
@@ -222,7 +242,8 @@ class ModelRuntime:
             served = self._served.get(spec.base_source)
             if served is None:
                 served = self._served[spec.base_source] = self._start(spec.base_source)
-                self._housekeeping_start()
+                if settings.INFERENCE_STATUS_REPORTING:
+                    self.chore_add("models", self._models_tick, every=_status_interval, at_once=True)
             if spec.adapter_path and spec.id not in served.adapters:
                 served.engine.add_adapter(spec.id, spec.adapter_path)
                 served.adapters.add(spec.id)
@@ -327,9 +348,36 @@ class ModelRuntime:
             self._served.clear()
 
     def close(self) -> None:
-        """Stop every engine and, at its next tick, the housekeeping thread."""
+        """Stop every engine and the housekeeping thread (after the chore it runs now)."""
         self._stopped.set()
+        self._wake.set()
         self.shutdown_all()
+
+    def chore_add(
+        self, name: str, run: Callable[[], bool | None], *, every: Callable[[], float], at_once: bool = False
+    ) -> None:
+        """Run ``run`` on the housekeeping thread every ``every()`` seconds from now on,
+        the first time after one interval (or ``at_once``); a name already added is left
+        as it is."""
+        if name in self._chores:  # the reaper asks on every connection: no lock for that
+            return
+        with self._chores_lock:
+            if name in self._chores:
+                return
+            self._chores[name] = Chore(run=run, every=every, due=time.monotonic() + (0.0 if at_once else every()))
+            if self._housekeeping is None:
+                self._housekeeping = threading.Thread(target=self._housekeep_forever, name="housekeeping", daemon=True)
+                self._housekeeping.start()
+        self._wake.set()
+
+    @property
+    def housekeeping(self) -> threading.Thread | None:
+        """The housekeeping thread, once a chore started it."""
+        return self._housekeeping
+
+    def chore_remove(self, name: str) -> None:
+        with self._chores_lock:
+            self._chores.pop(name, None)
 
     def housekeep_once(self, previous: RuntimeSnapshot | None = None) -> RuntimeSnapshot | None:
         """1. Release what no available model uses. 2. Report a snapshot. Each step's
@@ -350,18 +398,33 @@ class ModelRuntime:
         finally:
             close_old_connections()
 
-    def _housekeeping_start(self) -> None:
-        """Start the housekeeping thread with the first engine (called under the lock)."""
-        if self._housekeeping is not None or not settings.INFERENCE_STATUS_REPORTING:
-            return
-        self._housekeeping = threading.Thread(target=self._housekeep_forever, name="housekeeping", daemon=True)
-        self._housekeeping.start()
+    def _models_tick(self) -> None:
+        self._reported = self.housekeep_once(self._reported)
 
     def _housekeep_forever(self) -> None:
-        previous: RuntimeSnapshot | None = None
         while not self._stopped.is_set():
-            previous = self.housekeep_once(previous)
-            self._stopped.wait(settings.INFERENCE_STATUS_INTERVAL_SECONDS)
+            with self._chores_lock:
+                due = [(name, chore) for name, chore in self._chores.items() if chore.due <= time.monotonic()]
+            for name, chore in due:
+                self._run_chore(name, chore)
+            with self._chores_lock:
+                next_due = min((chore.due for chore in self._chores.values()), default=math.inf)
+            self._wake.wait(max(0.0, next_due - time.monotonic()) if next_due < math.inf else None)
+            self._wake.clear()
+
+    def _run_chore(self, name: str, chore: Chore) -> None:
+        try:
+            keep = chore.run() is not False
+        except Exception:  # the next tick tries again
+            logger.warning("Housekeeping chore %s failed", name, exc_info=True)
+            keep = True
+        chore.due = time.monotonic() + chore.every()
+        if not keep:
+            self.chore_remove(name)
+
+
+def _status_interval() -> float:
+    return float(settings.INFERENCE_STATUS_INTERVAL_SECONDS)
 
 
 def process_runtime() -> ModelRuntime:

@@ -13,10 +13,9 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from chatsite.asgi import application
 from conversations import services
 from conversations.models import Message
-from inference.reaper import reap_once
+from inference.reaper import reap_once, reaper_stop
 from inference.services import WORKER_STOPPED
 from tests.conversations.wsclient import open_socket
 
@@ -77,6 +76,4 @@ async def test_every_process_serving_users_reaps_on_a_timer(alice, settings) -> 
             await asyncio.sleep(0.05)
     finally:
         await socket.close()
-        reaper = application.reaper()
-        assert reaper is not None
-        reaper.cancel()
+        reaper_stop()

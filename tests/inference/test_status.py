@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -86,27 +86,24 @@ def test_reporting_releases_nothing_and_housekeeping_lets_go_of_what_is_gone(sta
     assert EngineStatus.objects.get().served_models == [], "the report after the release shows it gone"
 
 
-def housekeeping_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "housekeeping"]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_one_housekeeping_thread_reports_from_the_first_engine_until_the_runtime_closes(settings) -> None:
     settings.INFERENCE_STATUS_REPORTING = True
     settings.INFERENCE_STATUS_INTERVAL_SECONDS = 0.05
     runtime = busy_runtime(report=status.report_once)
+    thread = runtime.housekeeping
+    assert thread is not None and thread.is_alive(), "the first engine starts it"
     try:
         runtime.engine_for(registry.ModelSpec(id="tiny-llama", label="Tiny", base_source=settings.INFERENCE_MODEL))
         deadline = time.monotonic() + 10
         while not EngineStatus.objects.filter(active_streams=6).exists():  # both busy engines, reported
             assert time.monotonic() < deadline, "no report of both models came"
             time.sleep(0.05)
-        assert len(housekeeping_threads()) == 1, "one thread, however many models it serves"
+        assert runtime.housekeeping is thread, "one thread, however many models it serves"
     finally:
         runtime.close()
-    for thread in housekeeping_threads():
-        thread.join(timeout=10)
-    assert housekeeping_threads() == [], "closing the runtime ends its thread"
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "closing the runtime ends its thread"
 
 
 def test_rows_written_before_weights_were_reported_still_show(staff_client) -> None:
@@ -128,3 +125,25 @@ def test_only_staff_see_the_status(client, alice) -> None:
     for name in ("inference_status", "inference_status_json"):
         response = client.get(reverse(name))
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+def test_a_chore_repeats_until_it_says_it_is_done() -> None:
+    runtime = ModelRuntime()
+    runs: list[str] = []
+    try:
+        runtime.chore_add("count", lambda: runs.append("first") or len(runs) < 3, every=lambda: 0.01)
+        runtime.chore_add("count", lambda: runs.append("ignored") is None, every=lambda: 0.01)
+        until(lambda: len(runs) >= 3)
+        # The name is free again once the chore said it was done, so this one runs.
+        runtime.chore_add("count", lambda: runs.append("second") is None and False, every=lambda: 0.01, at_once=True)
+        until(lambda: "second" in runs)
+    finally:
+        runtime.close()
+    assert runs == ["first", "first", "first", "second"]
