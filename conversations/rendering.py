@@ -128,7 +128,8 @@ def _math_rule(display: bool) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _markdown() -> MarkdownIt:
+def markdown_parser() -> MarkdownIt:
+    """The one Markdown parser of messages (finished replies and streaming ones alike)."""
     # Raw HTML in the source is shown as text, never passed through. Dollars follow pandoc's
     # rule (no space inside the delimiters, no digit after the closing one), so "$5 and $10"
     # stays text. A $$ block ends at a blank line, like every other block, so that a block a
@@ -157,7 +158,7 @@ def render_markdown(text: str) -> str:
     The button is added after sanitizing: nh3 has escaped every ``<pre>`` the text
     itself contained, so only real code blocks match.
     """
-    html = _markdown().render(text)
+    html = markdown_parser().render(text)
     clean = nh3.clean(
         html,
         tags=ALLOWED_TAGS | MATHML_TAGS,

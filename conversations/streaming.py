@@ -35,7 +35,7 @@ from django.conf import settings
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from conversations.rendering import _markdown, render_markdown
+from conversations.rendering import markdown_parser, render_markdown
 
 # The last line of a block to continue: the closing tag of a paragraph, list item, heading,
 # table cell or code, and any container tags closing after it.
@@ -51,7 +51,7 @@ MARKUP = frozenset("*_`~[]()#|$\\&<\n")
 def finished_length(text: str) -> int:
     """How many leading characters of ``text`` make up finished blocks: everything before
     the start of its last top-level block (0 with fewer than two blocks)."""
-    starts = [token.map[0] for token in _markdown().parse(text) if token.level == 0 and token.map and token.nesting >= 0]
+    starts = [token.map[0] for token in markdown_parser().parse(text) if token.level == 0 and token.map and token.nesting >= 0]
     if len(starts) < 2:
         return 0
     lines = text.splitlines(keepends=True)

@@ -7,7 +7,6 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -81,12 +80,13 @@ def conversation_detail(request: HtmxHttpRequest, conversation_id: UUID) -> Http
         **_page_context(request, conversation),
         "page": page,
         "has_streaming": conversation.messages.filter(status=Message.Status.STREAMING).exists(),
-        "settings_form": _settings_form(conversation, user=request.user),  # type: ignore[arg-type]
+        "settings_form": _settings_form(conversation),
     }
     return render(request, "conversations/conversation.html", context)
 
 
-def _settings_form(conversation: Conversation, data: object = None, *, user: User) -> ConversationSettingsForm:
+def _settings_form(conversation: Conversation, data: object = None) -> ConversationSettingsForm:
+    """The settings form of ``conversation`` (its owner's models to pick from)."""
     return ConversationSettingsForm.for_conversation(conversation, data)
 
 
@@ -100,7 +100,7 @@ def _new_chat_page(request: HtmxHttpRequest) -> HttpResponse:
         **_page_context(request, conversation),
         "page": None,
         "has_streaming": False,
-        "settings_form": _settings_form(conversation, user=request.user),  # type: ignore[arg-type]
+        "settings_form": _settings_form(conversation),
     }
     return render(request, "conversations/conversation.html", context)
 
@@ -110,11 +110,11 @@ def _new_chat_page(request: HtmxHttpRequest) -> HttpResponse:
 def new_chat_settings_save(request: HtmxHttpRequest) -> HttpResponse:
     """Settings chosen for a new chat before its first message: kept until it is stored."""
     conversation = _new_chat(request)
-    form = _settings_form(conversation, request.POST, user=request.user)  # type: ignore[arg-type]
+    form = _settings_form(conversation, request.POST)
     saved = form.is_valid()
     if saved:
         new_chat_settings_store(request.session, form.cleaned_data)
-        form = _settings_form(_new_chat(request), user=request.user)  # type: ignore[arg-type]
+        form = _settings_form(_new_chat(request))
     if not request.htmx:
         return redirect("conversation_new")
     context = {"conversation": conversation, "settings_form": form, "saved": saved}
@@ -208,13 +208,13 @@ def conversation_delete(request: HtmxHttpRequest, conversation_id: UUID) -> Http
 @require_POST
 def conversation_settings(request: HtmxHttpRequest, conversation_id: UUID) -> HttpResponse:
     conversation = selectors.conversation_get_for_owner(owner=request.user, public_id=conversation_id)
-    form = _settings_form(conversation, request.POST, user=request.user)  # type: ignore[arg-type]
+    form = _settings_form(conversation, request.POST)
     saved = False
     if form.is_valid():
         try:
             services.conversation_update_settings(conversation=conversation, **form.cleaned_data)
             saved = True
-            form = _settings_form(conversation, user=request.user)  # type: ignore[arg-type]  # the values now in use, also those the post left out
+            form = _settings_form(conversation)  # the values now in use, also those the post left out
         except ValidationError as exc:
             form.add_error("model_name", exc)
     status = 200 if saved or not form.errors else 422
