@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -11,3 +14,11 @@ def client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def until(condition: Callable[[], bool], *, timeout: float = 10, what: str = "the condition") -> None:
+    """Wait for ``condition()`` to hold, polling, and fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never held"
+        time.sleep(0.01)

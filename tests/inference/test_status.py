@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -15,6 +13,7 @@ from conversations import services
 from inference import registry, status
 from inference.models import EngineStatus
 from inference.runtime import GONE, ModelRuntime, ProcessRole, Reporter, ServedModel
+from tests.helpers import client_for, until
 
 pytestmark = pytest.mark.django_db
 
@@ -37,9 +36,7 @@ class BusyEngine:
 
 @pytest.fixture
 def staff_client(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_user("sam", password="x", is_staff=True))
-    return client
+    return client_for(User.objects.create_user("sam", password="x", is_staff=True))
 
 
 def busy_runtime(role: ProcessRole = ProcessRole.WEB, report: Reporter | None = None) -> ModelRuntime:
@@ -95,10 +92,8 @@ def test_one_housekeeping_thread_reports_from_the_first_engine_until_the_runtime
     assert thread is not None and thread.is_alive(), "the first engine starts it"
     try:
         runtime.engine_for(registry.ModelSpec(id="tiny-llama", label="Tiny", base_source=settings.INFERENCE_MODEL))
-        deadline = time.monotonic() + 10
-        while not EngineStatus.objects.filter(active_streams=6).exists():  # both busy engines, reported
-            assert time.monotonic() < deadline, "no report of both models came"
-            time.sleep(0.05)
+        # Both busy engines, reported.
+        until(lambda: EngineStatus.objects.filter(active_streams=6).exists(), what="a report of both models")
         assert runtime.housekeeping is thread, "one thread, however many models it serves"
     finally:
         runtime.close()
@@ -125,13 +120,6 @@ def test_only_staff_see_the_status(client, alice) -> None:
     for name in ("inference_status", "inference_status_json"):
         response = client.get(reverse(name))
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
-
-
-def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 def test_a_chore_repeats_until_it_says_it_is_done() -> None:
