@@ -6,13 +6,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from tests.helpers import client_for
+
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def page_theme(client: Client, url: str) -> str:
@@ -21,34 +17,34 @@ def page_theme(client: Client, url: str) -> str:
 
 
 def test_pages_follow_the_system_until_a_theme_is_chosen(alice) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     assert page_theme(client, reverse("home")) == "system"
     assert page_theme(Client(), reverse("login")) == "system"
 
 
 def test_a_chosen_theme_is_remembered_on_every_page(alice) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     response = client.post(reverse("theme_set"), {"theme": "dark", "next": reverse("api_keys")})
     assert response.status_code == 302 and response["Location"] == reverse("api_keys")
     for url in (reverse("home"), reverse("account_settings"), reverse("api_keys"), reverse("conversation_search")):
         assert page_theme(client, url) == "dark", url
-    assert page_theme(logged_in(alice), reverse("home")) == "dark", "another browser of the same user"
+    assert page_theme(client_for(alice), reverse("home")) == "dark", "another browser of the same user"
 
 
 def test_the_choice_is_each_users_own(alice, bob) -> None:
-    logged_in(alice).post(reverse("theme_set"), {"theme": "light"})
-    assert page_theme(logged_in(bob), reverse("home")) == "system"
+    client_for(alice).post(reverse("theme_set"), {"theme": "light"})
+    assert page_theme(client_for(bob), reverse("home")) == "system"
 
 
 def test_the_script_toggle_gets_no_redirect(alice) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     response = client.post(reverse("theme_set"), {"theme": "dark"}, HTTP_X_PARLEY_THEME="1")
     assert response.status_code == 204
     assert page_theme(client, reverse("home")) == "dark"
 
 
 def test_an_unknown_theme_or_foreign_next_is_refused(alice) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     assert client.post(reverse("theme_set"), {"theme": "purple"}).status_code == 400
     assert page_theme(client, reverse("home")) == "system"
     response = client.post(reverse("theme_set"), {"theme": "light", "next": "https://evil.example/"})
@@ -56,7 +52,7 @@ def test_an_unknown_theme_or_foreign_next_is_refused(alice) -> None:
 
 
 def test_settings_page_offers_the_three_themes_with_the_current_one_checked(alice) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     client.post(reverse("theme_set"), {"theme": "dark"})
     html = client.get(reverse("account_settings")).content.decode()
     assert 'value="system"' in html and 'value="light"' in html

@@ -21,14 +21,9 @@ from inference.generation import generation_wait_idle
 from tests.conftest import ROOT, TINY_MODEL_DIR
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine
+from tests.helpers import client_for
 
 NOTES = "Meeting notes\nThe launch moves to Friday.\nOwner: Dana\n"
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def upload(client: Client, name: str, data: bytes):
@@ -37,7 +32,7 @@ def upload(client: Client, name: str, data: bytes):
 
 @pytest.mark.django_db
 def test_a_text_file_becomes_a_chip_for_the_composer(alice) -> None:
-    response = upload(logged_in(alice), "notes.md", NOTES.encode())
+    response = upload(client_for(alice), "notes.md", NOTES.encode())
     attachment = Attachment.objects.get()
     assert response.status_code == 200
     assert f'name="attachment" value="{attachment.public_id}"' in response.content.decode()
@@ -46,7 +41,7 @@ def test_a_text_file_becomes_a_chip_for_the_composer(alice) -> None:
 
 @pytest.mark.django_db
 def test_binary_and_oversized_files_are_refused_and_nothing_is_stored(alice, settings) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
     response = upload(client, "photo.png", png)
     assert response.status_code == 400 and "“photo.png” is not a text file" in response.content.decode()
@@ -59,17 +54,17 @@ def test_binary_and_oversized_files_are_refused_and_nothing_is_stored(alice, set
 
 @pytest.mark.django_db
 def test_a_file_is_read_only_by_its_owner(alice, bob) -> None:
-    upload(logged_in(alice), "notes.txt", b"<b>bold</b> & more")
+    upload(client_for(alice), "notes.txt", b"<b>bold</b> & more")
     url = reverse("attachment_text", args=[Attachment.objects.get().public_id])
-    assert logged_in(alice).get(url).content == b"&lt;b&gt;bold&lt;/b&gt; &amp; more"
-    assert logged_in(bob).get(url).status_code == 404
+    assert client_for(alice).get(url).content == b"&lt;b&gt;bold&lt;/b&gt; &amp; more"
+    assert client_for(bob).get(url).status_code == 404
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_file_goes_with_the_message_to_the_model(alice, scripted_engine) -> None:
     engine = scripted_engine(ScriptedEngine(["Friday", "."], delay=0.005))
     chat = await database_sync_to_async(services.conversation_create)(owner=alice)
-    client = await database_sync_to_async(logged_in)(alice)
+    client = await database_sync_to_async(client_for)(alice)
     await database_sync_to_async(upload)(client, "notes.txt", NOTES.encode())
     attachment = await Attachment.objects.aget()
     _, _, socket = await open_socket(alice, chat)
@@ -88,7 +83,7 @@ async def test_the_file_goes_with_the_message_to_the_model(alice, scripted_engin
 @pytest.mark.django_db(transaction=True)
 async def test_someone_elses_file_cannot_be_sent(alice, bob, scripted_engine) -> None:
     chat = await database_sync_to_async(services.conversation_create)(owner=bob)
-    await database_sync_to_async(upload)(await database_sync_to_async(logged_in)(alice), "notes.txt", b"secret")
+    await database_sync_to_async(upload)(await database_sync_to_async(client_for)(alice), "notes.txt", b"secret")
     attachment = await Attachment.objects.aget()
     _, _, socket = await open_socket(bob, chat)
     await socket.send({"action": "send", "message": "Read this", "attachment": str(attachment.public_id)})
@@ -103,7 +98,7 @@ async def test_someone_elses_file_cannot_be_sent(alice, bob, scripted_engine) ->
 async def test_a_file_too_long_for_the_context_is_cut_and_the_reply_says_so(alice, scripted_engine) -> None:
     engine = scripted_engine(ScriptedEngine(["Done", "."], delay=0.005))
     chat = await database_sync_to_async(services.conversation_create)(owner=alice)
-    client = await database_sync_to_async(logged_in)(alice)
+    client = await database_sync_to_async(client_for)(alice)
     long_text = "".join(f"line {n}: the quick brown fox jumps\n" for n in range(400))  # the tiny model reads 512 tokens
     await database_sync_to_async(upload)(client, "long.txt", long_text.encode())
     attachment = await Attachment.objects.aget()
@@ -141,23 +136,23 @@ def test_fitting_cuts_only_marked_files_and_keeps_as_much_as_fits() -> None:
 @pytest.mark.django_db
 def test_files_are_exported_and_shown_to_staff(alice) -> None:
     chat = services.conversation_create(owner=alice)
-    upload(logged_in(alice), "notes.txt", NOTES.encode())
+    upload(client_for(alice), "notes.txt", NOTES.encode())
     turn = services.turn_start(conversation=chat, text="Read it", attachments=str(Attachment.objects.get().public_id))
     services.assistant_message_finish(
         message_pk=turn.assistant_message.pk, content="Friday.", seq=1, finish_reason="stop", prompt_tokens=9, completion_tokens=2
     )
-    exported = json.loads(logged_in(alice).get(reverse("export_json", args=[chat.public_id])).content)
+    exported = json.loads(client_for(alice).get(reverse("export_json", args=[chat.public_id])).content)
     assert "The launch moves to Friday." in exported["messages"][1]["content"]
-    assert "File notes.txt:" in logged_in(alice).get(reverse("export_markdown", args=[chat.public_id])).content.decode()
+    assert "File notes.txt:" in client_for(alice).get(reverse("export_markdown", args=[chat.public_id])).content.decode()
     staff = User.objects.create_superuser("reviewer", password="a long pass phrase 42")
-    page = logged_in(staff).get(reverse("admin:conversations_conversation_change", args=[chat.pk])).content.decode()
+    page = client_for(staff).get(reverse("admin:conversations_conversation_change", args=[chat.pk])).content.decode()
     assert "Attached file: notes.txt" in page and "The launch moves to Friday." in page
 
 
 @pytest.mark.django_db
 def test_a_message_may_be_only_a_file_but_not_too_many(alice, settings) -> None:
     chat = services.conversation_create(owner=alice)
-    client = logged_in(alice)
+    client = client_for(alice)
     upload(client, "notes.txt", NOTES.encode())
     turn = services.turn_start(conversation=chat, text="", attachments=[str(Attachment.objects.get().public_id)])
     chat.refresh_from_db()

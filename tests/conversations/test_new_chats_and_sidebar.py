@@ -19,6 +19,7 @@ from conversations.starters import STARTERS
 from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import ChatSocket
 from tests.fakes import ScriptedEngine
+from tests.helpers import client_for
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -26,12 +27,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 def can_log_in(username: str, password: str) -> bool:
     response = Client().post(reverse("login"), {"username": username, "password": password})
     return response.status_code == 302
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 async def new_chat_socket(client: Client) -> ChatSocket:
@@ -49,7 +44,7 @@ async def new_chat_socket(client: Client) -> ChatSocket:
 
 @pytest.mark.django_db
 def test_new_chat_opens_a_page_and_stores_nothing(alice) -> None:
-    response = logged_in(alice).get(reverse("conversation_new"))
+    response = client_for(alice).get(reverse("conversation_new"))
     html = response.content.decode()
     assert response.status_code == 200 and 'ws-connect="/ws/c/new/"' in html
     assert Conversation.objects.count() == 0
@@ -60,7 +55,7 @@ def test_new_chat_opens_a_page_and_stores_nothing(alice) -> None:
 @pytest.mark.django_db(transaction=True)
 async def test_the_first_message_stores_the_chat_with_the_settings_chosen_before(alice, scripted_engine) -> None:
     scripted_engine(ScriptedEngine(["Hi", " there", "!"], delay=0.005))
-    client = await database_sync_to_async(logged_in)(alice)
+    client = await database_sync_to_async(client_for)(alice)
     socket = await new_chat_socket(client)  # the page's socket connects before settings are chosen
     chosen = {"model_name": "tiny-llama", "system_prompt": "Be brief.", "temperature": "0.3", "max_tokens": "7"}
     response = await database_sync_to_async(client.post)(reverse("new_chat_settings"), chosen, **HTMX)
@@ -83,7 +78,7 @@ async def test_the_first_message_stores_the_chat_with_the_settings_chosen_before
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_refused_first_message_leaves_no_chat_behind(alice) -> None:
-    client = await database_sync_to_async(logged_in)(alice)
+    client = await database_sync_to_async(client_for)(alice)
     socket = await new_chat_socket(client)
     await socket.send({"action": "send", "message": "   "})
     await socket.receive()
@@ -107,7 +102,7 @@ def sidebar_ids(html: str) -> list[str]:
 @pytest.mark.django_db
 def test_pinned_chats_lead_the_sidebar(alice, bob) -> None:
     chats = [services.conversation_create(owner=alice) for _ in range(3)]
-    client = logged_in(alice)
+    client = client_for(alice)
     response = client.post(reverse("conversation_pin", args=[chats[0].public_id]), {"pinned": "true"}, **HTMX)
     assert b"Unpin" in response.content
     assert sidebar_ids(response.content.decode())[0] == str(chats[0].public_id), "the sidebar is re-sent, pin first"
@@ -116,7 +111,7 @@ def test_pinned_chats_lead_the_sidebar(alice, bob) -> None:
     client.post(reverse("conversation_pin", args=[chats[0].public_id]), {"pinned": "false"}, **HTMX)
     order = sidebar_ids(client.get(reverse("home")).content.decode())
     assert order == [str(c.public_id) for c in reversed(chats)]
-    assert logged_in(bob).post(reverse("conversation_pin", args=[chats[0].public_id]), {"pinned": "true"}).status_code == 404
+    assert client_for(bob).post(reverse("conversation_pin", args=[chats[0].public_id]), {"pinned": "true"}).status_code == 404
 
 
 @pytest.mark.django_db
@@ -124,7 +119,7 @@ def test_the_sidebar_loads_older_chats_a_page_at_a_time(alice, bob, settings) ->
     settings.CHAT_SIDEBAR_PAGE_SIZE = 3
     chats = [services.conversation_create(owner=alice) for _ in range(7)]
     services.conversation_create(owner=bob)
-    client = logged_in(alice)
+    client = client_for(alice)
     html = client.get(reverse("home")).content.decode()
     seen = sidebar_ids(html)
     pages = 1
@@ -140,7 +135,7 @@ def test_the_sidebar_loads_older_chats_a_page_at_a_time(alice, bob, settings) ->
 
 @pytest.mark.django_db
 def test_change_password(alice) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     new = "a brand new pass phrase 7"
     response = client.post(
         reverse("password_change"),
@@ -154,7 +149,7 @@ def test_change_password(alice) -> None:
 
 @pytest.mark.django_db
 def test_password_reset_by_email(alice, mailoutbox) -> None:
-    client = logged_in(alice)
+    client = client_for(alice)
     assert client.post(reverse("account_email"), {"email": "alice@example.com"}).status_code == 302
     anonymous = Client()
     anonymous.post(reverse("password_reset"), {"email": "nobody@example.com"})
