@@ -145,3 +145,27 @@ def test_the_admin_job_page_and_its_loss_chart_are_readable(server, browser, sch
     assert (background_luminance(page, ".t-user") < 0.2) == dark
     assert contrast_failures(page, ".transcript") == []
     page.context.close()
+
+
+def test_the_admin_starts_from_the_theme_chosen_in_parley(server, browser) -> None:
+    url, env = server
+    _, job_id = manage_shell(env, MAKE_JOB.replace("jobadmin", "jobadmintheme")).splitlines()[-2:]
+    manage_shell(
+        env,
+        "from django.contrib.auth.models import User\nfrom conversations import services\n"
+        "services.user_theme_set(user=User.objects.get(username='jobadmintheme'), theme='dark')",
+    )
+    page = scheme_page(browser, "light")
+    page.goto(f"{url}/admin/login/")
+    page.get_by_label("Username").fill("jobadmintheme")
+    page.get_by_label("Password").fill("a long pass phrase 42")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{url}/admin/inference/finetuningjob/{job_id}/change/")
+    page.locator("svg.ft-chart polyline").wait_for()
+    assert background_luminance(page, "svg.ft-chart") < 0.05, "dark, as chosen in Parley, on a light system"
+    page.locator("button.theme-toggle").first.click()  # the admin's own switch: dark -> light here
+    page.wait_for_function("() => document.documentElement.dataset.theme === 'light'")
+    page.reload()
+    page.locator("svg.ft-chart polyline").wait_for()
+    assert background_luminance(page, "svg.ft-chart") > 0.9, "once used, the admin's switch decides"
+    page.context.close()
