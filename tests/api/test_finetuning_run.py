@@ -32,7 +32,15 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """daphne on the bundled model plus a task worker (``manage.py db_worker``) that trains."""
     tmp = tmp_path_factory.mktemp("api-training-server")
-    env = server_env(tmp, PARLEY_MEDIA_ROOT=str(tmp / "media"), FINETUNE_OUTPUT_DIR=str(tmp / "finetuned"))
+    # One thread at normal priority: the test machine runs other work, where two threads
+    # spin and a lowered priority starves the job (docs/finetuning.md).
+    env = server_env(
+        tmp,
+        PARLEY_MEDIA_ROOT=str(tmp / "media"),
+        FINETUNE_OUTPUT_DIR=str(tmp / "finetuned"),
+        FINETUNE_THREADS="1",
+        FINETUNE_NICENESS="0",
+    )
     url, web = start_server(tmp, env)
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "db_worker", "--interval", "0.5", "--no-startup-delay"],
@@ -46,7 +54,11 @@ def training_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     yield server
     for process in (worker, web):
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a worker in the middle of a training step
+            process.kill()
+            process.wait()
 
 
 CODES = {"zorblat", "quimset", "vandrix", "plomtek"}  # apple, river, mountain, lantern
@@ -68,11 +80,11 @@ def test_a_job_made_through_the_api_trains_a_model_that_answers(training_server)
         model="smollm2-135m-instruct",
         training_file=training.id,
         validation_file=held_out.id,
-        hyperparameters={"n_epochs": "auto", "batch_size": 4, "learning_rate_multiplier": 1.0},
+        hyperparameters={"n_epochs": "auto", "batch_size": 4, "max_epochs": 15, "time_budget_seconds": 420},
         seed=0,
         suffix="codes",
     )
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 900
     while job.status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
         time.sleep(3)
         job = client.fine_tuning.jobs.retrieve(job.id)
