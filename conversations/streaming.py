@@ -112,7 +112,7 @@ class StreamRender:
         now = time.monotonic() if now is None else now
         self.text += delta
         frame = format_html('<span hx-swap-oob="beforeend:#m-{}-pending">{}</span>', self.message_id, delta)
-        closed = finished_length(self.text[self.done :])
+        closed = finished_length(self.text[self.done :]) if self.may_close(delta) else 0
         self.marked = self.marked or not MARKUP.isdisjoint(delta)
         if not closed and not self.due(now):
             return frame
@@ -126,6 +126,12 @@ class StreamRender:
         self.rendered_at, self.marked, self.tail_bytes = now, False, len(tail)
         self.fenced = in_open_fence(self.text[self.done :])
         return "".join(parts)
+
+    def may_close(self, delta: str) -> bool:
+        """Whether ``delta`` may have begun a new block (closing the one before): blocks begin
+        on a new line, and show what they are within its first few characters. A closing
+        missed here is found at the next line; this only spares parsing mid-line."""
+        return "\n" in delta or len(self.text) - self.text.rfind("\n") <= 9
 
     def due(self, now: float) -> bool:
         """Whether the tail should be rendered again now (no block closed)."""
