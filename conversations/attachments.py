@@ -23,11 +23,8 @@ def attachment_create(*, owner_id: int, name: str, data: bytes) -> Attachment:
     """Store an uploaded file for a message not sent yet; refuse one that is too large or
     not text (a ValidationError naming the file), storing nothing."""
     name = (name or "file.txt").replace("\\\\", "/").rsplit("/", 1)[-1][:255] or "file.txt"
-    limit = settings.CHAT_ATTACHMENT_MAX_BYTES
-    if len(data) > limit:
-        raise ValidationError(
-            f"“{name}” is {filesizeformat(len(data))}; files up to {filesizeformat(limit)} can be attached."
-        )
+    if len(data) > settings.CHAT_ATTACHMENT_MAX_BYTES:
+        raise ValidationError(too_large(name=name, size=len(data)))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -36,6 +33,13 @@ def attachment_create(*, owner_id: int, name: str, data: bytes) -> Attachment:
         raise ValidationError(NOT_TEXT.format(name=name))
     Attachment.objects.filter(owner_id=owner_id, message__isnull=True, created_at__lt=timezone.now() - UNSENT_KEPT).delete()
     return Attachment.objects.create(owner_id=owner_id, name=name, text=text, size=len(data))
+
+
+def too_large(*, name: str, size: int) -> str:
+    """The refusal of a file over CHAT_ATTACHMENT_MAX_BYTES (``name`` "" when unknown)."""
+    limit = settings.CHAT_ATTACHMENT_MAX_BYTES
+    label = f"“{name}”" if name else "That file"
+    return f"{label} is {filesizeformat(size)}; files up to {filesizeformat(limit)} can be attached."
 
 
 def attachment_ids_clean(value: object) -> list[str]:

@@ -131,23 +131,34 @@ def conversation_pin(request: HtmxHttpRequest, conversation_id: UUID) -> HttpRes
     return render(request, "conversations/_pinned.html", {"conversation": conversation})
 
 
+# Room for the multipart envelope around one file (boundaries, headers, its name).
+ATTACHMENT_FORM_OVERHEAD = 16_384
+
+
 @login_required
 @require_POST
 def attachment_upload(request: HtmxHttpRequest) -> HttpResponse:
     """A file for the message being written: its chip for the composer, or a 400 saying why
     it was refused (then nothing is stored)."""
+    limit = settings.CHAT_ATTACHMENT_MAX_BYTES
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if length > limit + ATTACHMENT_FORM_OVERHEAD:  # refused before Django reads the body
+        return _refused(attachments.too_large(name="", size=length))
     upload = request.FILES.get("file")
     if upload is None:
-        return HttpResponse("Choose a file to attach.", status=400)
-    if upload.size is not None and upload.size > settings.CHAT_ATTACHMENT_MAX_BYTES:
-        data = b"\0" * (settings.CHAT_ATTACHMENT_MAX_BYTES + 1)  # refused on size without reading it all
-    else:
-        data = upload.read()
+        return _refused("Choose a file to attach.")
+    if (upload.size or 0) > limit:
+        return _refused(attachments.too_large(name=upload.name or "", size=upload.size or 0))
+    data = upload.read()
     try:
         attachment = attachments.attachment_create(owner_id=request.user.pk, name=upload.name or "", data=data)  # type: ignore[arg-type]
     except ValidationError as exc:
-        return HttpResponse(" ".join(exc.messages), status=400, content_type="text/plain; charset=utf-8")
+        return _refused(" ".join(exc.messages))
     return render(request, "conversations/_attachment_chip.html", {"file": attachment})
+
+
+def _refused(reason: str) -> HttpResponse:
+    return HttpResponse(reason, status=400, content_type="text/plain; charset=utf-8")
 
 
 @login_required

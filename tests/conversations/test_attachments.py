@@ -48,7 +48,10 @@ def test_binary_and_oversized_files_are_refused_and_nothing_is_stored(alice, set
     assert upload(client, "zeros.txt", b"abc\x00def").status_code == 400
     settings.CHAT_ATTACHMENT_MAX_BYTES = 1000
     response = upload(client, "big.txt", b"x" * 5000)
-    assert response.status_code == 400 and "files up to 1000" in response.content.decode()
+    said = response.content.decode().replace("\xa0", " ")  # filesizeformat's spaces do not break
+    assert response.status_code == 400 and said == "“big.txt” is 4.9 KB; files up to 1000 bytes can be attached."
+    response = upload(client, "huge.txt", b"x" * 100_000)  # refused on its Content-Length, before it is read
+    assert response.status_code == 400 and response.content.decode().replace("\xa0", " ").startswith("That file is 97.")
     assert Attachment.objects.count() == 0
 
 
