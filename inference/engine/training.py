@@ -94,6 +94,9 @@ class StopRule:
     max_epochs: int = 25
     time_budget_seconds: float = 600.0
     patience: int = 3
+    # Seconds of the budget that are not training's: what the job spent before it, and
+    # what it needs after it (evaluation, saving), so the whole job fits in the budget.
+    reserve_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -679,7 +682,7 @@ def stop_verdict(
     if stalled_at is not None:
         what = "training and validation loss" if last.val_loss is not None else "training"
         return StopReport("stalled", f"{what} stopped improving at epoch {stalled_at} ({tally})", best.epoch, learnt, examples)
-    if elapsed + epoch_seconds > rule.time_budget_seconds:
+    if elapsed + epoch_seconds + rule.reserve_seconds > rule.time_budget_seconds:
         budget = f"{rule.time_budget_seconds:g} s"
         return StopReport("time_budget", f"time budget reached ({budget}) after {last.epoch} epochs ({tally})", best.epoch, learnt, examples)
     if last.epoch >= rule.max_epochs:

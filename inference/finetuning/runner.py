@@ -31,6 +31,9 @@ from inference.models import FineTuningJob
 
 logger = logging.getLogger(__name__)
 EVALUATION_ROWS = 8
+# Of an "auto" job's time budget, the share kept for evaluating and saving after training
+# (26 s of 600 on the near-twin bench, docs/performance.md).
+AFTER_TRAINING_SHARE = 0.06
 Observer = Callable[[FineTuningJob], None]
 
 
@@ -190,10 +193,14 @@ def _config(job: FineTuningJob, base: bases.TrainingBase, threads: int) -> Any:
     auto = hyper["n_epochs"] == "auto"
     stop = None
     if auto:
+        budget = hyper["time_budget_seconds"]
         stop = StopRule(
             max_epochs=hyper["max_epochs"],
-            time_budget_seconds=hyper["time_budget_seconds"],
+            time_budget_seconds=budget,
             patience=settings.FINETUNE_PATIENCE_EPOCHS,
+            # The budget runs from upload to a model chat can use: training leaves room
+            # for what came before it and for the evaluation and saving after it.
+            reserve_seconds=_seconds_since_start(job) + AFTER_TRAINING_SHARE * budget,
         )
     return TrainingConfig.from_hyperparameters(
         Hyperparameters(1 if auto else hyper["n_epochs"], hyper["batch_size"], hyper["learning_rate_multiplier"]),
@@ -205,6 +212,15 @@ def _config(job: FineTuningJob, base: bases.TrainingBase, threads: int) -> Any:
         niceness=settings.FINETUNE_NICENESS,
         stop=stop,
     )
+
+
+def _seconds_since_start(job: FineTuningJob) -> float:
+    """Seconds since a worker took the job (reading its examples, loading the model);
+    time spent waiting in the queue is not the job's."""
+    from django.utils import timezone
+
+    started = job.started_at or timezone.now()
+    return max(0.0, (timezone.now() - started).total_seconds())
 
 
 def _record_stop(job: FineTuningJob, result: Any, train: list[Example], output_dir: Path) -> None:

@@ -91,6 +91,14 @@ def test_the_best_epoch_is_kept_and_named() -> None:
     assert verdict.message == "training stopped improving at epoch 2 (3/4 training examples learnt)"
 
 
+def test_the_budget_keeps_room_for_what_comes_before_and_after_training() -> None:
+    history = [metrics(1, 1, 2.0), metrics(2, 2, 1.0)]
+    assert stop_verdict(StopRule(time_budget_seconds=100), history, 4, elapsed=60, epoch_seconds=30) is None
+    rule = StopRule(time_budget_seconds=100, reserve_seconds=15)
+    verdict = stop_verdict(rule, history, 4, elapsed=60, epoch_seconds=30)
+    assert verdict is not None and verdict.reason == "time_budget"
+
+
 def test_falling_validation_loss_counts_as_progress_and_the_cap_holds() -> None:
     rule = StopRule(max_epochs=4, patience=2)
     history = [metrics(1, 0, 2.0, 3.0), metrics(2, 0, 1.99, 2.5), metrics(3, 0, 1.98, 2.0)]
