@@ -61,36 +61,35 @@ def test_the_share_follows_chat(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_num_threads(previous)
 
 
-def test_on_a_loaded_machine_the_share_takes_the_faster_thread_count() -> None:
-    """A fake clock: a pass of 100 tokens takes 2 s on two threads and 1 s on one (other
-    work holds the cores), so after trying both the run stays on one thread, and it
-    looks at two again every ``probe_every`` passes."""
+def threads_used(seconds_per_pass: dict[int, float], passes: int = 30) -> tuple[list[int], ComputeShare]:
+    """Run ``passes`` passes of 100 tokens on a fake clock where a pass on N threads takes
+    ``seconds_per_pass[N]``; the thread count of each pass, and the share."""
     now = [0.0]
-    seconds = {2: 2.0, 1: 1.0}
     share = ComputeShare(threads=2, probe_every=10, clock=lambda: now[0])
     used = []
     previous = torch.get_num_threads()
     try:
-        for _ in range(30):
+        for _ in range(passes):
             share.pace(100)
             used.append(torch.get_num_threads())
-            now[0] += seconds[used[-1]]
+            now[0] += seconds_per_pass[used[-1]]
     finally:
         torch.set_num_threads(previous)
+    return used, share
+
+
+def test_on_a_loaded_machine_the_share_takes_the_faster_thread_count() -> None:
+    """Other work holds the cores: a pass takes 2 s on two threads and 1 s on one, so
+    after trying both the run stays on one thread, and looks at two again every
+    ``probe_every`` passes."""
+    used, share = threads_used({2: 2.0, 1: 1.0})
     assert used[:4] == [2, 2, 1, 1]  # each measured twice
     assert used[4:].count(1) >= 23 and 2 in used[4:]  # the faster one, with a look back now and then
     assert share.seconds_per_token == pytest.approx({2: 0.02, 1: 0.01})
-    # On a quiet machine two threads are faster and stay.
-    now[0], seconds = 0.0, {2: 0.6, 1: 1.0}
-    share = ComputeShare(threads=2, probe_every=10, clock=lambda: now[0])
-    used = []
-    try:
-        for _ in range(30):
-            share.pace(100)
-            used.append(torch.get_num_threads())
-            now[0] += seconds[used[-1]]
-    finally:
-        torch.set_num_threads(previous)
+
+
+def test_on_a_quiet_machine_the_share_keeps_every_core() -> None:
+    used, _ = threads_used({2: 0.6, 1: 1.0})
     assert used[4:].count(2) >= 23
 
 
