@@ -63,8 +63,9 @@ BASE_LEARNING_RATES = {"lora": 2e-3, "full": 5e-5}
 Method = Literal["lora", "full"]
 ProgressCallback = Callable[[int, int, int, float, float, int, float, float], None]
 """``(step, total_steps, epoch, train_loss, lr, tokens_seen, elapsed, eta)``; seconds."""
-EpochEndCallback = Callable[[int, float, "float | None", "float | None"], None]
-"""``(epoch, train_loss, val_loss, val_token_accuracy)``; val figures are None without data."""
+EpochEndCallback = Callable[[int, float, "float | None", "float | None", "int | None"], None]
+"""``(epoch, train_loss, val_loss, val_token_accuracy, learnt)``; val figures are None
+without data, ``learnt`` (training examples answered exactly) None unless "auto" epochs."""
 # "auto" epochs go on while the last `patience` epochs learnt one more training example,
 # lowered the validation loss, or lowered the training loss by at least this share.
 LOSS_PROGRESS = 0.1
@@ -779,7 +780,7 @@ def _end_epoch(
     run.validation_seconds += time.perf_counter() - paused
     run.epoch_metrics.append(EpochMetrics(epoch, train_loss, val_loss, val_accuracy, learnt))
     if hooks.on_epoch_end is not None:
-        hooks.on_epoch_end(epoch, train_loss, val_loss, val_accuracy)
+        hooks.on_epoch_end(epoch, train_loss, val_loss, val_accuracy, learnt)
 
 
 # --- Saving ---------------------------------------------------------------------------

@@ -90,9 +90,10 @@ class _Cancelled(Exception):
 class _Recorder:
     """The training loop's callbacks: metrics and progress into the database, cancel checks."""
 
-    def __init__(self, job: FineTuningJob, observer: Observer | None) -> None:
+    def __init__(self, job: FineTuningJob, observer: Observer | None, examples: int = 0) -> None:
         self.job = job
         self.observer = observer
+        self.examples = examples  # training examples, for "learnt n/N"
 
     def notify(self) -> None:
         if self.observer is not None:
@@ -108,9 +109,17 @@ class _Recorder:
         )
         self.notify()
 
-    def epoch(self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None) -> None:
+    def epoch(
+        self, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None, learnt: int | None
+    ) -> None:
         services.job_record_epoch(
-            job=self.job, epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=val_accuracy
+            job=self.job,
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            learnt=learnt,
+            examples=self.examples,
         )
         self.notify()
 
@@ -126,12 +135,12 @@ def _run(job: FineTuningJob, threads: int, observer: Observer | None) -> None:
     from inference.engine.loading import load_model
     from inference.engine.training import TrainingCancelled, train
 
-    recorder = _Recorder(job, observer)
     # 1. What to train on: the base weights, the examples, the resolved settings.
     base = bases.training_base(job.base_model)
     if base is None:
         raise FineTuningError(f"The model {job.base_model} is no longer available.", code="model_not_found")
     examples = selectors.job_examples(job=job, base_source=base.base_source)
+    recorder = _Recorder(job, observer, examples=len(examples.train))
     services.event_add(
         job=job,
         message=f"{len(examples.train)} training examples, {len(examples.validation)} held out for validation.",

@@ -442,7 +442,14 @@ def job_record_step(
 
 
 def job_record_epoch(
-    *, job: FineTuningJob, epoch: int, train_loss: float, val_loss: float | None, val_accuracy: float | None
+    *,
+    job: FineTuningJob,
+    epoch: int,
+    train_loss: float,
+    val_loss: float | None,
+    val_accuracy: float | None,
+    learnt: int | None = None,
+    examples: int = 0,
 ) -> None:
     """Attach an epoch's figures to its last step, and say so in the events."""
     last = FineTuningMetric.objects.filter(job=job, epoch=epoch).order_by("-step").first()
@@ -454,7 +461,8 @@ def job_record_epoch(
         if val_loss is not None and val_accuracy is not None
         else ""
     )
-    event_add(job=job, message=f"Epoch {epoch} done: training loss {train_loss:.4f}{detail}.")
+    learning = f"; {learnt}/{examples} training examples learnt" if learnt is not None and examples else ""
+    event_add(job=job, message=f"Epoch {epoch} done: training loss {train_loss:.4f}{detail}{learning}.")
 
 
 def job_record_stop(*, job: FineTuningJob, message: str, kept_epoch: int, epochs: int) -> None:

@@ -47,6 +47,10 @@ def test_an_auto_job_trains_until_it_has_learnt_and_says_so_everywhere(superuser
     assert job.stop_reason == f"learnt 3/3 training examples after {epochs} epochs"
     events = [e["message"] for e in api.job_events(job_id=job.public_id, after=None, limit=100)["data"]]
     assert f"Training stopped: learnt 3/3 training examples after {epochs} epochs. Kept the weights of epoch {epochs}." in events
+    # Each epoch says how many were learnt by then: the last one all of them.
+    epoch_events = [m for m in events if m.startswith("Epoch ")]
+    assert len(epoch_events) == epochs and all("training examples learnt." in m for m in epoch_events)
+    assert any(m.startswith(f"Epoch {epochs} done") and m.endswith("; 3/3 training examples learnt.") for m in epoch_events)
     assert api.job_object(job)["stop_reason"] == job.stop_reason
     page = superuser_client.get(reverse("admin:inference_finetuningjob_change", args=[job.public_id])).content.decode()
     assert f"Learnt 3/3 training examples after {epochs} epochs · kept the weights of epoch {epochs}" in page
