@@ -9,13 +9,20 @@ import json
 import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from apikeys.services import api_key_create
 from conversations import services
-from conversations.models import Conversation, Message
+from conversations.models import Attachment, Conversation, Message
 from tests.conversations.wsclient import open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+# A password reset link names a user and carries a token: it is not an object of
+# anyone's, and a forged one is refused by Django's token check (the test below).
+RESET_CONFIRM = "accounts/reset/<uidb64>/<token>/"
 
 
 def routes(patterns=None, prefix: str = ""):
@@ -24,7 +31,7 @@ def routes(patterns=None, prefix: str = ""):
         if isinstance(pattern, URLResolver):
             if not text.startswith(("admin/", "v1/")):
                 yield from routes(pattern.url_patterns, text)
-        elif isinstance(pattern, URLPattern) and "<" in text:
+        elif isinstance(pattern, URLPattern) and "<" in text and text != RESET_CONFIRM:
             yield text
 
 
@@ -42,10 +49,12 @@ def alices_things(alice):
         completion_tokens=3,
     )
     key = api_key_create(owner=alice, name="alice's laptop").api_key
+    attachment = Attachment.objects.create(owner=alice, name="Alice's notes.txt", text="private notes", size=13)
     return {
         "conversation_id": chat.public_id,
         "message_id": reply.public_id,
         "key_id": key.public_id,
+        "attachment_id": attachment.public_id,
     }
 
 
@@ -74,6 +83,27 @@ def test_every_page_with_an_id_is_404_for_a_stranger(bob, alice, alices_things) 
     chat = Conversation.objects.get(public_id=alices_things["conversation_id"])
     assert chat.title == "Alice's secrets" and chat.messages.count() == 2
     assert not Message.objects.get(public_id=alices_things["message_id"]).feedback.exists()
+
+
+def test_a_forged_reset_link_for_someone_else_sets_no_password(bob, alice) -> None:
+    assert RESET_CONFIRM in {prefix + str(p.pattern) for prefix, p in _all_patterns()}
+    client = Client()
+    client.force_login(bob)
+    uid = urlsafe_base64_encode(force_bytes(alice.pk))
+    url = f"/accounts/reset/{uid}/forged-token/"
+    page = client.get(url, follow=True)
+    assert page.status_code == 200 and b"new_password1" not in page.content
+    client.post(url, {"new_password1": "bob-owns-this-1", "new_password2": "bob-owns-this-1"}, follow=True)
+    alice.refresh_from_db()
+    assert not alice.check_password("bob-owns-this-1")
+
+
+def _all_patterns(patterns=None, prefix: str = ""):
+    for pattern in patterns if patterns is not None else get_resolver().url_patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _all_patterns(pattern.url_patterns, prefix + str(pattern.pattern))
+        else:
+            yield prefix, pattern
 
 
 async def test_the_websocket_is_404_for_a_stranger(bob, alice, alices_things) -> None:
