@@ -14,12 +14,11 @@ the pages do.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import tempfile
 from pathlib import Path
 
-from bench.server import ROOT, start_site
+from bench.server import ROOT, start_site, synthetic_site_env
 
 CHROMIUM = "/usr/bin/chromium"
 PROMPT = "How do I bake bread, and how much flour per loaf?"
@@ -33,19 +32,7 @@ REPLY = (
 
 
 def serve(workdir: Path) -> tuple[str, object]:
-    env = {
-        **os.environ,
-        "PARLEY_SECRET_KEY": os.environ.get("PARLEY_SECRET_KEY") or secrets.token_urlsafe(50),
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "PARLEY_STATIC_ROOT": str(workdir / "static"),
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "INFERENCE_BACKEND": "synthetic",
-        "INFERENCE_SYNTHETIC_TEXT": REPLY,
-        "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": "25",
-        "INFERENCE_DEFAULT_MAX_TOKENS": str(-(-len(REPLY) // 5)),
-        "INFERENCE_STATUS_REPORTING": "false",
-    }
-    return start_site(workdir, env)
+    return start_site(workdir, synthetic_site_env(workdir, REPLY, 25))
 
 
 def shoot(url: str, out: Path, scheme: str, browser: object) -> list[Path]:

@@ -3,6 +3,8 @@ that drive a real server (browser and scale-out tests)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -19,10 +21,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    """Run ``manage.py ARGS`` in ``env``; its output, or CalledProcessError with it."""
+def manage(env: dict[str, str], *args: str, root: Path = ROOT) -> str:
+    """Run ``manage.py ARGS`` of the checkout ``root`` in ``env``; its output, or
+    CalledProcessError with it."""
     command = [sys.executable, "manage.py", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(command, cwd=root, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def daphne_command(port: int) -> list[str]:
@@ -42,16 +45,34 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def start_site(workdir: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[bytes]]:
-    """Migrate ``env``'s database, collect static files, start daphne; its URL and process.
+def synthetic_site_env(workdir: Path, text: str, tokens_per_second: float) -> dict[str, str]:
+    """The environment of a site on a fresh SQLite database in ``workdir`` whose engine
+    writes ``text`` (whole, at ``tokens_per_second``) instead of running a model."""
+    return {
+        **os.environ,
+        "PARLEY_SECRET_KEY": os.environ.get("PARLEY_SECRET_KEY") or secrets.token_urlsafe(50),
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "PARLEY_STATIC_ROOT": str(workdir / "static"),
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "INFERENCE_BACKEND": "synthetic",
+        "INFERENCE_SYNTHETIC_TEXT": text,
+        "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": f"{tokens_per_second:g}",
+        "INFERENCE_DEFAULT_MAX_TOKENS": str(-(-len(text) // 5)),
+        "INFERENCE_STATUS_REPORTING": "false",
+    }
+
+
+def start_site(workdir: Path, env: dict[str, str], *, root: Path = ROOT) -> tuple[str, subprocess.Popen[bytes]]:
+    """Migrate ``env``'s database, collect static files, start daphne from the checkout
+    ``root``; its URL and process.
 
     The server's output goes to ``workdir/server.log``; the caller stops the process.
     """
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "collectstatic", "--noinput", "-v", "0")
+    manage(env, "migrate", "--noinput", "-v", "0", root=root)
+    manage(env, "collectstatic", "--noinput", "-v", "0", root=root)
     port = free_port()
     with open(workdir / "server.log", "wb") as log:
-        process = subprocess.Popen(daphne_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(daphne_command(port), cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until_serving(f"{url}/accounts/login/", process)
     return url, process

@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from bench.client import Browser
-from bench.server import ROOT, free_port, wait_until_serving
+from bench.server import ROOT, start_site, synthetic_site_env
 
 PROSE = (
     "Rivers shape the land slowly. Over thousands of years, water carries sand and stones "
@@ -54,27 +52,7 @@ FINISHED = re.compile(r'<article class="msg msg-assistant[^"]*" id="m-[0-9a-f-]+
 
 
 def start(root: Path, workdir: Path, text: str, tokens_per_second: float) -> tuple[str, subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "PARLEY_SECRET_KEY": os.environ.get("PARLEY_SECRET_KEY") or secrets.token_urlsafe(50),
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "PARLEY_STATIC_ROOT": str(workdir / "static"),
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "INFERENCE_BACKEND": "synthetic",
-        "INFERENCE_SYNTHETIC_TEXT": text,
-        "INFERENCE_SYNTHETIC_TOKENS_PER_SECOND": str(tokens_per_second),
-        "INFERENCE_DEFAULT_MAX_TOKENS": str(-(-len(text) // 5)),
-        "INFERENCE_STATUS_REPORTING": "false",
-    }
-    for command in (["migrate", "--noinput", "-v", "0"], ["collectstatic", "--noinput", "-v", "0"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=root, env=env, check=True, capture_output=True)
-    port = free_port()
-    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"]
-    with open(workdir / "server.log", "wb") as log:
-        process = subprocess.Popen(daphne, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_until_serving(f"{url}/accounts/login/", process)
-    return url, process
+    return start_site(workdir, synthetic_site_env(workdir, text, tokens_per_second), root=root)
 
 
 async def one_reply(url: str) -> dict[str, float]:
