@@ -60,7 +60,7 @@ run: install $(SECRET_KEY_FILE)
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy conversations inference chatsite apikeys
+	$(VENV)/bin/mypy conversations inference finetuning api chatsite
 
 test: install browser $(SECRET_KEY_FILE) lint
 	$(PY) manage.py prepare_model

@@ -109,10 +109,10 @@ def exact(reply: str, code: str) -> bool:
 
 
 def run_rule(rule: str, facts: dict[str, str], base_spec: Any) -> dict[str, Any]:
+    from finetuning import runner, services
+    from finetuning.models import FineTuningJob
     from inference import engines, registry
     from inference.engine.datasets import resolve_hyperparameters
-    from inference.finetuning import runner, services
-    from inference.models import FineTuningJob
 
     data = training_lines(facts)
     started = time.perf_counter()

@@ -16,13 +16,13 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from chatsite import dbthread  # noqa: E402
+from chatsite.reaper import ReaperStarter  # noqa: E402
 from chatsite.routing import websocket_urlpatterns  # noqa: E402
-from inference.reaper import ReaperStarter  # noqa: E402
-from inference.worker import GenerationWorkerConsumer  # noqa: E402
+from conversations.worker import GenerationWorkerConsumer  # noqa: E402
 
 dbthread.install()
 
-# Every process this serves reaps dead workers' replies and jobs on a timer (inference/reaper.py).
+# Every process this serves reaps dead workers' replies and jobs on a timer (chatsite/reaper.py).
 application = ReaperStarter(
     ProtocolTypeRouter(
         {

@@ -43,7 +43,8 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "conversations",
-    "apikeys",
+    "finetuning",
+    "api",
     "csp",
     "axes",
 ]

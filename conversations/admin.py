@@ -29,7 +29,7 @@ from django.utils.safestring import SafeString
 
 from conversations import selectors, services, training_data
 from conversations.models import Conversation, Message, MessageFeedback, TranscriptTag, TranscriptView
-from inference.finetuning.errors import FineTuningError
+from finetuning.errors import FineTuningError
 
 PREVIEW_EXAMPLES = 5
 
@@ -309,14 +309,14 @@ def dataset_response(
         ],
         "parsed": parsed,
         "size": len(data),
-        "can_save": request.user.has_perm("inference.can_finetune"),
+        "can_save": request.user.has_perm("finetuning.can_finetune"),
     }
     return TemplateResponse(request, "admin/conversations/dataset_preview.html", context)
 
 
 def _save_training_file(model_admin: admin.ModelAdmin[Any], request: HttpRequest, data: bytes) -> HttpResponse | None:
     """Store the dataset as a training file and go to it; None (with a message) if refused."""
-    if not request.user.has_perm("inference.can_finetune"):
+    if not request.user.has_perm("finetuning.can_finetune"):
         raise PermissionDenied
     try:
         file = training_data.dataset_save(data=data, created_by=request.user)  # type: ignore[arg-type]
@@ -326,7 +326,7 @@ def _save_training_file(model_admin: admin.ModelAdmin[Any], request: HttpRequest
         return None
     model_admin.message_user(request, f"Saved as training file {file.public_id}: launch a fine-tuning job from it.")
     try:
-        return HttpResponseRedirect(reverse("admin:inference_finetuning_file", args=[file.public_id]))
+        return HttpResponseRedirect(reverse("admin:finetuning_file", args=[file.public_id]))
     except NoReverseMatch:  # the fine-tuning admin pages are not installed
         return HttpResponseRedirect(reverse("admin:index"))
 

@@ -28,12 +28,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from conversations import fragments, selectors, services
-from conversations.models import Conversation, Message
-from conversations.new_chat import new_chat_settings, new_chat_settings_clear, session_as_stored
-from conversations.streaming import StreamRender
-from inference import engines, registry
-from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
-from inference.generation import (
+from conversations.generation import (
     JobContext,
     conversation_group,
     generation_cancel_local,
@@ -41,7 +36,12 @@ from inference.generation import (
     generation_runs_here,
     job_context_load,
 )
-from inference.services import streams_fail_stale
+from conversations.models import Conversation, Message
+from conversations.new_chat import new_chat_settings, new_chat_settings_clear, session_as_stored
+from conversations.streaming import StreamRender
+from conversations.streams import streams_fail_stale
+from inference import engines, registry
+from inference.engine.json_limits import JsonTooDeepError, json_loads_limited
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from conversations.models import (
     TranscriptView,
     UserPreferences,
 )
+from conversations.streams import WORKER_STOPPED
 from inference import fair_use, registry
-from inference.services import WORKER_STOPPED
 
 
 def conversation_draft(*, owner: User, chosen: dict[str, Any] | None = None) -> Conversation:

@@ -3,7 +3,7 @@
 Staff pick conversations (their active branch) or replies rated thumbs up (the branch
 leading to each reply). Only turns whose reply finished normally are used (no errors,
 no replies cut off by the token limit or by Stop). The result is checked by the upload
-validator (``inference.finetuning.validation.dataset_parse``: same parser, limits and
+validator (``finetuning.validation.dataset_parse``: same parser, limits and
 tokenizer), so what the preview accepts is what "Save as training file" accepts.
 """
 
@@ -17,11 +17,11 @@ from django.utils import timezone
 
 from conversations import selectors
 from conversations.models import Conversation, Message
+from finetuning.models import TrainingFile
+from finetuning.services import training_file_create
+from finetuning.validation import dataset_parse
 from inference import registry
 from inference.engine.datasets import ParsedDataset
-from inference.finetuning.services import training_file_create
-from inference.finetuning.validation import dataset_parse
-from inference.models import TrainingFile
 
 ChatExample = list[dict[str, str]]
 
@@ -85,7 +85,7 @@ def dataset_validate(*, data: bytes) -> ParsedDataset:
 def dataset_save(*, data: bytes, created_by: User) -> TrainingFile:
     """Store the dataset as a training file, ready to launch a fine-tuning job from.
 
-    Raises ``inference.finetuning.errors.DatasetRejected`` (with the problems) and
+    Raises ``finetuning.errors.DatasetRejected`` (with the problems) and
     stores nothing if the upload checks refuse it.
     """
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")

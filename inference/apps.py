@@ -9,20 +9,20 @@ from django.core.exceptions import ImproperlyConfigured
 from inference.runtime import ModelRuntime, ProcessRole
 
 if TYPE_CHECKING:
-    from inference.generation import LocalJobs
+    from conversations.generation import LocalJobs
 
 
 class InferenceConfig(AppConfig):
     name = "inference"
-    verbose_name = "Inference and fine-tuning"
+    verbose_name = "Inference"
     # This process's model runtime (inference/runtime.py): made here, since every process
     # sets Django up once; ``manage.py runworker`` installs one with the worker's role.
     runtime: ModelRuntime
-    # The reply jobs running in this process (inference/generation.py).
+    # The reply jobs running in this process (conversations/generation.py).
     reply_jobs: LocalJobs
 
     def ready(self) -> None:
-        from inference.generation import LocalJobs
+        from conversations.generation import LocalJobs
 
         refuse_what_this_machine_cannot_run()
         self.runtime = runtime_for(ProcessRole.WEB)

@@ -87,7 +87,7 @@ def available_models(*, user: User | AnonymousUser | None = None) -> list[ModelS
 def _usable_by(user: User | AnonymousUser) -> Q:
     """The fine-tuned models ``user`` (not a superuser) may use: those for everyone, those
     for staff if they are staff, those for their groups."""
-    from inference.models import FineTunedModel
+    from finetuning.models import FineTunedModel
 
     usable = Q(visibility=FineTunedModel.Visibility.EVERYONE)
     if user.is_staff:
@@ -105,7 +105,7 @@ def fine_tuned_models(bases: list[ModelSpec], *, user: User | AnonymousUser | No
     ``base_model``'s weights: a base, or a full fine-tuned model (hidden or not, usable by
     ``user`` or not: those only take it out of the picker) whose own base is available.
     """
-    from inference.models import FineTunedModel  # the registry is imported before apps are ready
+    from finetuning.models import FineTunedModel  # the registry is imported before apps are ready
 
     sources = {spec.id: spec.base_source for spec in bases}
     if user is None or user.is_superuser:

@@ -211,7 +211,7 @@ class ModelRuntime:
 
     The one housekeeping thread runs the process's periodic chores: releasing and
     reporting (from the first engine on, with ``INFERENCE_STATUS_REPORTING``), and any
-    other part of the process adds (the reaper, inference/reaper.py).
+    other part of the process adds (the reaper, chatsite/reaper.py).
     """
 
     def __init__(

@@ -6,8 +6,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
-from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import open_socket
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

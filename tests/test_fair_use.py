@@ -21,12 +21,12 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from apikeys.services import api_key_create
+from api.keys.services import api_key_create
 from chatsite.asgi import application
 from conversations import services
+from conversations.generation import generation_start_local, generation_wait_idle
 from conversations.models import Message
 from inference import fair_use
-from inference.generation import generation_start_local, generation_wait_idle
 from tests.fakes import ScriptedEngine
 
 pytestmark = pytest.mark.django_db(transaction=True)

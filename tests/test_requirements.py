@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 REQUIREMENTS = ROOT / "requirements"
-APPS = ("apikeys", "chatsite", "conversations", "inference")
+APPS = ("api", "chatsite", "conversations", "finetuning", "inference")
 
 
 def _name(name: str) -> str:

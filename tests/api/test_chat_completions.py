@@ -147,7 +147,7 @@ def test_a_revoked_key_stops_working_at_once(api_server) -> None:
     keyed = openai.OpenAI(base_url=api_server.base_url, api_key=key, max_retries=0)
     assert keyed.models.list().data
     api_server.shell(
-        "from apikeys.models import ApiKey; from apikeys.services import api_key_revoke;"
+        "from api.models import ApiKey; from api.keys.services import api_key_revoke;"
         "api_key_revoke(api_key=ApiKey.objects.get(name='soon revoked'))"
     )
     with pytest.raises(openai.AuthenticationError):

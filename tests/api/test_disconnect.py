@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from apikeys.services import api_key_create
+from api.keys.services import api_key_create
 from chatsite.asgi import application
 from tests.fakes import ScriptedEngine
 

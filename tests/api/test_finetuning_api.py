@@ -130,7 +130,7 @@ def test_the_method_follows_openais_shape_and_parleys_training_type_picks_lora_o
 
 LOSE_DATA = """
 from django.core.files.storage import default_storage
-from inference.models import TrainingFile
+from finetuning.models import TrainingFile
 default_storage.delete(TrainingFile.objects.get(public_id={file_id!r}).stored_path)
 """
 
@@ -160,7 +160,7 @@ def test_a_file_whose_stored_data_is_gone_is_refused_by_name(api_server, tuner, 
 CRASH = """
 from datetime import timedelta
 from django.utils import timezone
-from inference.models import FineTuningJob
+from finetuning.models import FineTuningJob
 long_ago = timezone.now() - timedelta(hours=1)
 FineTuningJob.objects.filter(public_id={dead!r}).update(status="running", heartbeat_at=long_ago)
 FineTuningJob.objects.filter(public_id={stuck!r}).update(status="validating_files", created_at=long_ago)

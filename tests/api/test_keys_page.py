@@ -11,8 +11,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
-from apikeys.models import ApiKey
-from apikeys.selectors import api_key_authenticate
+from api.keys.selectors import api_key_authenticate
+from api.models import ApiKey
 
 SECRET = re.compile(r'<code id="new-key" class="key-secret">(pk-[^<]+)</code>')
 

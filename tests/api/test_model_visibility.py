@@ -22,7 +22,7 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 SETUP = f"""
 from django.contrib.auth.models import Group, User
-from inference.models import FineTunedModel
+from finetuning.models import FineTunedModel
 team, _ = Group.objects.get_or_create(name="API team")
 User.objects.get(username="bob").groups.add(team)
 User.objects.filter(username="sam").exists() or User.objects.create_user("sam", password="sam horse battery", is_staff=True)
@@ -35,7 +35,7 @@ for model_id, label, visibility in [("{FOR_STAFF}", "Staff tiny", "staff"), ("{F
 """
 TEARDOWN = f"""
 from django.contrib.auth.models import Group
-from inference.models import FineTunedModel
+from finetuning.models import FineTunedModel
 FineTunedModel.objects.filter(public_id__in=["{FOR_STAFF}", "{FOR_TEAM}"]).delete()
 Group.objects.filter(name="API team").delete()
 """

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from inference.api.errors import ApiError
-from inference.api.openapi import openapi_document
-from inference.api.schemas import parse_chat_request
+from api.errors import ApiError
+from api.openapi import openapi_document
+from api.schemas import parse_chat_request
 from tests.api.conftest import LiveServer, _serve
 
 EXAMPLES_PER_OPERATION = os.environ.get("PARLEY_SCHEMATHESIS_EXAMPLES", "25")

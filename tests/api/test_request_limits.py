@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from inference.api import completions
-from inference.api.schemas import ChatRequest
+from api import completions
+from api.schemas import ChatRequest
 from inference.registry import model_get
 from tests.api.conftest import TINY_MODEL_ID, LiveServer, _serve
 

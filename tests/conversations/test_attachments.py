@@ -14,10 +14,10 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Attachment, Message
 from inference.engine.loading import load_model
 from inference.engine.prompt import CUT_FROM, CUT_NOTE, PromptTooLongError, fit_prompt
-from inference.generation import generation_wait_idle
 from tests.conftest import ROOT, TINY_MODEL_DIR
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine

@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from conversations import selectors, services
+from conversations.generation import generation_wait_idle
 from conversations.models import Conversation, Message
-from inference.generation import generation_wait_idle
 from tests.conftest import TINY_MODEL_DIR
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine

@@ -15,9 +15,9 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
-from inference.generation import generation_wait_idle
-from inference.services import WORKER_STOPPED, streams_fail_stale
+from conversations.streams import WORKER_STOPPED, streams_fail_stale
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine
 

@@ -14,9 +14,9 @@ from django.urls import reverse
 
 from chatsite.asgi import application
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Conversation
 from conversations.starters import STARTERS
-from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import ChatSocket
 from tests.fakes import ScriptedEngine
 from tests.helpers import client_for

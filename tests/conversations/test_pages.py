@@ -134,7 +134,7 @@ def test_settings_are_saved_and_validated(alice_client, chat) -> None:
 
 
 def test_the_repetition_penalty_is_a_setting_the_next_reply_uses(alice_client, chat) -> None:
-    from inference.generation import job_context_load
+    from conversations.generation import job_context_load
 
     url = reverse("conversation_settings", args=[chat.public_id])
     page = alice_client.get(reverse("conversation", args=[chat.public_id])).content.decode()

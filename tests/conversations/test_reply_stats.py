@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
 from inference.engine.loading import load_model
-from inference.generation import generation_wait_idle
 from tests.conftest import ROOT, TINY_MODEL_DIR
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine

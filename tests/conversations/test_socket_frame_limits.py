@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conversations.consumers import frame_chars_limit
-from inference.generation import generation_wait_idle
+from conversations.generation import generation_wait_idle
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine
 

@@ -8,8 +8,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
-from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine
 
@@ -210,7 +210,7 @@ def _long_history(chat, *, turns: int) -> None:
 
 
 async def test_a_reply_started_twice_in_one_process_runs_once_and_completes(alice, chat, scripted_engine) -> None:
-    from inference.generation import generation_start_local
+    from conversations.generation import generation_start_local
 
     engine = scripted_engine(ScriptedEngine(WORDS[:6], delay=0.01))
     turn = await database_sync_to_async(services.turn_start)(conversation=chat, text="once")

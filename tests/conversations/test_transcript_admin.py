@@ -13,9 +13,9 @@ from django.db.migrations.loader import MigrationLoader
 from django.urls import reverse
 
 from conversations import services
+from conversations.generation import generation_run
 from conversations.models import Conversation, GenerationRecord, Message, MessageFeedback, TranscriptView
 from inference.engine.datasets import parse_dataset
-from inference.generation import generation_run
 from tests.fakes import ScriptedEngine
 from tests.helpers import client_for
 
@@ -287,9 +287,9 @@ async def test_inspect_shows_the_exact_prompt_settings_and_timing(reviewer, alic
 def test_a_transcript_dataset_is_saved_as_a_training_file_and_trains_the_tiny_model(
     reviewer, chat, other_chat, alice, settings, tmp_path
 ) -> None:
-    from inference.finetuning import services as finetuning
-    from inference.models import FineTuningJob, TrainingFile
-    from inference.tasks import finetune_job_run
+    from finetuning import services as finetuning
+    from finetuning.models import FineTuningJob, TrainingFile
+    from finetuning.tasks import finetune_job_run
 
     settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
     settings.FINETUNE_NICENESS = 0

@@ -178,7 +178,7 @@ def test_a_refusal_for_too_many_streams_names_the_conversations_holding_them(ali
 
 
 def test_a_turn_reads_its_history_in_a_fixed_number_of_queries(chat, settings, django_assert_max_num_queries) -> None:
-    from inference.generation import job_context_load
+    from conversations.generation import job_context_load
 
     settings.CHAT_MESSAGES_PER_MINUTE = 100
     for index in range(30):

@@ -16,7 +16,7 @@ REPLY = "Here is **a list**:\n\n- one\n- `two`\n\n| a | b |\n|---|---|\n| 1 | 2 
 
 MAKE_JOB = """
 from django.contrib.auth.models import User
-from inference.models import FineTuningJob, FineTuningMetric, TrainingFile
+from finetuning.models import FineTuningJob, FineTuningMetric, TrainingFile
 admin = User.objects.create_superuser("jobadmin", password="a long pass phrase 42")
 data = TrainingFile.objects.create(filename="facts.jsonl", format="prompt_completion", status="processed", created_by=admin)
 job = FineTuningJob.objects.create(base_model="bundled", training_file=data, status="succeeded", step=20, total_steps=20,
@@ -133,7 +133,7 @@ def test_the_admin_job_page_and_its_loss_chart_are_readable(server, browser, sch
     page.get_by_label("Username").fill(f"jobadmin{scheme}")
     page.get_by_label("Password").fill("a long pass phrase 42")
     page.get_by_role("button", name="Log in").click()
-    page.goto(f"{url}/admin/inference/finetuningjob/{job_id}/change/")
+    page.goto(f"{url}/admin/finetuning/finetuningjob/{job_id}/change/")
     page.locator("svg.ft-chart polyline").wait_for()
     dark = scheme == "dark"
     assert (background_luminance(page, "svg.ft-chart") < 0.05) == dark, "the chart's box follows the admin's theme"
@@ -160,7 +160,7 @@ def test_the_admin_starts_from_the_theme_chosen_in_parley(server, browser) -> No
     page.get_by_label("Username").fill("jobadmintheme")
     page.get_by_label("Password").fill("a long pass phrase 42")
     page.get_by_role("button", name="Log in").click()
-    page.goto(f"{url}/admin/inference/finetuningjob/{job_id}/change/")
+    page.goto(f"{url}/admin/finetuning/finetuningjob/{job_id}/change/")
     page.locator("svg.ft-chart polyline").wait_for()
     assert background_luminance(page, "svg.ft-chart") < 0.05, "dark, as chosen in Parley, on a light system"
     page.locator("button.theme-toggle").first.click()  # the admin's own switch: dark -> light here

@@ -67,7 +67,7 @@ def finetune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def upload(page, base_url: str, path: Path) -> None:
-    page.goto(f"{base_url}/admin/inference/finetuningjob/upload/")
+    page.goto(f"{base_url}/admin/finetuning/finetuningjob/upload/")
     page.get_by_label("Training data").set_input_files(str(path))
     page.get_by_role("button", name="Upload and check").click()
 
@@ -98,7 +98,7 @@ def test_an_admin_fine_tunes_the_model_and_picks_it_in_the_chat(finetune_server,
     page.get_by_label("Validation split").fill("0.25")
     page.get_by_label("Suffix").fill("codes")
     page.get_by_role("button", name="Launch fine-tuning").click()
-    page.wait_for_url("**/admin/inference/finetuningjob/ftjob-*/change/")
+    page.wait_for_url("**/admin/finetuning/finetuningjob/ftjob-*/change/")
 
     # 3. The job page updates itself (htmx polling) until the job succeeds.
     seen: list[str] = []

@@ -60,7 +60,7 @@ def plain_staff(db) -> User:
 
 @pytest.fixture
 def shout_file(admin_user):
-    from inference.finetuning import services
+    from finetuning import services
 
     return services.training_file_create(filename="shout.jsonl", data=shout_pairs(), created_by=admin_user)
 
@@ -68,6 +68,6 @@ def shout_file(admin_user):
 @pytest.fixture
 def shout_twice_file(admin_user):
     """8 examples like ``shout_file``, but two per completion: a 0.25 split holds out 2."""
-    from inference.finetuning import services
+    from finetuning import services
 
     return services.training_file_create(filename="twice.jsonl", data=shout_twice_pairs(), created_by=admin_user)

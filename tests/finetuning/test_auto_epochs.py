@@ -13,9 +13,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from inference.api import finetuning as api
-from inference.finetuning import runner, services
-from inference.models import FineTuningJob
+from api import finetuning as api
+from finetuning import runner, services
+from finetuning.models import FineTuningJob
 from tests.finetuning.conftest import jsonl
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +52,7 @@ def test_an_auto_job_trains_until_it_has_learnt_and_says_so_everywhere(superuser
     assert len(epoch_events) == epochs and all("training examples learnt." in m for m in epoch_events)
     assert any(m.startswith(f"Epoch {epochs} done") and m.endswith("; 3/3 training examples learnt.") for m in epoch_events)
     assert api.job_object(job)["stop_reason"] == job.stop_reason
-    page = superuser_client.get(reverse("admin:inference_finetuningjob_change", args=[job.public_id])).content.decode()
+    page = superuser_client.get(reverse("admin:finetuning_finetuningjob_change", args=[job.public_id])).content.decode()
     assert f"Learnt 3/3 training examples after {epochs} epochs · kept the weights of epoch {epochs}" in page
 
 
@@ -80,7 +80,7 @@ def test_a_stalled_job_without_contradictions_suggests_a_higher_learning_rate() 
 
 def test_the_launch_form_asks_to_accept_the_warnings(superuser_client) -> None:
     file = upload(CONTRADICTORY)
-    url = reverse("admin:inference_finetuning_file", args=[file.public_id])
+    url = reverse("admin:finetuning_file", args=[file.public_id])
     assert "Line 4: the same prompt as line 1" in superuser_client.get(url).content.decode()
     form = {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
 
@@ -97,7 +97,7 @@ def test_the_launch_form_asks_to_accept_the_warnings(superuser_client) -> None:
     [("time_budget_seconds", "5", "between 10 and 86400"), ("max_epochs", "500", "between 1 and 200")],
 )
 def test_the_admin_form_names_a_budget_or_cap_out_of_range(superuser_client, shout_file, field, value, says) -> None:
-    url = reverse("admin:inference_finetuning_file", args=[shout_file.public_id])
+    url = reverse("admin:finetuning_file", args=[shout_file.public_id])
     response = superuser_client.post(url, {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto",
                                        "learning_rate_multiplier": "auto", field: value})
     assert response.status_code == 400
@@ -132,5 +132,5 @@ def test_the_job_page_says_what_the_split_held_out_and_why(superuser_client, sho
 
     assert once.validation_note.startswith("Nothing held out for validation: every completion appears only once")
     assert twice.validation_note.startswith("2 of 8 examples held out for validation, only from the 4 completions")
-    page = superuser_client.get(reverse("admin:inference_finetuningjob_change", args=[once.public_id])).content.decode()
+    page = superuser_client.get(reverse("admin:finetuning_finetuningjob_change", args=[once.public_id])).content.decode()
     assert "holding one out would test a fact the model was never shown" in page

@@ -10,14 +10,14 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations import services as chat_services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
+from finetuning.models import FineTunedModel
 from inference import registry
 from inference.engine.datasets import Example
 from inference.engine.datasets import Message as ChatMessage
 from inference.engine.loading import load_model
 from inference.engine.training import TrainingConfig, train
-from inference.generation import generation_wait_idle
-from inference.models import FineTunedModel
 from tests.conversations.wsclient import open_socket
 
 

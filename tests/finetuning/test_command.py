@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from finetuning.models import FineTunedModel, FineTuningJob, TrainingFile
 from inference import registry
-from inference.models import FineTunedModel, FineTuningJob, TrainingFile
 from tests.finetuning.conftest import shout_pairs, shout_twice_pairs
 
 pytestmark = pytest.mark.django_db

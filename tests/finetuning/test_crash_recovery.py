@@ -14,9 +14,9 @@ from django.utils import timezone
 from django_tasks.base import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
-from inference.finetuning import services
-from inference.models import FineTuningJob
-from inference.tasks import finetune_job_run
+from finetuning import services
+from finetuning.models import FineTuningJob
+from finetuning.tasks import finetune_job_run
 
 pytestmark = pytest.mark.django_db
 

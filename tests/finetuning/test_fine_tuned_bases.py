@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from django.apps import apps
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 from django.urls import reverse
 
+from finetuning import runner, services
+from finetuning.errors import FineTuningError
+from finetuning.models import FineTunedModel, FineTuningJob
 from inference import gateway, registry
 from inference.engine.loading import load_model
 from inference.engine.types import FinishEvent, SamplingParams
-from inference.finetuning import runner, services
-from inference.finetuning.errors import FineTuningError
-from inference.models import FineTunedModel, FineTuningJob
 
 pytestmark = pytest.mark.django_db
 
@@ -127,12 +128,12 @@ def test_a_full_model_others_run_on_cannot_be_deleted(admin_user) -> None:
     assert refused.value.code == "model_in_use"
     client = Client()
     client.force_login(admin_user)
-    url = reverse("admin:inference_finetunedmodel_delete", args=[whole.pk])
+    url = reverse("admin:finetuning_finetunedmodel_delete", args=[whole.pk])
     page = client.get(url).content.decode()
     assert "Fine-tuned model ft:tiny-llama:ontop:bbbb2222, which runs on the weights of" in page
     client.post(url, {"post": "yes"})
     assert FineTunedModel.objects.filter(pk=whole.pk).exists()
-    changelist = reverse("admin:inference_finetunedmodel_changelist")
+    changelist = reverse("admin:finetuning_finetunedmodel_changelist")
     action = {"action": "delete_selected", "_selected_action": [m.pk for m in FineTunedModel.objects.all()]}
     client.post(changelist, {**action, "post": "yes"})
     assert not FineTunedModel.objects.exists(), "chosen together, the adapter goes first"
@@ -147,7 +148,9 @@ def test_the_migration_refiles_lora_models_trained_on_a_full_model(shout_file) -
     wrong_too = register("ft:tiny-llama:more:cccc3333", "tiny-llama", job=job_on(wrong.public_id))
     right = register("ft:tiny-llama:plain:dddd4444", "tiny-llama", job=job_on("tiny-llama"))
     migration = importlib.import_module("inference.migrations.0005_lora_models_on_full_weights")
-    migration.refile(apps, None)
+    # The models as that migration saw them (they were in the inference app then), on today's tables.
+    before = MigrationLoader(connection).project_state(("inference", "0004_engine_status")).apps
+    migration.refile(before, None)
     for model in (wrong, wrong_too, right):
         model.refresh_from_db()
     assert (wrong.base_model, wrong_too.base_model, right.base_model) == (

@@ -9,10 +9,10 @@ from django.conf import settings
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from finetuning import runner, services
+from finetuning.errors import FineTuningError, JobStateError
+from finetuning.models import FineTuningJob
 from inference.engine.datasets import resolve_hyperparameters
-from inference.finetuning import runner, services
-from inference.finetuning.errors import FineTuningError, JobStateError
-from inference.models import FineTuningJob
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +82,7 @@ def test_a_created_job_is_queued_for_the_worker(shout_file, django_capture_on_co
     with django_capture_on_commit_callbacks(execute=True):
         job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama")
     task = DBTaskResult.objects.get()
-    assert task.task_path == "inference.tasks.finetune_job_run"
+    assert task.task_path == "finetuning.tasks.finetune_job_run"
     assert task.args_kwargs["kwargs"] == {"job_pk": job.pk}
 
 

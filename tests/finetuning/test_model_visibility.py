@@ -13,9 +13,9 @@ from django.urls import reverse
 
 from conversations import services as chat_services
 from conversations.models import Message
+from finetuning import services
+from finetuning.models import FineTunedModel
 from inference import registry
-from inference.finetuning import services
-from inference.models import FineTunedModel
 from tests.conversations.factories import finished_turn
 from tests.conversations.wsclient import open_socket
 from tests.finetuning.test_chat_with_fine_tuned import register
@@ -98,7 +98,7 @@ async def test_the_socket_refuses_replies_on_a_model_restricted_since_it_was_pic
 def test_fine_tuners_choose_who_may_use_a_model_in_the_admin(alice, team, models) -> None:
     boss = User.objects.create_superuser("boss", password="boss pass 123")
     model = models["all"]
-    url = reverse("admin:inference_finetunedmodel_change", args=[model.pk])
+    url = reverse("admin:finetuning_finetunedmodel_change", args=[model.pk])
     page = client_for(boss).get(url).content.decode()
     assert 'name="visibility"' in page and 'name="groups"' in page
     base = {"label": "For all", "hidden": "", "_save": "Save"}

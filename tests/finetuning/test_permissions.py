@@ -11,10 +11,10 @@ from tests.helpers import client_for
 pytestmark = pytest.mark.django_db
 
 PAGES = [
-    ("admin:inference_finetuningjob_changelist", []),
-    ("admin:inference_finetuning_upload", []),
-    ("admin:inference_finetunedmodel_changelist", []),
-    ("admin:inference_trainingfile_changelist", []),
+    ("admin:finetuning_finetuningjob_changelist", []),
+    ("admin:finetuning_upload", []),
+    ("admin:finetuning_finetunedmodel_changelist", []),
+    ("admin:finetuning_trainingfile_changelist", []),
 ]
 
 
@@ -35,6 +35,6 @@ def test_staff_without_the_permission_get_403_and_do_not_see_it(plain_staff) -> 
 
 
 def test_a_signed_in_user_who_is_not_staff_is_sent_to_the_login(alice) -> None:
-    response = client_for(alice).get(reverse("admin:inference_finetuning_upload"))
+    response = client_for(alice).get(reverse("admin:finetuning_upload"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
-    assert Client().get(reverse("admin:inference_finetuningjob_changelist")).status_code == 302
+    assert Client().get(reverse("admin:finetuning_finetuningjob_changelist")).status_code == 302

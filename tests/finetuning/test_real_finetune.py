@@ -14,11 +14,11 @@ from channels.db import database_sync_to_async
 
 from bench.training_facts import HELD_OUT_PHRASING, answer, exact, make_facts, training_lines
 from conversations import services as chat_services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
+from finetuning import runner, services
+from finetuning.models import FineTuningJob
 from inference import engines, registry
-from inference.finetuning import runner, services
-from inference.generation import generation_wait_idle
-from inference.models import FineTuningJob
 from tests.conversations.wsclient import open_socket
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

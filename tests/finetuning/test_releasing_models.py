@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from finetuning import services
+from finetuning.models import FineTunedModel
 from inference import registry
 from inference.engine.types import GenerationRequest, SamplingParams
-from inference.finetuning import services
-from inference.models import FineTunedModel
 from inference.runtime import GONE, ServedModel
 from tests.engine.conftest import submit
 from tests.finetuning.test_chat_with_fine_tuned import register, tiny_adapter

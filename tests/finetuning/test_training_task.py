@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from finetuning import runner, selectors, services
+from finetuning.models import FineTunedModel, FineTuningJob
+from finetuning.tasks import finetune_job_run
 from inference import registry
 from inference.engine.sharing import ChatActivity
-from inference.finetuning import runner, selectors, services
-from inference.models import FineTunedModel, FineTuningJob
-from inference.tasks import finetune_job_run
 
 pytestmark = pytest.mark.django_db
 

@@ -20,9 +20,9 @@ from django.urls import reverse
 from django.utils.html import escape
 from django_tasks_db.models import DBTaskResult
 
-from inference.finetuning import runner, selectors, services
-from inference.finetuning.errors import FileUnavailable
-from inference.models import FineTunedModel, FineTuningEvent, FineTuningJob, TrainingFile
+from finetuning import runner, selectors, services
+from finetuning.errors import FileUnavailable
+from finetuning.models import FineTunedModel, FineTuningEvent, FineTuningJob, TrainingFile
 from tests.finetuning.conftest import shout_pairs
 
 pytestmark = pytest.mark.django_db
@@ -119,7 +119,7 @@ LAUNCH = {"base_model": "tiny-llama", "n_epochs": "auto", "batch_size": "auto", 
 
 def test_the_launch_form_shows_the_problem_instead_of_crashing(superuser_client, shout_file) -> None:
     put_a_folder_in_its_place(shout_file)
-    response = superuser_client.post(reverse("admin:inference_finetuning_file", args=[shout_file.public_id]), LAUNCH)
+    response = superuser_client.post(reverse("admin:finetuning_file", args=[shout_file.public_id]), LAUNCH)
     page = response.content.decode()
     assert response.status_code == 400
     assert escape(f"The training file shout.jsonl ({shout_file.public_id}) cannot be used") in page
@@ -132,7 +132,7 @@ def test_the_launch_form_shows_the_problem_instead_of_crashing(superuser_client,
 def test_the_launch_form_puts_a_missing_validation_file_on_its_field(superuser_client, shout_file, held_out_file) -> None:
     lose_data(held_out_file)
     form = {**LAUNCH, "validation_file": held_out_file.public_id}
-    response = superuser_client.post(reverse("admin:inference_finetuning_file", args=[shout_file.public_id]), form)
+    response = superuser_client.post(reverse("admin:finetuning_file", args=[shout_file.public_id]), form)
     assert response.status_code == 400
     assert response.context["form"].errors["validation_file"] == [
         f"The validation file held.jsonl ({held_out_file.public_id}) cannot be used: its data "
@@ -145,7 +145,7 @@ def test_retrying_a_job_whose_data_is_gone_says_why_and_makes_no_job(superuser_c
     job = services.finetune_job_create(training_file=shout_file, base_model="tiny-llama", enqueue=False)
     services.job_fail(job=job, code="worker_stopped", message="The training worker stopped.")
     lose_data(shout_file)
-    response = superuser_client.post(reverse("admin:inference_finetuning_job_retry", args=[job.public_id]), follow=True)
+    response = superuser_client.post(reverse("admin:finetuning_job_retry", args=[job.public_id]), follow=True)
     page = response.content.decode()
     assert escape(f"The training file shout.jsonl ({shout_file.public_id}) cannot be used") in page
     assert list(FineTuningJob.objects.values_list("pk", flat=True)) == [job.pk]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from inference.finetuning import selectors, services
-from inference.finetuning.errors import DatasetRejected, FineTuningError
-from inference.models import TrainingFile
+from finetuning import selectors, services
+from finetuning.errors import DatasetRejected, FineTuningError
+from finetuning.models import TrainingFile
 from tests.finetuning.conftest import jsonl, shout_pairs
 
 pytestmark = pytest.mark.django_db

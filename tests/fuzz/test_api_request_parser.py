@@ -9,8 +9,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.api.errors import ApiError
-from inference.api.schemas import ROLES, parse_chat_request, parse_json_body, parse_seed_request
+from api.errors import ApiError
+from api.schemas import ROLES, parse_chat_request, parse_json_body, parse_seed_request
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 values = st.recursive(

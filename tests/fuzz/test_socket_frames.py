@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from conversations import services
 from conversations.consumers import ConversationConsumer
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
-from inference.generation import generation_wait_idle
 from tests.conversations.wsclient import open_socket
 from tests.fakes import ScriptedEngine
 

@@ -10,10 +10,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import services
+from conversations.generation import generation_wait_idle
 from conversations.models import Message
 from inference import registry
 from inference.engine.loading import ModelLoadError, resolve_source
-from inference.generation import generation_wait_idle
 from inference.runtime import ModelRuntime, ServedModel, start_engine
 from tests.conversations.wsclient import open_socket
 

@@ -13,10 +13,10 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from chatsite.reaper import reap_once, reaper_stop
 from conversations import services
 from conversations.models import Message
-from inference.reaper import reap_once, reaper_stop
-from inference.services import WORKER_STOPPED
+from conversations.streams import WORKER_STOPPED
 from tests.conversations.wsclient import open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,9 +10,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import services
+from conversations.generation import generation_run
+from finetuning.models import FineTunedModel
 from inference import registry
-from inference.generation import generation_run
-from inference.models import FineTunedModel
 from tests.fakes import ScriptedEngine
 
 

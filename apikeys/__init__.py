@@ -1,1 +1,0 @@
-"""API keys: users create, name and revoke the keys that programs use for /v1/."""
