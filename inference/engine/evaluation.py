@@ -14,26 +14,15 @@ The same function scores the base model and a fine-tuned one::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from inference.engine.answers import EvaluationRow, answer_row, generate_answers, longest_reply_tokens
 from inference.engine.datasets import Example
 from inference.engine.training import score_examples
-
-
-@dataclass(frozen=True)
-class EvaluationRow:
-    """One held-out example: the last prompt message, the expected and given answers."""
-
-    prompt: str
-    expected: str
-    answer: str
-    exact: bool
 
 
 @dataclass
@@ -43,11 +32,6 @@ class EvaluationResult:
     token_accuracy: float  # share of expected reply tokens, 0..1
     loss: float  # teacher-forced, per expected reply token
     rows: list[EvaluationRow]
-
-
-def normalize_answer(text: str) -> str:
-    """Collapse whitespace and ignore case: how answers are compared."""
-    return " ".join(text.split()).casefold()
 
 
 def evaluate(
@@ -65,53 +49,12 @@ def evaluate(
     """
     if not examples:
         return EvaluationResult(0, 0.0, 0.0, 0.0, [])
-    limit = max_new_tokens or _longest_reply_tokens(tokenizer, examples) + 8
+    limit = max_new_tokens or longest_reply_tokens(tokenizer, examples) + 8
     answers = generate_answers(model, tokenizer, examples, max_new_tokens=limit, batch_size=batch_size)
-    rows = [_row(example, answer) for example, answer in zip(examples, answers, strict=True)]
+    rows = [answer_row(example, answer) for example, answer in zip(examples, answers, strict=True)]
     loss, accuracy = score_examples(model, tokenizer, examples)
     exact = sum(row.exact for row in rows) / len(rows)
     return EvaluationResult(len(rows), exact, accuracy, loss, rows)
-
-
-def exact_matches(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[Example],
-    *,
-    batch_size: int = 8,
-    between_batches: Callable[[], None] | None = None,
-) -> list[bool]:
-    """Whether ``model``'s greedy answer to each example is its expected reply."""
-    if not examples:
-        return []
-    limit = _longest_reply_tokens(tokenizer, examples) + 2
-    answers = generate_answers(
-        model, tokenizer, examples, max_new_tokens=limit, batch_size=batch_size, between_batches=between_batches
-    )
-    return [_row(example, answer).exact for example, answer in zip(examples, answers, strict=True)]
-
-
-def generate_answers(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[Example],
-    *,
-    max_new_tokens: int,
-    batch_size: int = 8,
-    between_batches: Callable[[], None] | None = None,
-) -> list[str]:
-    """The model's greedy reply to each example's prompt, in the order given
-    (``between_batches`` runs before each batch of ``batch_size`` prompts)."""
-    prompts = [_prompt_ids(tokenizer, example) for example in examples]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: dict[int, str] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        if between_batches is not None:
-            between_batches()
-        replies = _generate_batch(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens)
-        answers.update(zip(chunk, replies, strict=True))
-    return [answers[i] for i in range(len(prompts))]
 
 
 @contextmanager
@@ -125,39 +68,3 @@ def adapter_applied(model: Any, adapter_dir: Path | str) -> Iterator[Any]:
         yield tuned
     finally:
         tuned.unload()
-
-
-def _prompt_ids(tokenizer: Any, example: Example) -> list[int]:
-    text = tokenizer.apply_chat_template(example.prompt_chat(), tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _generate_batch(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):  # left padding: every prompt ends where replies start
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        attention_mask[row, width - len(prompt) :] = 1
-    with torch.no_grad():
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
-
-
-def _longest_reply_tokens(tokenizer: Any, examples: Sequence[Example]) -> int:
-    replies = [example.expected_answer for example in examples]
-    return max(len(ids) for ids in tokenizer(replies, add_special_tokens=False)["input_ids"])
-
-
-def _row(example: Example, answer: str) -> EvaluationRow:
-    prompt = example.prompt_chat()[-1]["content"] if example.prompt_chat() else ""
-    expected = example.expected_answer
-    return EvaluationRow(prompt, expected, answer, normalize_answer(answer) == normalize_answer(expected))

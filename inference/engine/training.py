@@ -46,6 +46,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from inference.engine.answers import exact_matches
 from inference.engine.datasets import Example, Hyperparameters
 from inference.engine.loading import LoadedModel, load_model
 from inference.engine.sharing import ComputeShare
@@ -85,7 +86,7 @@ class StopRule:
     """Epochs on "auto": train until the training examples are learnt, or stop improving.
 
     After every epoch the model answers each training prompt greedily; an example is
-    learnt when the answer equals its completion (``evaluation.normalize_answer``).
+    learnt when the answer equals its completion (``answers.normalize_answer``).
     Training stops when every example is learnt, after ``patience`` epochs without
     progress (``LOSS_PROGRESS``), when another epoch would not fit in
     ``time_budget_seconds``, or at ``max_epochs``; the best epoch's weights are kept
@@ -575,8 +576,6 @@ def _learnt_counter(
     tokenizer: Any, examples: Sequence[Example], pace: Callable[[int], None] | None = None
 ) -> Callable[[Any], int]:
     """How many of ``examples`` the model answers exactly, greedily, as chat would."""
-    from inference.engine.evaluation import exact_matches
-
     def count(model: Any) -> int:
         was_training = model.training
         model.eval()

@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from inference.engine.answers import EvaluationRow, generate_answers, normalize_answer
 from inference.engine.datasets import Example, Message
-from inference.engine.evaluation import (
-    EvaluationRow,
-    adapter_applied,
-    evaluate,
-    generate_answers,
-    normalize_answer,
-)
+from inference.engine.evaluation import adapter_applied, evaluate
 from inference.engine.loading import LoadedModel, load_model
 from inference.engine.training import TrainingConfig, score_examples, train
 from tests.tiny_model import save_tiny_model

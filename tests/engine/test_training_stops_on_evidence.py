@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.engine.evaluation import exact_matches
+from inference.engine.answers import exact_matches
 from inference.engine.loading import LoadedModel, load_model
 from inference.engine.training import EpochMetrics, StopRule, TrainingConfig, stop_verdict, train
 from tests.engine.test_training import pair
