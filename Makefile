@@ -60,6 +60,8 @@ run: install $(SECRET_KEY_FILE)
 
 lint: install
 	$(VENV)/bin/ruff check .
+	# The layers of docs/architecture.md, and no import cycles (pyproject.toml).
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy conversations inference finetuning api chatsite
 
 test: install browser $(SECRET_KEY_FILE) lint

@@ -14,7 +14,7 @@ a third phrasing of every question is never uploaded and is asked afterwards.
 Each rule runs the real path in this process, on a throwaway SQLite database: the file
 is stored and validated, a job is created and run (``runner.finetune_job_execute``, the
 worker's body, with its own evaluation), then the fine-tuned model is attached to the
-running engine of the bundled model as chat does (``engines.engine_for``) and each
+running engine of the bundled model as chat does (``process_runtime().engine_for``) and each
 third-phrasing question is asked at temperature 0. The time counted runs from the
 upload to the moment the model can answer in chat. Rules:
 
@@ -111,8 +111,9 @@ def exact(reply: str, code: str) -> bool:
 def run_rule(rule: str, facts: dict[str, str], base_spec: Any) -> dict[str, Any]:
     from finetuning import runner, services
     from finetuning.models import FineTuningJob
-    from inference import engines, registry
+    from inference import registry
     from inference.engine.datasets import resolve_hyperparameters
+    from inference.runtime import process_runtime
 
     data = training_lines(facts)
     started = time.perf_counter()
@@ -135,7 +136,7 @@ def run_rule(rule: str, facts: dict[str, str], base_spec: Any) -> dict[str, Any]
     if status != "succeeded":
         return {"rule": rule, "status": status, "error": job.error_message, "seconds": time.perf_counter() - started}
     spec = registry.model_get(job.fine_tuned_model)
-    served = engines.engine_for(spec)  # the adapter is attached: chat can use the model now
+    served = process_runtime().engine_for(spec)  # the adapter is attached: chat can use the model now
     ready = time.perf_counter() - started
     rows = []
     for index, (city, code) in enumerate(facts.items()):
@@ -167,10 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     facts = make_facts(args.facts)
     with tempfile.TemporaryDirectory() as folder:
         setup_django(Path(folder))
-        from inference import engines, registry
+        from inference import registry
+        from inference.runtime import process_runtime
 
         base_spec = registry.model_get(registry.BUNDLED_MODEL_ID)
-        engines.engine_for(base_spec)  # a running server has its base engine loaded already
+        process_runtime().engine_for(base_spec)  # a running server has its base engine loaded already
         print(f"{len(facts)} facts, {len(facts) * 2} training pairs; held out: {HELD_OUT_PHRASING!r}", flush=True)
         results = []
         for rule in args.rules.split(","):
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"epochs {result.get('epochs_trained')} (kept {result.get('kept_epoch')}), stop: {result.get('stop') or result.get('error')}",
                 flush=True,
             )
-        engines.shutdown_all()
+        process_runtime().shutdown_all()
     print(f"\n{'rule':<8}{'held-out exact':>16}{'s to chat':>11}{'epochs':>8}  stop")
     for result in results:
         share = f"{result.get('held_out_exact', 0)}/{len(facts)}"

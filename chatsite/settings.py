@@ -275,6 +275,9 @@ INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "in
 # Where the model runs: "auto" takes a CUDA GPU when torch sees one. Only checked here so
 # far; the engine's device placement reads it once it is wired in.
 INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# What lists models beyond the bases, for the picker, the API and the runtime
+# (inference/registry.py): the finetuning app's fine-tuned models.
+INFERENCE_MODEL_CATALOGUES = ["finetuning.catalogue.fine_tuned_models"]
 INFERENCE_DEFAULT_SYSTEM_PROMPT = env_str("INFERENCE_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
 # New chats' sampling: a model's own (its generation_config.json; the bundled model's are
 # declared in inference/registry.py) where it names one, else these. Set in the environment,

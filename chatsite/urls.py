@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from inference import views as inference_views
+from chatsite import views as status_views
 
 urlpatterns = [
     # The fine-tuning admin was under the inference app until the apps were re-cut: old
@@ -18,8 +18,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("conversations.auth_urls")),
     path("v1/", include("api.urls")),
-    path("status/", inference_views.status_page, name="inference_status"),
-    path("status.json", inference_views.status_json, name="inference_status_json"),
+    path("status/", status_views.status_page, name="inference_status"),
+    path("status.json", status_views.status_json, name="inference_status_json"),
     path("api/", include("api.keys.urls")),
     path("", include("conversations.urls")),
 ]

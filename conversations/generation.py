@@ -18,7 +18,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -32,6 +32,9 @@ from inference import gateway, registry
 from inference.engine.prompt import CONTINUE, FittedPrompt
 from inference.engine.types import FinishEvent, SamplingParams, TokenEvent
 from inference.gateway import EngineBusyError, PromptTooLongError
+
+if TYPE_CHECKING:
+    from conversations.apps import ConversationsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -417,12 +420,9 @@ class LocalJobs:
 
 
 def local_jobs() -> LocalJobs:
-    """This process's reply jobs (made when the inference app is ready)."""
-    from inference.apps import InferenceConfig
-
-    config = apps.get_app_config("inference")
-    assert isinstance(config, InferenceConfig)
-    return config.reply_jobs
+    """This process's reply jobs (made when the conversations app is ready; looked up, not
+    imported: the app's module imports this one to make them)."""
+    return cast("ConversationsConfig", apps.get_app_config("conversations")).reply_jobs
 
 
 def stream_writer() -> StreamWriter:

@@ -104,6 +104,11 @@ def owner_streaming_count(*, owner_id: int) -> int:
     ).count()
 
 
+def streaming_reply_count() -> int:
+    """Replies being written now, for everyone (the status page)."""
+    return Message.objects.filter(status=Message.Status.STREAMING).count()
+
+
 def conversation_streaming_messages(*, conversation: Conversation) -> list[Message]:
     return list(conversation.messages.filter(status=Message.Status.STREAMING))
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO
+from typing import IO, TYPE_CHECKING, cast
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import default_storage
@@ -22,6 +23,9 @@ from finetuning.errors import FileUnavailable
 from finetuning.models import FineTunedModel, FineTuningEvent, FineTuningJob, FineTuningMetric, TrainingFile
 from finetuning.validation import dataset_parse, rejection
 from inference.engine.datasets import Example, split_note, split_validation
+
+if TYPE_CHECKING:
+    from finetuning.apps import FinetuningConfig
 
 
 def training_file_get(*, file_id: str) -> TrainingFile:
@@ -110,9 +114,8 @@ def jobs_queued_without_a_task(*, since: datetime) -> list[FineTuningJob]:
     from django_tasks.base import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
-    from finetuning.tasks import finetune_job_run
-
-    alive = DBTaskResult.objects.filter(task_path=finetune_job_run.module_path).filter(
+    task = cast("FinetuningConfig", apps.get_app_config("finetuning")).job_task
+    alive = DBTaskResult.objects.filter(task_path=task.module_path).filter(
         Q(status=TaskResultStatus.READY) | Q(status=TaskResultStatus.RUNNING, started_at__gt=since)
     )
     taken = {task.get("kwargs", {}).get("job_pk") for task in alive.values_list("args_kwargs", flat=True)}

@@ -1,15 +1,10 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from inference.runtime import ModelRuntime, ProcessRole
-
-if TYPE_CHECKING:
-    from conversations.generation import LocalJobs
 
 
 class InferenceConfig(AppConfig):
@@ -18,15 +13,10 @@ class InferenceConfig(AppConfig):
     # This process's model runtime (inference/runtime.py): made here, since every process
     # sets Django up once; ``manage.py runworker`` installs one with the worker's role.
     runtime: ModelRuntime
-    # The reply jobs running in this process (conversations/generation.py).
-    reply_jobs: LocalJobs
 
     def ready(self) -> None:
-        from conversations.generation import LocalJobs
-
         refuse_what_this_machine_cannot_run()
         self.runtime = runtime_for(ProcessRole.WEB)
-        self.reply_jobs = LocalJobs()
 
 
 def runtime_for(role: ProcessRole) -> ModelRuntime:

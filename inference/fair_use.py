@@ -22,13 +22,12 @@ from django.conf import settings
 from django.core.cache import cache
 
 from inference.gateway import Stream
+from inference.runtime import process_runtime
 
 logger = logging.getLogger(__name__)
 
 SLOT_SECONDS = 60
 RETRY_AFTER_SECONDS = 5
-
-_keepers: set[asyncio.Task[None]] = set()
 
 
 class StreamsLimitReached(Exception):
@@ -88,9 +87,7 @@ def api_slots_take(*, user_id: int, count: int, chat_streams: int) -> ApiSlots:
 
 def api_slots_keep(slots: ApiSlots, *, streams: Sequence[Stream]) -> None:
     """Hold ``slots`` until every one of ``streams`` has ended, then let them go."""
-    task = asyncio.get_running_loop().create_task(_keep(slots, streams))
-    _keepers.add(task)
-    task.add_done_callback(_keepers.discard)
+    process_runtime().background_keep(asyncio.get_running_loop().create_task(_keep(slots, streams)))
 
 
 async def _keep(slots: ApiSlots, streams: Sequence[Stream]) -> None:

@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
-from django.db.models import BooleanField, Case, ExpressionWrapper, Q, Value, When
+from django.utils.module_loading import import_string
 
 from inference.engine.loading import BUNDLED_DISPLAY_NAME, BUNDLED_MODEL
 
@@ -38,6 +38,10 @@ SAMPLING_VALID: dict[str, Callable[[float], bool]] = {
     "temperature": lambda value: 0.0 <= value <= 2.0,
     "top_p": lambda value: 0.0 < value <= 1.0,
 }
+
+
+class Catalogue(Protocol):
+    def __call__(self, bases: list[ModelSpec], *, user: User | AnonymousUser | None = None) -> list[ModelSpec]: ...
 
 
 @dataclass(frozen=True)
@@ -78,61 +82,21 @@ def default_model_id() -> str:
 
 
 def available_models(*, user: User | AnonymousUser | None = None) -> list[ModelSpec]:
-    """Base models, then every visible fine-tuned model whose base is available (one query);
-    with ``user``, only the fine-tuned models that user may use."""
+    """Base models, then what each catalogue adds on them (the fine-tuned models whose base
+    is available); with ``user``, only the models that user may use."""
     bases = base_models()
-    return bases + fine_tuned_models(bases, user=user)
+    return bases + [spec for catalogue in catalogues() for spec in catalogue(bases, user=user)]
 
 
-def _usable_by(user: User | AnonymousUser) -> Q:
-    """The fine-tuned models ``user`` (not a superuser) may use: those for everyone, those
-    for staff if they are staff, those for their groups."""
-    from finetuning.models import FineTunedModel
+def catalogues() -> list[Catalogue]:
+    """The functions that list models beyond the bases, named by ``INFERENCE_MODEL_CATALOGUES``.
 
-    usable = Q(visibility=FineTunedModel.Visibility.EVERYONE)
-    if user.is_staff:
-        usable |= Q(visibility=FineTunedModel.Visibility.STAFF)
-    if user.is_authenticated:
-        members = FineTunedModel.groups.through.objects.filter(group__user=user).values("finetunedmodel_id")
-        usable |= Q(visibility=FineTunedModel.Visibility.GROUPS, pk__in=members)
-    return usable
+    They are named in settings rather than imported so that this app needs nothing from
+    the apps that make models (the finetuning app's ``catalogue.fine_tuned_models``)."""
+    return [import_string(path) for path in settings.INFERENCE_MODEL_CATALOGUES]
 
 
-def fine_tuned_models(bases: list[ModelSpec], *, user: User | AnonymousUser | None = None) -> list[ModelSpec]:
-    """Visible fine-tuned models, each on the weights it was trained on.
-
-    A full model is a whole model folder of its own. A LoRA model runs on its
-    ``base_model``'s weights: a base, or a full fine-tuned model (hidden or not, usable by
-    ``user`` or not: those only take it out of the picker) whose own base is available.
-    """
-    from finetuning.models import FineTunedModel  # the registry is imported before apps are ready
-
-    sources = {spec.id: spec.base_source for spec in bases}
-    if user is None or user.is_superuser:
-        usable: Value | Case = Value(True)
-    else:
-        usable = Case(When(_usable_by(user), then=Value(True)), default=Value(False))
-    rows = list(
-        FineTunedModel.objects.filter(Q(base_model__in=sources) | Q(base_model__startswith=FINE_TUNED_PREFIX))
-        .annotate(usable=ExpressionWrapper(usable, output_field=BooleanField()))
-        .values_list("public_id", "label", "base_model", "adapter_path", "method", "hidden", "usable")
-    )
-    wholes = {row[0]: (row[3], row[2]) for row in rows if row[4] == "full" and row[2] in sources}
-    specs = []
-    for model_id, label, base_id, path, method, hidden, may_use in rows:
-        if hidden or not may_use:
-            continue
-        if model_id in wholes:
-            specs.append(ModelSpec(id=model_id, label=label, base_source=path, root_id=base_id))
-        elif method == "lora" and base_id in sources:
-            specs.append(_lora_spec(model_id, label, path, sources[base_id], base_id, base_id))
-        elif method == "lora" and base_id in wholes:
-            whole_path, root_id = wholes[base_id]
-            specs.append(_lora_spec(model_id, label, path, whole_path, base_id, root_id))
-    return specs
-
-
-def _lora_spec(model_id: str, label: str, adapter: str, source: str, weights_id: str, root_id: str) -> ModelSpec:
+def lora_spec(model_id: str, label: str, adapter: str, source: str, weights_id: str, root_id: str) -> ModelSpec:
     return ModelSpec(
         id=model_id, label=label, base_source=source, adapter_path=adapter, weights_id=weights_id, root_id=root_id
     )

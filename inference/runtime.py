@@ -17,6 +17,7 @@ of their own (``ModelRuntime(start=...)``) and install it for the test's length.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import math
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.apps import apps
 from django.conf import settings
@@ -36,6 +37,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 if TYPE_CHECKING:
+    from inference.apps import InferenceConfig
     from inference.engine.loading import LoadedModel
     from inference.engine.scheduler import Engine
     from inference.registry import ModelSpec
@@ -235,6 +237,18 @@ class ModelRuntime:
         self._wake = threading.Event()  # a chore was added, or the runtime closed
         self._stopped = threading.Event()
         self._reported: RuntimeSnapshot | None = None
+        # Tasks nobody awaits (holding a user's generation slots until their streams end,
+        # inference/fair_use.py): referenced here so they run to the end.
+        self._background: set[asyncio.Task[None]] = set()
+
+    def background_keep(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` referenced until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def background_running(self) -> int:
+        return len(self._background)
 
     def engine_for(self, spec: ModelSpec) -> ServedModel:
         """The running engine for ``spec``'s base model, with its adapter attached."""
@@ -427,13 +441,14 @@ def _status_interval() -> float:
     return float(settings.INFERENCE_STATUS_INTERVAL_SECONDS)
 
 
+def _inference_app() -> InferenceConfig:
+    # Looked up, not imported: the app's module imports this one to make the runtime.
+    return cast("InferenceConfig", apps.get_app_config("inference"))
+
+
 def process_runtime() -> ModelRuntime:
     """This process's runtime (made when the inference app is ready)."""
-    from inference.apps import InferenceConfig
-
-    config = apps.get_app_config("inference")
-    assert isinstance(config, InferenceConfig)
-    return config.runtime
+    return _inference_app().runtime
 
 
 def process_runtime_install(runtime: ModelRuntime) -> ModelRuntime:
@@ -442,9 +457,6 @@ def process_runtime_install(runtime: ModelRuntime) -> ModelRuntime:
     A generation worker installs one with its role before it serves anything; a test
     installs one it built, and puts the previous one back after.
     """
-    from inference.apps import InferenceConfig
-
-    config = apps.get_app_config("inference")
-    assert isinstance(config, InferenceConfig)
+    config = _inference_app()
     previous, config.runtime = config.runtime, runtime
     return previous

@@ -3,7 +3,7 @@
 Each process's model runtime hands a ``RuntimeSnapshot`` to ``report_once`` every
 ``INFERENCE_STATUS_INTERVAL_SECONDS`` (inference/runtime.py's housekeeping thread),
 which writes the process's ``EngineStatus`` row; the status page and ``/status.json``
-read those rows, so they show every machine's workers. Reporting reads the snapshot
+read those rows (chatsite/views.py), so they show every machine's workers. Reporting reads the snapshot
 and changes nothing in the runtime.
 """
 
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
-from conversations.models import Message
 from inference.models import EngineStatus
 
 if TYPE_CHECKING:
@@ -69,8 +68,9 @@ class Overview:
     tokens_per_second: float
 
 
-def status_overview() -> Overview:
-    """Every process seen recently, whether it is up, and the totals."""
+def status_overview(*, replies_streaming: int) -> Overview:
+    """Every process seen recently, whether it is up, and the totals; ``replies_streaming``
+    comes from the caller, who knows the chats (this app does not)."""
     interval = settings.INFERENCE_STATUS_INTERVAL_SECONDS
     now = timezone.now()
     rows = EngineStatus.objects.filter(last_seen__gte=now - timedelta(hours=1))
@@ -94,7 +94,7 @@ def status_overview() -> Overview:
     live = [p for p in processes if p["up"]]
     return Overview(
         processes=processes,
-        replies_streaming=Message.objects.filter(status=Message.Status.STREAMING).count(),
+        replies_streaming=replies_streaming,
         active_streams=sum(p["active_streams"] for p in live),
         queued_requests=sum(p["queued_requests"] for p in live),
         tokens_per_second=round(sum(p["tokens_per_second"] for p in live), 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -22,3 +23,11 @@ def until(condition: Callable[[], bool], *, timeout: float = 10, what: str = "th
     while not condition():
         assert time.monotonic() < deadline, f"{what} never held"
         time.sleep(0.01)
+
+
+async def until_async(condition: Callable[[], bool], *, timeout: float = 10, what: str = "the condition") -> None:
+    """``until`` for a coroutine: polls without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never held"
+        await asyncio.sleep(0.01)

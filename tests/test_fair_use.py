@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,8 +25,9 @@ from chatsite.asgi import application
 from conversations import services
 from conversations.generation import generation_start_local, generation_wait_idle
 from conversations.models import Message
-from inference import fair_use
+from inference.runtime import process_runtime
 from tests.fakes import ScriptedEngine
+from tests.helpers import until_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,26 +112,19 @@ async def key_of(user: User) -> str:
     return (await database_sync_to_async(api_key_create)(owner=user, name="fair use")).secret
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.01)
-
-
 async def let_go(engine: ScriptedEngine, calls: list[Call]) -> None:
     """Let every held reply end, and wait until their slots are free again."""
     engine.release.set()
     for call in calls:
         await call.finish()
-    await until(lambda: not fair_use._keepers)
+    await until_async(lambda: process_runtime().background_running == 0)
 
 
 async def test_an_api_user_past_their_share_gets_a_429_and_others_are_served(alice, bob, held, settings) -> None:
     settings.INFERENCE_MAX_STREAMS_PER_USER = 3
     alice_key, bob_key = await key_of(alice), await key_of(bob)
     running = [await Call(alice_key, stream=True).start(), await Call(alice_key, n=2).start(answered=False)]
-    await until(lambda: len(held.requests) == 3)
+    await until_async(lambda: len(held.requests) == 3)
     assert running[0].status == 200
     refused = await Call(alice_key, stream=True).start()
     await refused.finish()

@@ -63,7 +63,7 @@ def test_a_database_from_before_the_recut_migrates_and_keeps_working(tmp_path: P
     with sqlite3.connect(database) as connection:
         connection.executescript(DUMP.read_text())
         rows_before = {
-            table: connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+            table: connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in (
                 "apikeys_apikey",
                 "inference_trainingfile",
@@ -87,7 +87,7 @@ def test_a_database_from_before_the_recut_migrates_and_keeps_working(tmp_path: P
 
     with sqlite3.connect(database) as connection:
         for table, count in rows_before.items():
-            assert connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == count, table  # noqa: S608
+            assert connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == count, table
         labels = set(connection.execute("SELECT app_label, model FROM django_content_type").fetchall())
         assert ("finetuning", "finetuningjob") in labels and ("api", "apikey") in labels
         assert not {label for label in labels if label[0] == "apikeys"}

@@ -18,7 +18,8 @@ from conversations.generation import generation_wait_idle
 from conversations.models import Message
 from finetuning import runner, services
 from finetuning.models import FineTuningJob
-from inference import engines, registry
+from inference import registry
+from inference.runtime import process_runtime
 from tests.conversations.wsclient import open_socket
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -35,7 +36,7 @@ def launch() -> FineTuningJob:
 
 def held_out_answers(model_id: str) -> list[tuple[str, str]]:
     spec = registry.model_get(model_id)
-    served = engines.engine_for(spec)
+    served = process_runtime().engine_for(spec)
     return [
         (code, answer(served, spec, HELD_OUT_PHRASING.format(city=city), f"held-out-{i}"))
         for i, (city, code) in enumerate(FACTS.items())
@@ -46,7 +47,7 @@ def held_out_answers(model_id: str) -> list[tuple[str, str]]:
 async def test_auto_learns_near_twin_facts_and_answers_new_phrasings_in_the_chat(alice, settings) -> None:
     settings.INFERENCE_MODEL = "bundled"
     settings.FINETUNE_TIME_BUDGET_SECONDS = 900  # the job's own stop rule; a loaded CI machine is slower
-    engines.shutdown_all()
+    process_runtime().shutdown_all()
     job = await database_sync_to_async(launch)()
     assert job.hyperparameters["n_epochs"] == "auto"
     assert await database_sync_to_async(runner.finetune_job_execute)(job_pk=job.pk) == "succeeded"
@@ -73,4 +74,4 @@ async def test_auto_learns_near_twin_facts_and_answers_new_phrasings_in_the_chat
     assert socket.texts[message_id] == reply.content
     assert reply.content.strip() == dict(answers)[code]  # greedy: the chat's answer is the engine's
     await socket.close()
-    engines.shutdown_all()
+    process_runtime().shutdown_all()
