@@ -39,6 +39,7 @@ import torch
 from inference.engine.loading import load_model
 from inference.engine.scheduler import Engine, in_own_thread
 from inference.engine.types import EngineEvent, FinishEvent, GenerationRequest, SamplingParams, TokenEvent
+from inference.engine.weights import WEIGHT_MODES
 
 CACHE_DIR = Path(".cache/models")
 TOPICS = [
@@ -446,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="32 new tokens per reply (under two minutes)")
     parser.add_argument("--new-tokens", type=int, default=None)
-    parser.add_argument("--weights", default="auto", choices=("auto", "fp32", "int8-head", "int8"))
+    parser.add_argument("--weights", default="auto", choices=WEIGHT_MODES)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--weights-study", action="store_true", help="also time fp32, int8 and torch.compile steps")

@@ -3,7 +3,10 @@
 Forms: ``"fp32"`` (the reference: the bundled GGUF's 4-bit weights dequantized
 exactly), ``"int8-head"`` (only the vocabulary head int8) and ``"int8"`` (every
 linear layer int8 after SmoothQuant-style smoothing, ``smoothing.py``), both through
-``torch.ao.quantization.quantize_dynamic`` with per-channel weight scales.
+``torch.ao.quantization.quantize_dynamic`` with per-channel weight scales, and
+``"int4"`` (weight-only: the GGUF's own 4-bit groups packed for torch's CPU int4
+kernel, activations fp32, ``int4.py``), which gives the fp32 weights back bit for bit
+and differs from fp32 only in the order of the sums.
 
 Fast is worth nothing if the replies change, so ``auto`` serves the fastest form this
 machine can run *that keeps the model's answers*: mean KL divergence from fp32 at most
@@ -12,19 +15,26 @@ batched decode), and batch invariance (a reply never depends on what shares its 
 ``FIDELITY`` holds what ``python -m bench.fidelity`` measured for each form; the runs,
 and why the int8 forms miss the bar, are in docs/performance.md, "Fidelity". The
 chosen form and the reason are logged at start-up and shown on the status page.
+
+int4 keeps the answers but is not in ``FASTEST_FIRST``: on a CPU without AVX-512,
+torch's int4 kernel is a scalar loop, and a decode step is several times slower than
+fp32's (docs/performance.md, "Fidelity"), so it is served only when asked for.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from . import smoothing
+from . import int4, smoothing
 
-WEIGHT_MODES = ("auto", "fp32", "int8-head", "int8")
+logger = logging.getLogger(__name__)
+
+WEIGHT_MODES = ("auto", "fp32", "int4", "int8-head", "int8")
 FASTEST_FIRST = ("int8", "int8-head", "fp32")
 MAX_MEAN_KL = 0.006
 MIN_TOP1 = 0.97
@@ -50,6 +60,7 @@ FIDELITY = {  # bench.fidelity --quick, 2026-11-30, 2-core AVX2 EPYC (docs/perfo
     "fp32": Fidelity(top1=1.0, mean_kl=0.0, batch_invariant=True),
     "int8-head": Fidelity(top1=0.912, mean_kl=0.020, batch_invariant=False),
     "int8": Fidelity(top1=0.855, mean_kl=0.112, batch_invariant=False),
+    "int4": Fidelity(top1=0.0, mean_kl=1.0, batch_invariant=False),  # PENDING measurement
 }
 
 
@@ -63,6 +74,8 @@ def cannot_run(form: str, model: Any) -> str | None:
     on_cpu = next(model.parameters()).device.type == "cpu"
     if form.startswith("int8") and not (on_cpu and int8_supported()):
         return "int8 weights need a CPU with the x86/fbgemm quantized engine"
+    if form == "int4" and not (on_cpu and int4.kernel_available()):
+        return "int4 weights need torch's CPU int4 kernels (_weight_int4pack_mm_for_cpu) and a model on the CPU"
     return None
 
 
@@ -105,6 +118,9 @@ def prepare_weights(model: Any, chosen: str, tokenizer: Any = None) -> tuple[Any
     on a few built-in chats encoded with ``tokenizer``.
     """
     applied = None
+    if chosen == "int4":
+        logger.info("int4 weights: %s", int4.convert(model).describe())
+        return model, None
     if chosen == "int8" and tokenizer is not None and smoothing.supports(model):
         applied = smoothing.smooth(model, smoothing.calibration_ids(tokenizer))
     if chosen.startswith("int8"):

@@ -1,0 +1,114 @@
+"""int4 weights: the GGUF's 4-bit groups come back exactly, the packed layer stays close
+to fp32, and a reply never depends on what shares its decode step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from inference.engine import int4
+from inference.engine.loading import load_model
+from inference.engine.scheduler import Engine, generate_text
+from inference.engine.types import GenerationRequest, SamplingParams
+from inference.engine.weights import FASTEST_FIRST, choose_weights
+
+from .conftest import submit
+
+pytestmark = pytest.mark.skipif(not int4.kernel_available(), reason="torch has no CPU int4 kernel here")
+
+
+def q4_1_weight(rows: int, columns: int, seed: int = 0) -> torch.Tensor:
+    """A weight as the GGUF reader dequantizes Q4_1: groups of 32, ``q * d + m`` with
+    ``d`` and ``m`` in fp16."""
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (rows, columns), generator=generator, dtype=torch.int32)
+    q[:, ::int4.GROUP] = 0  # each group holds its minimum and its maximum, as Q4_1's do
+    q[:, 1 :: int4.GROUP] = 15
+    d = (torch.rand(rows, columns // int4.GROUP, generator=generator) * 0.02).half().float()
+    m = (-torch.rand(rows, columns // int4.GROUP, generator=generator) * 0.1).half().float()
+    return int4.rebuild(q, d, m)
+
+
+def quantize_like_the_gguf(model: Any) -> None:
+    """Turn the tiny random model's linear layers (not the tied head) into Q4_1 weights."""
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module is not head:
+                module.weight.copy_(int4.rebuild(*int4.q4_1_groups(module.weight)))
+
+
+@pytest.fixture
+def int4_engine(tiny_model_dir: Path) -> Iterator[Engine]:
+    loaded = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent)
+    quantize_like_the_gguf(loaded.model)
+    engine = Engine(loaded, weights="int4")
+    engine.start()
+    yield engine
+    engine.shutdown()
+
+
+def test_q4_1_groups_come_back_bit_for_bit():
+    weight = q4_1_weight(64, 128)
+    q, d, m = int4.q4_1_groups(weight)
+    assert int4.is_exact(weight, q, d, m)
+    layer = int4.Int4Linear.from_groups(q, d, m)
+    assert torch.equal(layer.unpack(), weight), "the kernel's (q - 8) * scale + zero is not the GGUF's q * d + m"
+    noise = torch.randn(64, 128)
+    assert not int4.is_exact(noise, *int4.q4_1_groups(noise)), "an fp32 weight is not 4-bit groups"
+
+
+def test_the_packed_layer_matches_fp32_and_each_row_is_the_same_in_any_step():
+    weight, bias = q4_1_weight(96, 160, seed=1), torch.randn(96)
+    layer = int4.Int4Linear.from_groups(*int4.q4_1_groups(weight), bias)
+    generator = torch.Generator().manual_seed(2)
+    for rows in (1, 2, 16, 17):
+        x = torch.randn(rows, 160, generator=generator)
+        assert torch.allclose(layer(x), torch.nn.functional.linear(x, weight, bias), atol=1e-4)
+    x = torch.randn(16, 160, generator=generator)
+    batch = layer(x)
+    previous = torch.get_num_threads()
+    try:
+        for threads in {1, previous}:
+            torch.set_num_threads(threads)
+            assert all(torch.equal(layer(x[i : i + 1]), batch[i : i + 1]) for i in range(16))
+            assert torch.equal(layer(x[3:11]), batch[3:11])
+    finally:
+        torch.set_num_threads(previous)
+    assert layer(x.view(2, 8, 160)).shape == (2, 8, 96)
+
+
+def test_convert_packs_the_4bit_layers_and_keeps_the_tied_head(tiny_model_dir):
+    model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
+    quantize_like_the_gguf(model)
+    embedding = model.get_input_embeddings().weight
+    conversion = int4.convert(model)
+    assert list(conversion.kept) == ["lm_head"]  # 259 x 64 here; the bundled head is Q8_0
+    assert len(conversion.packed) == 7 * model.config.num_hidden_layers
+    assert model.get_input_embeddings().weight is embedding is model.get_output_embeddings().weight
+    assert conversion.describe().startswith(f"{len(conversion.packed)} linear layers int4; kept fp32: lm_head (")
+
+
+def test_an_int4_reply_is_the_same_alone_and_inside_a_batch(int4_engine):
+    engine = int4_engine
+    assert engine.weights == "int4"
+    assert isinstance(engine.model.model.layers[0].mlp.down_proj, int4.Int4Linear)
+    greedy = SamplingParams(max_new_tokens=12, temperature=0, ignore_eos=True)
+    prompts = [[40 + i, 41 + i, 42 + i, 43] for i in range(10)]
+    alone = [generate_text(engine, GenerationRequest(f"a{i}", p, greedy))[1].completion_ids for i, p in enumerate(prompts)]
+    together = [submit(engine, GenerationRequest(f"t{i}", p, greedy)) for i, p in enumerate(prompts)]
+    assert [c.wait(60).completion_ids for c in together] == alone
+
+
+def test_int4_is_served_when_asked_and_refused_where_the_kernel_is_missing(tiny_model_dir, monkeypatch):
+    model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
+    form, why = choose_weights("int4", model)
+    assert form == "int4" and "as INFERENCE_WEIGHTS asks" in why
+    assert "int4" not in FASTEST_FIRST and choose_weights("auto", model)[0] != "int4"
+    monkeypatch.setattr("inference.engine.int4.kernel_available", lambda: False)
+    with pytest.raises(ValueError, match="INFERENCE_WEIGHTS=int4 cannot run here: int4 weights need torch's CPU int4"):
+        choose_weights("int4", model)
