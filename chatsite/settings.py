@@ -271,7 +271,7 @@ INFERENCE_MAX_QUEUED_REQUESTS = env_int("INFERENCE_MAX_QUEUED_REQUESTS", 64, min
 # "auto": the fastest form this machine can run that keeps the model's answers (today
 # fp32, exact and reproducible whatever shares a batch); the others force a form
 # (inference/engine/weights.py; what each costs and keeps: docs/performance.md).
-INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "int8-head", "int8"))
+INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "int4", "int8-head", "int8"))
 # Where the model runs: "auto" takes a CUDA GPU when torch sees one. Only checked here so
 # far; the engine's device placement reads it once it is wired in.
 INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"))
