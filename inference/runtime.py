@@ -255,6 +255,8 @@ class ModelRuntime:
         with self._lock:
             served = self._served.get(spec.base_source)
             if served is None:
+                if self._stopped.is_set():  # a warm-up that began before close()
+                    raise RuntimeError("This model runtime was closed.")
                 served = self._served[spec.base_source] = self._start(spec.base_source)
                 if settings.INFERENCE_STATUS_REPORTING:
                     self.chore_add("models", self._models_tick, every=_status_interval, at_once=True)
@@ -361,10 +363,15 @@ class ModelRuntime:
                 served.engine.shutdown()
             self._served.clear()
 
-    def close(self) -> None:
-        """Stop every engine and the housekeeping thread (after the chore it runs now)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every engine and the housekeeping thread, waiting (up to ``timeout``
+        seconds) for the chore it runs now: after this returns, the runtime touches
+        neither its engines nor the database."""
         self._stopped.set()
         self._wake.set()
+        thread = self._housekeeping
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
         self.shutdown_all()
 
     def chore_add(

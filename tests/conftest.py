@@ -83,6 +83,16 @@ def runtime_install() -> Iterator[Callable[[ModelRuntime], ModelRuntime]]:
         runtime.close()
 
 
+@pytest.fixture(autouse=True)
+def runtime_per_test(runtime_install) -> None:
+    """Every test gets a model runtime of its own, closed after it: no engine, warm-up or
+    housekeeping thread (which reads the registry from the database) outlives the test
+    that started it and runs while the next test's database is being flushed."""
+    from inference.runtime import ModelRuntime
+
+    runtime_install(ModelRuntime())
+
+
 @pytest.fixture
 def model_runtime(runtime_install) -> ModelRuntime:
     """A runtime of the test's own with nothing loaded yet: its models load as it needs them."""
