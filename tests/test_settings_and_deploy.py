@@ -60,7 +60,7 @@ def test_production_refuses_the_development_secret_key() -> None:
         ("INFERENCE_DEFAULT_TOP_P", "0", "INFERENCE_DEFAULT_TOP_P must be between 0.01 and 1.0"),
         ("PARLEY_DEBUG", "maybe", "PARLEY_DEBUG must be true or false"),
         ("INFERENCE_MODE", "cloud", "INFERENCE_MODE must be one of local, remote"),
-        ("INFERENCE_WEIGHTS", "int4", "INFERENCE_WEIGHTS must be one of auto, fp32, int8-head, int8, not 'int4'"),
+        ("INFERENCE_WEIGHTS", "int3", "INFERENCE_WEIGHTS must be one of auto, fp32, int4, int8-head, int8, not 'int3'"),
         ("INFERENCE_DEVICE", "gpu", "INFERENCE_DEVICE must be one of auto, cpu, cuda, not 'gpu'"),
         ("INFERENCE_MODE", "remote", "INFERENCE_MODE=remote needs REDIS_URL"),
     ],
