@@ -1,4 +1,6 @@
-"""Writes on the inference side that are not tied to one conversation."""
+"""Services for replies whose job died: writes across conversations, run by the reaper
+(chatsite/reaper.py), a socket's watchdog and ``manage.py recover_streams``. The writes
+tied to one conversation are in services.py."""
 
 from __future__ import annotations
 
