@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 FINISH_RETRY_FIRST_DELAY = 0.05
 FINISH_RETRY_MAX_DELAY = 2.0
 
+
 def conversation_group(conversation_id: uuid.UUID | str) -> str:
     return f"conversation.{conversation_id}"
 

@@ -25,6 +25,8 @@ from finetuning.validation import dataset_parse, rejection
 from inference.engine.datasets import Example, split_note, split_validation
 
 if TYPE_CHECKING:
+    from django_tasks.base import Task
+
     from finetuning.apps import FinetuningConfig
 
 
@@ -114,12 +116,18 @@ def jobs_queued_without_a_task(*, since: datetime) -> list[FineTuningJob]:
     from django_tasks.base import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
-    task = cast("FinetuningConfig", apps.get_app_config("finetuning")).job_task
+    task = job_task()
     alive = DBTaskResult.objects.filter(task_path=task.module_path).filter(
         Q(status=TaskResultStatus.READY) | Q(status=TaskResultStatus.RUNNING, started_at__gt=since)
     )
     taken = {task.get("kwargs", {}).get("job_pk") for task in alive.values_list("args_kwargs", flat=True)}
     return [job for job in queued if job.pk not in taken]
+
+
+def job_task() -> Task[..., str]:
+    """The task that runs a job (``finetuning.tasks``), looked up on the app's config:
+    the tasks module imports the services, which enqueue it."""
+    return cast("FinetuningConfig", apps.get_app_config("finetuning")).job_task
 
 
 def finetuned_model_list(*, include_hidden: bool = True) -> QuerySet[FineTunedModel]:

@@ -19,9 +19,8 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
-from django.apps import apps
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
@@ -42,9 +41,6 @@ from finetuning.models import (
 from finetuning.validation import dataset_parse, rejection
 from inference import registry
 from inference.engine.datasets import DatasetStats, resolve_hyperparameters
-
-if TYPE_CHECKING:
-    from finetuning.apps import FinetuningConfig
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +307,7 @@ def _resolved(requested: dict[str, Any], n_examples: int) -> tuple[dict[str, Any
 
 
 def _enqueue(job_pk: int) -> None:
-    cast("FinetuningConfig", apps.get_app_config("finetuning")).job_task.enqueue(job_pk=job_pk)
+    selectors.job_task().enqueue(job_pk=job_pk)
 
 
 def _move(job: FineTuningJob, current: str, new: str, **fields: Any) -> bool:
