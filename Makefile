@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 HOST ?= 127.0.0.1
 PORT ?= 8000
+TEST_PROCESSES ?= auto
 
 .PHONY: run test lint test-fast test-slow install lock browser model clean
 
@@ -66,7 +67,9 @@ lint: install
 
 test: install browser $(SECRET_KEY_FILE) lint
 	$(PY) manage.py prepare_model
-	$(VENV)/bin/pytest
+	# One test process per core (pytest-xdist), a test file to a process, in the order
+	# tests/conftest.py sets: the minutes-long tests first.
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow and not e2e"

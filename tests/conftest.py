@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from django.contrib.auth.models import User
 
+from tests.helpers import CORES_PER_TEST_PROCESS, TEST_PROCESSES
 from tests.tiny_model import save_tiny_model
 
 if TYPE_CHECKING:
@@ -17,6 +19,20 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = ROOT / ".cache" / "test-models" / "tiny-llama"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Side by side with other test processes, torch here and in the servers tests start
+    uses this process's share of the cores (read when torch is first imported)."""
+    if TEST_PROCESSES > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(CORES_PER_TEST_PROCESS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, each group in its usual order: with the suite spread over
+    the cores (`make test` runs ``pytest -n``), a minutes-long test that started last
+    would run on alone while every other core had finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +59,7 @@ def _test_settings(settings, tiny_model_dir: Path, tmp_path: Path) -> None:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
 
 
 @pytest.fixture

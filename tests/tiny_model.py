@@ -7,6 +7,8 @@ transformers folder so it goes through the same loading path (``INFERENCE_MODEL`
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 CHATML_TEMPLATE = (
@@ -63,12 +65,21 @@ def build_tiny_model(tokenizer, *, seed: int = 0, context_length: int = 512):
 
 
 def save_tiny_model(folder: Path, *, seed: int = 0, context_length: int = 512) -> Path:
-    """Write the tiny model and tokenizer to ``folder`` (idempotent) and return it."""
+    """Write the tiny model and tokenizer to ``folder`` (idempotent) and return it.
+
+    Test processes running side by side (``pytest -n``) may all get here first: each
+    writes into a folder of its own and renames it into place, so none ever reads a
+    half-written model, and the one that loses the race keeps the winner's."""
     if (folder / "config.json").exists():
         return folder
     tokenizer = build_byte_tokenizer()
     model = build_tiny_model(tokenizer, seed=seed, context_length=context_length)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process renamed its copy into place first
+        shutil.rmtree(partial)
     return folder

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 
 import pytest
-from django.contrib.auth.models import Group, User
-from django.db import connection
-from django.db.migrations.loader import MigrationLoader
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from conversations import services
@@ -17,24 +14,16 @@ from conversations.generation import generation_run
 from conversations.models import Conversation, GenerationRecord, Message, MessageFeedback, TranscriptView
 from inference.engine.datasets import parse_dataset
 from tests.fakes import ScriptedEngine
-from tests.helpers import client_for
+from tests.helpers import CORES_PER_TEST_PROCESS, client_for, migrated_group
 
 LIST = "admin:conversations_conversation_changelist"
 FEEDBACK = "admin:conversations_messagefeedback_changelist"
 
 
-def migrated_group(name: str, migration: str) -> Group:
-    """The group a data migration made; re-made the same way if a transactional test flushed it."""
-    if not Group.objects.filter(name=name).exists():
-        state_apps = MigrationLoader(connection).project_state().apps
-        importlib.import_module(migration).create_group(state_apps, None)
-    return Group.objects.get(name=name)
-
-
 @pytest.fixture
 def reviewer(db) -> User:
     user = User.objects.create_user("rita", password="reviewer pass 123", is_staff=True)
-    user.groups.add(migrated_group("Transcript reviewers", "conversations.migrations.0004_transcript_reviewers_group"))
+    user.groups.add(migrated_group("Transcript reviewers"))
     return user
 
 
@@ -293,7 +282,7 @@ def test_a_transcript_dataset_is_saved_as_a_training_file_and_trains_the_tiny_mo
 
     settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
     settings.FINETUNE_NICENESS = 0
-    settings.FINETUNE_THREADS = 2
+    settings.FINETUNE_THREADS = CORES_PER_TEST_PROCESS
     settings.FINETUNE_HEARTBEAT_SECONDS = 3600
     second = services.conversation_create(owner=alice)
     turn = services.turn_start(conversation=second, text="Say hello")
@@ -302,7 +291,7 @@ def test_a_transcript_dataset_is_saved_as_a_training_file_and_trains_the_tiny_mo
 
     refused = client_for(reviewer).post(reverse(LIST), {**form, "save": "1"})
     assert refused.status_code == 403, "reviewers read transcripts; launching training needs the fine-tuning permission"
-    reviewer.groups.add(migrated_group("Fine-tuners", "inference.migrations.0002_finetuners_group"))
+    reviewer.groups.add(migrated_group("Fine-tuners"))
     preview = client_for(reviewer).post(reverse(LIST), form).content.decode()
     assert "Save as training file" in preview
     response = client_for(reviewer).post(reverse(LIST), {**form, "save": "1"})

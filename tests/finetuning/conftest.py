@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.test import Client
 
-from tests.helpers import client_for
+from tests.helpers import CORES_PER_TEST_PROCESS, client_for, migrated_group
 
 WORDS = ["cat", "dog", "bird", "fish", "frog", "mole", "lynx", "wolf"]
 
@@ -18,7 +18,7 @@ WORDS = ["cat", "dog", "bird", "fish", "frog", "mole", "lynx", "wolf"]
 def _finetune_settings(settings, tmp_path: Path) -> None:
     settings.FINETUNE_OUTPUT_DIR = tmp_path / "finetuned"
     settings.FINETUNE_NICENESS = 0  # never lower the test runner's own priority
-    settings.FINETUNE_THREADS = 2
+    settings.FINETUNE_THREADS = CORES_PER_TEST_PROCESS
     settings.FINETUNE_HEARTBEAT_SECONDS = 3600
 
 
@@ -49,7 +49,7 @@ def superuser_client(admin_user: User) -> Client:
 @pytest.fixture
 def finetuner(db) -> User:
     user = User.objects.create_user("carol", password="correct horse battery", is_staff=True)
-    user.groups.add(Group.objects.get(name="Fine-tuners"))
+    user.groups.add(migrated_group("Fine-tuners"))
     return user
 
 
