@@ -138,7 +138,7 @@ class ComputeShare:
             if self._samples.get(count, 0) < 2:
                 return count
         best = min(candidates, key=lambda count: self.seconds_per_token[count])
-        if self._passes % self.probe_every == 0:  # the machine's load changes: look again
+        if len(candidates) > 1 and self._passes % self.probe_every == 0:  # the load changes: look again
             return next(count for count in candidates if count != best)
         return best
 

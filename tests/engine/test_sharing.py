@@ -78,6 +78,23 @@ def threads_used(seconds_per_pass: dict[int, float], passes: int = 30) -> tuple[
     return used, share
 
 
+def test_a_run_on_one_thread_keeps_it_past_every_probe() -> None:
+    """FINETUNE_THREADS=1 leaves nothing to compare against: the probe every
+    ``probe_every`` passes must not look for another count (a real fine-tune failed
+    with StopIteration at its 40th pass)."""
+    now = [0.0]
+    share = ComputeShare(threads=1, probe_every=10, clock=lambda: now[0])
+    previous = torch.get_num_threads()
+    try:
+        for _ in range(35):
+            share.pace(100)
+            assert torch.get_num_threads() == 1
+            now[0] += 1.0
+    finally:
+        torch.set_num_threads(previous)
+    assert share.seconds_per_token == {1: 0.01}
+
+
 def test_on_a_loaded_machine_the_share_takes_the_faster_thread_count() -> None:
     """Other work holds the cores: a pass takes 2 s on two threads and 1 s on one, so
     after trying both the run stays on one thread, and looks at two again every

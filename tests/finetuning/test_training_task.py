@@ -25,12 +25,12 @@ def queued_job(shout_file, **options):
     )
 
 
-def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_twice_file) -> None:
+def test_the_task_trains_records_metrics_evaluates_and_registers_a_model(shout_twice_file, settings) -> None:
     shout_file = shout_twice_file
     job = queued_job(shout_file, suffix="shout")
     assert finetune_job_run.call(job_pk=job.pk) == "succeeded"
     job.refresh_from_db()
-    assert (job.step, job.total_steps, job.epoch, job.threads) == (9, 9, 3, 2)
+    assert (job.step, job.total_steps, job.epoch, job.threads) == (9, 9, 3, settings.FINETUNE_THREADS)
     assert job.started_at <= job.finished_at and job.trained_tokens > 0 and job.tokens_per_second > 0
     losses = list(selectors.job_metrics(job=job).values_list("train_loss", flat=True))
     assert len(losses) == 9 and losses[-1] < losses[0]
