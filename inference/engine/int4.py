@@ -13,11 +13,12 @@ Layers whose weights were not Q4_1 (the tied vocabulary head is Q8_0 in the GGUF
 fp32: a lossy requantization would change answers for the sake of speed, and the
 fidelity bar (weights.py) is the point.
 
-Activations stay fp32. Steps of more than ``KERNEL_ROWS`` rows (prefill chunks) unpack
-the weights to fp32 for one matmul instead: torch's int4 kernel on a CPU without
-AVX-512 is a scalar loop whose cost grows with every row, which would make a 256-token
-prefill chunk take many seconds. Decode steps (at most the engine's 16 rows by default)
-always use the kernel, whose every row comes out the same whatever shares the step.
+Activations stay fp32. Steps of more rows than a decode step can hold (``kernel_rows``:
+the engine's batch size, at least ``KERNEL_ROWS``), that is prefill chunks, unpack the
+weights to fp32 for one matmul instead: torch's int4 kernel on a CPU without AVX-512 is
+a scalar loop whose cost grows with every row, which would make a 256-token prefill
+chunk take many seconds. Every decode step uses the kernel, whose every row comes out
+the same whatever shares the step.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ GROUP = 32
 BLOCK_N = 32
 # Torch's packing splits K into "inner tiles"; 2 is what its own CPU tests use.
 INNER_K_TILES = 2
-# Decode steps up to this many rows use the kernel; larger steps (prefill) unpack.
+# Steps up to this many rows (or the engine's batch size, if larger) use the kernel;
+# larger steps (prefill) unpack.
 KERNEL_ROWS = 16
 
 
@@ -85,22 +87,38 @@ class Int4Linear(torch.nn.Module):
     packed: torch.Tensor
     scales_and_zeros: torch.Tensor
 
-    def __init__(self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, in_features: int, out_features: int, bias: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        scales_and_zeros: torch.Tensor,
+        in_features: int,
+        out_features: int,
+        bias: torch.Tensor | None,
+        kernel_rows: int = KERNEL_ROWS,
+    ) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        self.kernel_rows = kernel_rows
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     @classmethod
-    def from_groups(cls, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bias: torch.Tensor | None = None) -> Int4Linear:
+    def from_groups(
+        cls,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        m: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        kernel_rows: int = KERNEL_ROWS,
+    ) -> Int4Linear:
         out_features, in_features = q.shape
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), INNER_K_TILES)
         # Kernel's form per group: (q - 8) * scale + zero; ours: q * d + m.
         zero = m + 8 * d
         scales_and_zeros = torch.stack([d, zero], dim=-1).transpose(0, 1).contiguous()
-        return cls(packed, scales_and_zeros, in_features, out_features, bias)
+        return cls(packed, scales_and_zeros, in_features, out_features, bias, kernel_rows)
 
     def unpack(self) -> torch.Tensor:
         """The fp32 ``[N, K]`` weight the kernel multiplies by."""
@@ -113,7 +131,7 @@ class Int4Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] > KERNEL_ROWS:
+        if rows.shape[0] > self.kernel_rows:
             out = torch.nn.functional.linear(rows, self.unpack())
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.contiguous(), self.packed, GROUP, self.scales_and_zeros)
@@ -137,10 +155,11 @@ class Conversion:
         return f"{len(self.packed)} linear layers int4" + (f"; kept fp32: {kept}" if kept else "")
 
 
-def convert(model: Any) -> Conversion:
+def convert(model: Any, max_rows: int = KERNEL_ROWS) -> Conversion:
     """Replace every linear layer whose weight is exactly Q4_1 with an ``Int4Linear``,
-    in place. The vocabulary head is only replaced as a module, so an input embedding
-    tied to it keeps its fp32 weight."""
+    in place, whose kernel takes every step of up to ``max_rows`` rows (the engine's
+    largest decode step) and at least ``KERNEL_ROWS``. The vocabulary head is only
+    replaced as a module, so an input embedding tied to it keeps its fp32 weight."""
     packed: list[str] = []
     kept: dict[str, str] = {}
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
@@ -154,6 +173,6 @@ def convert(model: Any) -> Conversion:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int4Linear.from_groups(q, d, m, layer.bias))
+        setattr(parent, child, Int4Linear.from_groups(q, d, m, layer.bias, max(KERNEL_ROWS, max_rows)))
         packed.append(name)
     return Conversion(packed, kept)

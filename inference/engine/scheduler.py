@@ -111,7 +111,9 @@ class Engine:
             raise ValueError("max_batch_size and prefill_chunk_tokens must be positive.")
         self.tokenizer = loaded.tokenizer
         self.weights, self.weights_reason = choose_weights(weights, loaded.model)
-        self.model, smoothing = in_own_thread(prepare_weights, loaded.model, self.weights, loaded.tokenizer)
+        self.model, smoothing = in_own_thread(
+            prepare_weights, loaded.model, self.weights, loaded.tokenizer, max_batch_size
+        )
         logger.info("Serving %s weights: %s", self.weights, self.weights_reason)
         self.model.eval()
         self.device = next(self.model.parameters()).device

@@ -111,16 +111,20 @@ def _linear_names(model: Any, mode: str) -> set[str]:
     return names
 
 
-def prepare_weights(model: Any, chosen: str, tokenizer: Any = None) -> tuple[Any, smoothing.Smoothing | None]:
+def prepare_weights(
+    model: Any, chosen: str, tokenizer: Any = None, max_rows: int = int4.KERNEL_ROWS
+) -> tuple[Any, smoothing.Smoothing | None]:
     """Serve ``model`` in ``chosen`` (a form ``choose_weights`` returned); returns
-    ``(model, smoothing)``. int8 forms replace linear layers in place.
+    ``(model, smoothing)``. int8 and int4 forms replace linear layers in place; int4's
+    kernel takes every step of up to ``max_rows`` rows (the engine's batch size), so a
+    decode step's rows never depend on how many share it.
 
     With ``"int8"``, a model that ``smoothing.supports`` is smoothed first, calibrated
     on a few built-in chats encoded with ``tokenizer``.
     """
     applied = None
     if chosen == "int4":
-        logger.info("int4 weights: %s", int4.convert(model).describe())
+        logger.info("int4 weights: %s", int4.convert(model, max_rows).describe())
         return model, None
     if chosen == "int8" and tokenizer is not None and smoothing.supports(model):
         applied = smoothing.smooth(model, smoothing.calibration_ids(tokenizer))

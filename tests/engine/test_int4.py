@@ -82,15 +82,40 @@ def test_the_packed_layer_matches_fp32_and_each_row_is_the_same_in_any_step():
     assert layer(x.view(2, 8, 160)).shape == (2, 8, 96)
 
 
+def test_an_engine_batch_over_16_rows_still_takes_the_kernel_for_every_decode_step(monkeypatch):
+    """With INFERENCE_MAX_BATCH_SIZE=24, a decode step of 17-24 rows must not unpack to
+    fp32 (that would make a row's bits depend on how many share its step)."""
+    weight = q4_1_weight(64, 96, seed=3)
+    layer = int4.Int4Linear.from_groups(*int4.q4_1_groups(weight), kernel_rows=24)
+    unpacked = []
+    unpack = layer.unpack
+    monkeypatch.setattr(layer, "unpack", lambda: unpacked.append(1) or unpack())
+    x = torch.randn(25, 96, generator=torch.Generator().manual_seed(4))
+    batch = layer(x[:24])
+    assert all(torch.equal(layer(x[i : i + 1]), batch[i : i + 1]) for i in range(24))
+    assert torch.equal(layer(x[:20]), batch[:20])
+    assert not unpacked, "a step of up to 24 rows went through fp32"
+    layer(x)
+    assert unpacked == [1], "25 rows (a prefill chunk) unpack"
+
+
 def test_convert_packs_the_4bit_layers_and_keeps_the_tied_head(tiny_model_dir):
     model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
     quantize_like_the_gguf(model)
     embedding = model.get_input_embeddings().weight
     conversion = int4.convert(model)
+    assert model.model.layers[0].mlp.down_proj.kernel_rows == int4.KERNEL_ROWS
     assert list(conversion.kept) == ["lm_head"]  # 259 x 64 here; the bundled head is Q8_0
     assert len(conversion.packed) == 7 * model.config.num_hidden_layers
     assert model.get_input_embeddings().weight is embedding is model.get_output_embeddings().weight
     assert conversion.describe().startswith(f"{len(conversion.packed)} linear layers int4; kept fp32: lm_head (")
+
+
+def test_the_engine_gives_the_kernel_every_row_count_of_its_batch(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent)
+    quantize_like_the_gguf(loaded.model)
+    engine = Engine(loaded, weights="int4", max_batch_size=24)
+    assert engine.model.model.layers[0].self_attn.q_proj.kernel_rows == 24
 
 
 def test_an_int4_reply_is_the_same_alone_and_inside_a_batch(int4_engine):
