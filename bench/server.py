@@ -3,11 +3,9 @@ that drive a real server (browser and scale-out tests)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,39 +26,6 @@ def manage(env: dict[str, str], *args: str, root: Path = ROOT) -> str:
     CalledProcessError with it."""
     command = [sys.executable, "manage.py", *args]
     return subprocess.run(command, cwd=root, env=env, check=True, capture_output=True, text=True).stdout
-
-
-def migrate(env: dict[str, str], *, root: Path = ROOT) -> None:
-    """Bring ``env``'s database up to date. A new SQLite file is copied from a template
-    migrated once per set of migrations (in ``root/.cache/sites``), which takes a
-    fraction of the seconds sixty-odd migrations take; anything else is migrated."""
-    url = env.get("DATABASE_URL", "")
-    target = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-    if target is None or target.exists():
-        manage(env, "migrate", "--noinput", "-v", "0", root=root)
-        return
-    source, copy = sqlite3.connect(_migrated_template(env, root)), sqlite3.connect(target)
-    try:
-        source.backup(copy)
-    finally:
-        source.close()
-        copy.close()
-
-
-def _migrated_template(env: dict[str, str], root: Path) -> Path:
-    digest = hashlib.sha256(env.get("DJANGO_SETTINGS_MODULE", "").encode())
-    for path in sorted(root.glob("*/migrations/*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    folder = root / ".cache" / "sites"
-    template = folder / f"{digest.hexdigest()[:16]}.sqlite3"
-    if not template.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        # Migrated under a name of its own and renamed into place: processes starting
-        # sites side by side never copy a half-migrated file.
-        partial = folder / f".{template.stem}-{secrets.token_hex(4)}.sqlite3"
-        manage({**env, "DATABASE_URL": f"sqlite:///{partial}"}, "migrate", "--noinput", "-v", "0", root=root)
-        partial.rename(template)
-    return template
 
 
 def daphne_command(port: int) -> list[str]:
@@ -103,7 +68,7 @@ def start_site(workdir: Path, env: dict[str, str], *, root: Path = ROOT) -> tupl
 
     The server's output goes to ``workdir/server.log``; the caller stops the process.
     """
-    migrate(env, root=root)
+    manage(env, "migrate", "--noinput", "-v", "0", root=root)
     manage(env, "collectstatic", "--noinput", "-v", "0", root=root)
     port = free_port()
     with open(workdir / "server.log", "wb") as log:

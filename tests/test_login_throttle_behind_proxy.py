@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from bench.server import free_port, manage, migrate, wait_until_serving
+from bench.server import free_port, manage, wait_until_serving
 from tests.conftest import ROOT
 from tests.e2e.conftest import server_env
 
@@ -55,7 +55,7 @@ def nginx_forwarded_for(value: str, *, sent: str, remote_addr: str) -> str:
 def proxied_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("proxied-site")
     env = server_env(tmp, PARLEY_PROXY_COUNT="1")  # as docs/deployment.md sets it
-    migrate(env)
+    manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "collectstatic", "--noinput", "-v", "0")
     manage(env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('alice', password='correct horse battery')")
     port = free_port()

@@ -49,16 +49,16 @@ def test_auto_weights_keep_the_bundled_models_answers():
     """Teacher-forced on fp32's greedy replies through the engine's prefill and its
     16-row batched decode: the bar of the default form (bench.fidelity runs it on
     every form and more chats), and the same greedy reply alone and among 16."""
-    reference = Reference(tokens=16)
+    reference = Reference(tokens=24)
     chats = CHATS[::4][:16]
     prompts = [chat_ids(reference.tokenizer, chat) for chat in chats]
-    replies = [reference.greedy(prompt, 16) for prompt in prompts]
+    replies = [reference.greedy(prompt, 24) for prompt in prompts]
     expected = [reference.logprobs(p, r) for p, r in zip(prompts, replies, strict=True)]
     engine = Engine(load_model("bundled", cache_dir=BUNDLED_CACHE), weights="auto")
     engine.start()
     try:
         agreement = compare(expected, teacher_forced_logprobs(engine, prompts, replies))
-        greedy = SamplingParams(max_new_tokens=16, temperature=0)
+        greedy = SamplingParams(max_new_tokens=24, temperature=0)
         alone = [generate_text(engine, GenerationRequest(f"a{i}", p, greedy))[1].completion_ids for i, p in enumerate(prompts)]
         together = [submit(engine, GenerationRequest(f"t{i}", p, greedy)) for i, p in enumerate(prompts)]
         assert [c.wait(300).completion_ids for c in together] == alone, "a reply depends on what shares its step"
