@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ from django.urls import reverse
 from conversations import services
 from inference import registry, status
 from inference.models import EngineStatus
-from inference.runtime import GONE, ModelRuntime, ProcessRole, Reporter, ServedModel
+from inference.runtime import GONE, ModelRuntime, ProcessRole, Reporter, RuntimeSnapshot, ServedModel
 from tests.helpers import client_for, until
 
 pytestmark = pytest.mark.django_db
@@ -87,18 +88,28 @@ def test_reporting_releases_nothing_and_housekeeping_lets_go_of_what_is_gone(sta
 def test_one_housekeeping_thread_reports_from_the_first_engine_until_the_runtime_closes(settings) -> None:
     settings.INFERENCE_STATUS_REPORTING = True
     settings.INFERENCE_STATUS_INTERVAL_SECONDS = 0.05
-    runtime = busy_runtime(report=status.report_once)
+    both_reported = threading.Event()
+
+    def report(snapshot: RuntimeSnapshot, previous: RuntimeSnapshot | None) -> None:
+        status.report_once(snapshot, previous)
+        if snapshot.active_streams == 6:
+            both_reported.set()
+
+    # The test's thread reads the table only once the runtime has closed: in the test
+    # database (SQLite in memory, one shared cache) a read beside the housekeeping
+    # thread's write fails at once with "database table is locked" instead of waiting.
+    runtime = busy_runtime(report=report)
     thread = runtime.housekeeping
     assert thread is not None and thread.is_alive(), "the first engine starts it"
     try:
         runtime.engine_for(registry.ModelSpec(id="tiny-llama", label="Tiny", base_source=settings.INFERENCE_MODEL))
-        # Both busy engines, reported.
-        until(lambda: EngineStatus.objects.filter(active_streams=6).exists(), what="a report of both models")
+        assert both_reported.wait(timeout=10), "a report of both busy models"
         assert runtime.housekeeping is thread, "one thread, however many models it serves"
     finally:
         runtime.close()
     thread.join(timeout=10)
     assert not thread.is_alive(), "closing the runtime ends its thread"
+    assert EngineStatus.objects.get().active_streams == 6, "the row holds what the thread wrote"
 
 
 def test_rows_written_before_weights_were_reported_still_show(staff_client) -> None:
