@@ -72,8 +72,9 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy conversations inference finetuning api chatsite
 
-test: install browser $(SECRET_KEY_FILE) lint
-	$(PY) manage.py prepare_model
+test: install browser $(SECRET_KEY_FILE)
+	# The checks and the bundled model's cache side by side: each keeps one core busy.
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint model
 	# One test process per core (pytest-xdist), a test file to a process, in the order
 	# tests/conftest.py sets: the minutes-long tests first.
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder

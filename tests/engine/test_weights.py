@@ -48,7 +48,8 @@ def test_int8_modes_serve_requests(make_engine):
 def test_auto_weights_keep_the_bundled_models_answers():
     """Teacher-forced on fp32's greedy replies through the engine's prefill and its
     16-row batched decode: the bar of the default form (bench.fidelity runs it on
-    every form and more chats), and the same greedy reply alone and among 16."""
+    every form and more chats), and the same greedy reply alone and among 16
+    (tests/engine/test_batch_invariance.py checks every row on the tiny model)."""
     reference = Reference(tokens=24)
     chats = CHATS[::4][:16]
     prompts = [chat_ids(reference.tokenizer, chat) for chat in chats]
@@ -59,9 +60,12 @@ def test_auto_weights_keep_the_bundled_models_answers():
     try:
         agreement = compare(expected, teacher_forced_logprobs(engine, prompts, replies))
         greedy = SamplingParams(max_new_tokens=24, temperature=0)
-        alone = [generate_text(engine, GenerationRequest(f"a{i}", p, greedy))[1].completion_ids for i, p in enumerate(prompts)]
         together = [submit(engine, GenerationRequest(f"t{i}", p, greedy)) for i, p in enumerate(prompts)]
-        assert [c.wait(300).completion_ids for c in together] == alone, "a reply depends on what shares its step"
+        in_batch = [c.wait(300).completion_ids for c in together]
+        # Six of the sixteen again, each alone (every one alone would double the test's time).
+        for i in range(0, len(prompts), 3):
+            alone = generate_text(engine, GenerationRequest(f"a{i}", prompts[i], greedy))[1].completion_ids
+            assert alone == in_batch[i], f"chat {i}: its reply depends on what shares its step"
     finally:
         engine.shutdown()
     assert agreement.mean_kl <= MAX_MEAN_KL, f"{engine.weights}: mean KL {agreement.mean_kl:.4f}"
