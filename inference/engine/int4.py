@@ -23,19 +23,43 @@ the same whatever shares the step.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 GROUP = 32
-# The int4 kernel packs the output features in blocks of 32 (``unpack`` relies on it).
-BLOCK_N = 32
+# Torch packs the output features in blocks of 32 on CPUs without AVX-512 and of 64 on
+# those with it; ``packing_block`` finds which, and ``unpack`` and ``fits`` follow it.
+BLOCK_SIZES = (32, 64)
 # Torch's packing splits K into "inner tiles"; 2 is what its own CPU tests use.
 INNER_K_TILES = 2
 # Steps up to this many rows (or the engine's batch size, if larger) use the kernel;
 # larger steps (prefill) unpack.
 KERNEL_ROWS = 16
+
+
+@functools.cache
+def packing_block() -> int:
+    """The block of output features torch's int4 packing uses on this CPU: a known
+    pattern is packed and read back with each layout it may use."""
+    rows, columns = max(BLOCK_SIZES), 2 * GROUP
+    q = (torch.arange(rows)[:, None] * 7 + torch.arange(columns)[None, :] * 3).remainder(16).to(torch.int32)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INNER_K_TILES)
+    for block in BLOCK_SIZES:
+        if torch.equal(_unpack_codes(packed, rows, columns, block), q):
+            return block
+    raise RuntimeError("torch's int4 packing on this CPU has a layout Parley does not read")
+
+
+def _unpack_codes(packed: torch.Tensor, rows: int, columns: int, block: int) -> torch.Tensor:
+    """The 0..15 codes ``[rows, columns]`` of a packed weight whose output features are
+    in blocks of ``block``: byte j of input k in a block holds output j (low nibble) and
+    output j + block / 2 (high nibble)."""
+    blocks = packed.reshape(rows // block, columns, block // 2)
+    codes = torch.cat([blocks & 15, blocks >> 4], dim=-1).transpose(1, 2)
+    return codes.reshape(rows, columns).to(torch.int32)
 
 
 def kernel_available() -> bool:
@@ -44,8 +68,10 @@ def kernel_available() -> bool:
     if not (hasattr(ops, "_convert_weight_to_int4pack_for_cpu") and hasattr(ops, "_weight_int4pack_mm_for_cpu")):
         return False
     try:
-        layer = Int4Linear.from_groups(*q4_1_groups(torch.arange(BLOCK_N * GROUP, dtype=torch.float32).view(BLOCK_N, GROUP) / 64))
+        rows = max(BLOCK_SIZES)
+        layer = Int4Linear.from_groups(*q4_1_groups(torch.arange(rows * GROUP, dtype=torch.float32).view(rows, GROUP) / 64))
         layer(torch.ones(1, GROUP))
+        packing_block()
     except (RuntimeError, TypeError, ValueError, NotImplementedError):
         return False
     return True
@@ -77,7 +103,7 @@ def is_exact(weight: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Te
 
 
 def fits(layer: torch.nn.Linear) -> bool:
-    return layer.in_features % GROUP == 0 and layer.out_features % BLOCK_N == 0
+    return layer.in_features % GROUP == 0 and layer.out_features % packing_block() == 0
 
 
 class Int4Linear(torch.nn.Module):
@@ -122,9 +148,7 @@ class Int4Linear(torch.nn.Module):
 
     def unpack(self) -> torch.Tensor:
         """The fp32 ``[N, K]`` weight the kernel multiplies by."""
-        blocks = self.packed.reshape(self.out_features // BLOCK_N, self.in_features, BLOCK_N // 2)
-        # Byte j of input k in a block holds output j (low nibble) and j + 16 (high).
-        q = torch.cat([blocks & 15, blocks >> 4], dim=-1).transpose(1, 2).reshape(self.out_features, self.in_features)
+        q = _unpack_codes(self.packed, self.out_features, self.in_features, packing_block())
         scale, zero = self.scales_and_zeros.transpose(0, 1).unbind(-1)
         groups = q.reshape(self.out_features, -1, GROUP).float() - 8
         return (groups * scale[..., None] + zero[..., None]).reshape(self.out_features, self.in_features)
@@ -165,7 +189,7 @@ def convert(model: Any, max_rows: int = KERNEL_ROWS) -> Conversion:
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
     for name, layer in targets:
         if not fits(layer):
-            kept[name] = f"shape {layer.out_features}x{layer.in_features} does not fit groups of {GROUP} and blocks of {BLOCK_N}"
+            kept[name] = f"shape {layer.out_features}x{layer.in_features} does not fit groups of {GROUP} and blocks of {packing_block()}"
             continue
         q, d, m = q4_1_groups(layer.weight)
         if not is_exact(layer.weight, q, d, m):
