@@ -87,7 +87,8 @@ class Cluster:
 
     def spawn(self, name: str, command: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}  # its log shows each line as it is written
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def start_redis(self) -> None:
         self.redis_port = self.redis_port or free_port()
@@ -108,8 +109,22 @@ class Cluster:
         self.spawn(name, daphne_command(port))
         wait_for_port(port)
 
-    def start_worker(self, name: str) -> None:
+    def start_worker(self, name: str, timeout: float = 60) -> None:
+        """Start a generation worker and wait until it listens on the channel layer. A
+        reply sent before waits unclaimed, and on a loaded machine the worker's start can
+        outlast a short ``INFERENCE_STALE_AFTER_SECONDS``, which fails that reply as if a
+        worker had died with it."""
+        ready = "Running worker for channels"
+        path = self.workdir / f"{name}.log"
+        before = path.read_text(errors="replace").count(ready) if path.exists() else 0
         self.spawn(name, [sys.executable, "manage.py", "runworker", "inference"])
+        deadline = time.monotonic() + timeout
+        while self.log(name).count(ready) <= before:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}: {self.log(name)[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} was not listening within {timeout} s: {self.log(name)[-2000:]}")
+            time.sleep(0.1)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(name)
