@@ -23,7 +23,7 @@ import psycopg
 from bench.client import Browser, ChatSocket
 from bench.server import ROOT, daphne_command, free_port, manage
 
-__all__ = ["ROOT", "Browser", "ChatSocket", "Cluster"]
+__all__ = ["ROOT", "Browser", "ChatSocket", "Cluster", "streamed_start_of"]
 
 PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 
@@ -135,8 +135,26 @@ class Cluster:
             process.kill()
             process.wait()
 
+    def reply(self, message_id: str) -> tuple[str, str, str, str]:
+        """A stored reply's status, finish reason, content and error."""
+        with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "select status, finish_reason, content, error from conversations_message where public_id = %s",
+                (message_id,),
+            ).fetchone()
+        assert row is not None, f"reply {message_id} is stored"
+        return row
+
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def url(self, web: str) -> str:
         return f"http://127.0.0.1:{self.web_ports[web]}"
+
+
+def streamed_start_of(socket: ChatSocket, message_id: str, content: str) -> bool:
+    """Whether what ``socket`` streamed of a reply is a start of its stored ``content``. A
+    socket that fell behind a fast reply gets the rest in the finished reply's render,
+    which replaces the stream (its watch found the reply ended before it had read every
+    delta), so it may have streamed only part of it, or none."""
+    return content.startswith(socket.texts.get(message_id, ""))

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.scaleout.cluster import ROOT, Browser, ChatSocket, Cluster
+from tests.scaleout.cluster import ROOT, Browser, ChatSocket, Cluster, streamed_start_of
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 
@@ -26,21 +26,6 @@ def cluster_size() -> tuple[int, int]:
 
 def workers_used(cluster: Cluster) -> set[str]:
     return {name for name in ("worker0", "worker1") if re.search(r"took reply \d+", cluster.log(name))}
-
-
-def stored_reply(cluster: Cluster, message_id: str) -> str:
-    with psycopg.connect(cluster.env["DATABASE_URL"]) as conn:
-        row = conn.execute("select content from conversations_message where public_id = %s", (message_id,)).fetchone()
-    assert row is not None, f"reply {message_id} is stored"
-    return str(row[0])
-
-
-def has_reply(socket: ChatSocket, message_id: str, stored: str) -> bool:
-    """Whether the socket ended with the whole stored reply. What it streamed is a start of
-    it; a socket that fell behind a fast reply gets the rest in the finished reply's render,
-    which replaces the stream (its watch found the reply ended before it had read every
-    delta), so it may have streamed only part of it, or none."""
-    return socket.finished.get(message_id) == "complete" and stored.startswith(socket.texts.get(message_id, ""))
 
 
 def reply_errors(cluster: Cluster) -> list[str]:
@@ -66,8 +51,8 @@ async def test_concurrent_chats_through_both_web_processes_on_both_workers(clust
         results = await asyncio.gather(*chats)
         for message_id, socket in results:
             assert socket.finished[message_id] == "complete", reply_errors(cluster)
-            stored = await asyncio.to_thread(stored_reply, cluster, message_id)
-            assert has_reply(socket, message_id, stored), (socket.texts.get(message_id), stored)
+            stored = (await asyncio.to_thread(cluster.reply, message_id))[2]
+            assert streamed_start_of(socket, message_id, stored), (socket.texts.get(message_id), stored)
         assert any(socket.deltas for _, socket in results), "replies streamed"
         if workers_used(cluster) == {"worker0", "worker1"}:
             break
@@ -89,8 +74,9 @@ async def test_a_reply_generated_on_a_worker_streams_to_sockets_on_both_web_proc
         await here.send("Tell me something.")
         message_id = await here.until_finished(timeout=120)
         await there.until(lambda: message_id in there.finished, timeout=60)
-    stored = await asyncio.to_thread(stored_reply, cluster, message_id)
-    assert stored and all(has_reply(socket, message_id, stored) for socket in (here, there))
+    stored = (await asyncio.to_thread(cluster.reply, message_id))[2]
+    assert here.finished[message_id] == there.finished[message_id] == "complete"
+    assert stored and all(streamed_start_of(socket, message_id, stored) for socket in (here, there))
     assert here.deltas or there.deltas, "the reply streamed"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 
-import psycopg
 import pytest
 
 from tests.e2e.test_chat_browser import sign_up
@@ -48,10 +47,7 @@ def test_the_page_reconnects_and_catches_up_without_gaps_or_repeats(cluster: Clu
     page.wait_for_function("() => !document.body.classList.contains('is-offline')", timeout=60_000)
     page.locator(f"#m-{message_id}[data-status='complete']").wait_for(timeout=60_000)
     shown = page.locator(f"#m-{message_id} .msg-text").inner_text()
-    with psycopg.connect(cluster.env["DATABASE_URL"]) as conn:
-        content, status = conn.execute(
-            "select content, finish_reason from conversations_message where public_id = %s", (message_id,)
-        ).fetchone()
+    _, status, content, _ = cluster.reply(message_id)
     assert status == "length" and len(content.split()) == 80
     assert shown.split() == content.split(), "the page shows the whole reply exactly once"
     assert len(seen_offline) < len(shown), "text written while the page was offline arrived after reconnecting"
