@@ -268,12 +268,13 @@ INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
 # new ones away (the API answers 503 with Retry-After, chat says the server is busy).
 INFERENCE_MAX_STREAMS_PER_USER = env_int("INFERENCE_MAX_STREAMS_PER_USER", 8, minimum=1)
 INFERENCE_MAX_QUEUED_REQUESTS = env_int("INFERENCE_MAX_QUEUED_REQUESTS", 64, minimum=0)
-# "auto": the fastest form this machine can run that keeps the model's answers (today
-# fp32, exact and reproducible whatever shares a batch); the others force a form
+# "auto": the fastest form this machine can run that keeps the model's answers (bf16
+# linears where the CPU multiplies bf16 natively, else fp32; both reproducible whatever
+# shares a batch); the others force a form
 # (inference/engine/weights.py; what each costs and keeps: docs/performance.md).
-INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "int4", "int8-head", "int8"))
-# Where the model runs: "auto" takes a CUDA GPU when torch sees one. Only checked here so
-# far; the engine's device placement reads it once it is wired in.
+INFERENCE_WEIGHTS = env_choice("INFERENCE_WEIGHTS", "auto", ("auto", "fp32", "bf16", "int4", "int8-head", "int8"))
+# Where the model runs: "auto" takes a CUDA GPU when torch sees one
+# (inference/engine/loading.py).
 INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # What lists models beyond the bases, for the picker, the API and the runtime
 # (inference/registry.py): the finetuning app's fine-tuned models.

@@ -60,7 +60,11 @@ def test_production_refuses_the_development_secret_key() -> None:
         ("INFERENCE_DEFAULT_TOP_P", "0", "INFERENCE_DEFAULT_TOP_P must be between 0.01 and 1.0"),
         ("PARLEY_DEBUG", "maybe", "PARLEY_DEBUG must be true or false"),
         ("INFERENCE_MODE", "cloud", "INFERENCE_MODE must be one of local, remote"),
-        ("INFERENCE_WEIGHTS", "int3", "INFERENCE_WEIGHTS must be one of auto, fp32, int4, int8-head, int8, not 'int3'"),
+        (
+            "INFERENCE_WEIGHTS",
+            "int3",
+            "INFERENCE_WEIGHTS must be one of auto, fp32, bf16, int4, int8-head, int8, not 'int3'",
+        ),
         ("INFERENCE_DEVICE", "gpu", "INFERENCE_DEVICE must be one of auto, cpu, cuda, not 'gpu'"),
         ("INFERENCE_MODE", "remote", "INFERENCE_MODE=remote needs REDIS_URL"),
     ],
@@ -106,7 +110,9 @@ def test_a_missing_secret_key_stops_start_up_unless_debugging() -> None:
 def test_the_secret_key_can_come_from_a_file(tmp_path: Path) -> None:
     key_file = tmp_path / "secret_key"
     key_file.write_text("from-a-file-" + "k" * 50 + "\n")
-    assert setting("SECRET_KEY", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(key_file)) == "from-a-file-" + "k" * 50
+    assert (
+        setting("SECRET_KEY", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(key_file)) == "from-a-file-" + "k" * 50
+    )
     missing = manage("check", PARLEY_SECRET_KEY="", PARLEY_SECRET_KEY_FILE=str(tmp_path / "nothing"))
     assert missing.returncode != 0 and f"PARLEY_SECRET_KEY_FILE names {tmp_path / 'nothing'}" in missing.stderr
 
@@ -117,8 +123,7 @@ def test_make_run_makes_a_local_key_once_and_every_step_uses_it(tmp_path: Path) 
     stamp.touch()
     python = tmp_path / "python"
     python.write_text(
-        f'#!/bin/sh\necho "$PARLEY_SECRET_KEY_FILE|$*" >> {log}\n'
-        f'case "$1" in -c) exec {sys.executable} "$@";; esac\n'
+        f'#!/bin/sh\necho "$PARLEY_SECRET_KEY_FILE|$*" >> {log}\ncase "$1" in -c) exec {sys.executable} "$@";; esac\n'
     )
     python.chmod(0o755)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "DJANGO_SETTINGS_MODULE"))}

@@ -19,7 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-_ROUND = 64
+from .invariance import SPAN
+
+# Buffers grow in whole spans of decode attention (invariance.SPAN), so its view can
+# widen a row to the rounded span.
+_ROUND = SPAN
 
 
 def _round_up(value: int, step: int = _ROUND) -> int:

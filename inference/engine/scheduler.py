@@ -104,7 +104,7 @@ class Engine:
         prefill_chunk_tokens: int = 256,
         prefix_cache_bytes: int = 512 * 2**20,
         weights: str = "auto",
-        parallel_rows: int = 8,
+        parallel_rows: int | None = None,
         on_busy: Callable[[bool], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or prefill_chunk_tokens < 1 or prefix_cache_bytes < 0:
@@ -122,10 +122,14 @@ class Engine:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         # torch's thread count when the engine was built: prefill chunks and decode steps
         # of at least ``parallel_rows`` rows use all of them; smaller decode steps run on
-        # one thread, where waking the others costs more than it saves (one row, int8,
-        # two threads: 24.5 ms a step, one thread: 15.0 ms; docs/performance.md).
+        # one thread where waking the others costs more than it saves. That depends on
+        # the CPU (one row on two threads: slower on the AVX2 EPYC, a quarter faster on
+        # the AVX-512 one; docs/performance.md), so unless given it is measured at
+        # start-up (``_choose_parallel_rows``).
         self.threads = torch.get_num_threads()
-        self.parallel_rows = parallel_rows
+        self._parallel_rows_fixed = parallel_rows is not None
+        self.parallel_rows = parallel_rows or 8
+        self.row_timing_ms: dict[int, float] = {}
         self.row_padding: dict[int, int] | None = None
         # No request's logits may depend on its neighbours (invariance.py says how).
         self.invariance = in_own_thread(self._make_batch_invariant)
@@ -585,29 +589,103 @@ class Engine:
         return self.threads if rows >= self.parallel_rows else 1
 
     def _make_batch_invariant(self) -> str:
-        """Route decode attention per row, then pick linear kernels whose rows come out the
-        same whatever else is in the step: oneDNN's with prepacked weights where they
-        prove so on this machine, else the default kernels with small steps padded to
-        row counts that prove so. Returns how, for the log and stats."""
-        layers = invariance.float_linears(self.model)
-        shapes = {(layer.out_features, layer.in_features) for layer in layers}
+        """Pick decode attention and linear kernels whose rows come out the same whatever
+        else is in the step. Attention: one batched product over spans of whole tiles
+        where that proves so on this machine, else each row over its own keys. Linear
+        layers: oneDNN's with prepacked weights (in bf16 when that is the form served),
+        with small steps padded to row counts that prove so, else the default kernels
+        padded the same way. Returns how, for the log and stats."""
+        shapes = invariance.served_shapes(self.model)
+        low = torch.bfloat16 if self.weights == "bf16" else None
         if next(self.model.parameters()).device.type != "cpu":
             invariance.install_ragged_attention(self.model)
+            if low is not None:
+                invariance.install_linears(self.model, invariance.cast_maker(low))
             return "per-row attention only (not checked on this device)"
-        invariance.install_ragged_attention(self.model)
+        _, kv_heads, head_dim, _ = _cache_shape(self.model)
+        teams = {1, self.threads}
+        groups = _attention_heads(self.model) // kv_heads
+        spans = invariance.spans_are_invariant(kv_heads, groups, head_dim, self.max_batch_size, teams)
+        invariance.install_ragged_attention(self.model, spans=spans)
+        attention = "attention over whole-tile spans" if spans else "per-row attention"
         if not shapes:
-            return "per-row attention (no float linear layers)"
-        checks = (shapes, self.max_batch_size, self._threads_for, self.threads)
-        if invariance.onednn_available() and invariance.onednn_is_invariant(*checks):
-            invariance.install_onednn(self.model, self.max_batch_size)
-            return "oneDNN linears with prepacked weights, per-row attention"
-        plan = invariance.probe(*checks)
+            return f"{attention} (no float linear layers)"
+        refused = "bf16 weights need oneDNN kernels that give a row the same result in any batch on this CPU."
+        head_make = None
+        if invariance.onednn_available():
+            make = invariance.onednn_maker(self.max_batch_size, low or torch.float32)
+            kernels = "oneDNN fp32 linears with prepacked weights"
+            if low is not None:
+                # The vocabulary head stays fp32: rounding the logits to bf16 flips near
+                # ties (docs/performance.md, "bf16").
+                head_make = invariance.onednn_maker(self.max_batch_size, torch.float32)
+                kernels = "oneDNN bf16 linears (fp32 vocabulary head) with prepacked weights"
+        elif low is not None:
+            raise ValueError(refused)
+        else:
+            make, kernels = invariance.default_linear, "default linears"
+        safe = self._safe_counts(teams, make, head_make)
+        plan = invariance.plan_for(safe, self.max_batch_size, self._threads_for)
+        if plan is None and make is not invariance.default_linear:
+            if low is not None:
+                raise ValueError(refused)
+            make, kernels = invariance.default_linear, "default linears"
+            safe = self._safe_counts(teams, make, None)
+            plan = invariance.plan_for(safe, self.max_batch_size, self._threads_for)
         if plan is None:
             logger.warning("No batch-invariant kernels on this CPU: replies may depend on what shares a step.")
             return "none found"
-        invariance.install_padding(self.model, plan)
-        self.row_padding = plan
-        return f"small steps padded ({plan}), per-row attention"
+        invariance.install_linears(self.model, make, plan, head_make)
+        self._choose_parallel_rows(safe, plan)
+        if invariance.needs_padding(plan) or make is invariance.default_linear:
+            self.row_padding = plan
+            kernels += f", small steps padded ({_padding_text(plan)})"
+        return f"{kernels}, {attention}, decode steps of {self.parallel_rows}+ rows on {self.threads} threads"
+
+    def _safe_counts(self, teams: set[int], make: Any, head_make: Any) -> dict[int, set[int]]:
+        """Row counts safe on each thread count for every layer as it will be served."""
+        if head_make is None:
+            shapes = invariance.served_shapes(self.model)
+            return invariance.safe_counts(shapes, self.max_batch_size, teams, self.threads, make)
+        body = invariance.served_shapes(self.model, head=False)
+        head = invariance.served_shapes(self.model) - body
+        safe = invariance.safe_counts(body, self.max_batch_size, teams, self.threads, make)
+        for team, counts in invariance.safe_counts(head, self.max_batch_size, teams, self.threads, head_make).items():
+            safe[team] &= counts
+        return safe
+
+    def _choose_parallel_rows(self, safe: dict[int, set[int]], plan: dict[int, int]) -> None:
+        """Unless the caller chose, time one row through every linear layer on one thread
+        and on all of them, and run small decode steps on all threads where that is
+        clearly faster (it is on some CPUs and not on others). ``plan`` is changed in
+        place to the padding those threads need; the rows stay invariant either way,
+        since ``safe`` covers both."""
+        if self._parallel_rows_fixed or self.threads == 1:
+            return
+        layers = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        inputs = {layer.in_features: torch.randn(1, layer.in_features) for layer in layers}
+        seconds = {}
+        previous = torch.get_num_threads()
+        try:
+            with torch.inference_mode():
+                for team in (1, self.threads):
+                    torch.set_num_threads(team)
+                    runs = []
+                    for _ in range(3):
+                        started = time.perf_counter()
+                        for layer in layers:
+                            layer(inputs[layer.in_features])
+                        runs.append(time.perf_counter() - started)
+                    seconds[team] = min(runs)
+        finally:
+            torch.set_num_threads(previous)
+        self.row_timing_ms = {team: round(value * 1000, 1) for team, value in seconds.items()}
+        if seconds[self.threads] < 0.9 * seconds[1]:
+            wider = invariance.plan_for(safe, self.max_batch_size, lambda rows: self.threads)
+            if wider is not None:
+                self.parallel_rows = 1
+                plan.clear()
+                plan.update(wider)
 
     def _warm_up(self) -> None:
         """Run a short prefill and a few batched decode steps so lazy setup happens now."""
@@ -666,8 +744,20 @@ def _elapsed(start: float | None, end: float | None) -> float | None:
     return max(0.0, end - start)
 
 
+def _padding_text(plan: dict[int, int]) -> str:
+    return ", ".join(f"{rows} to {target}" for rows, target in plan.items() if target != rows) or "none"
+
+
+def _text_config(model: Any) -> Any:
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
+def _attention_heads(model: Any) -> int:
+    return int(_text_config(model).num_attention_heads)
+
+
 def _cache_shape(model: Any) -> tuple[int, int, int, torch.dtype]:
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = _text_config(model)
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads

@@ -1,7 +1,11 @@
 """The form the model's weights are served in, and how ``auto`` chooses one.
 
 Forms: ``"fp32"`` (the reference: the bundled GGUF's 4-bit weights dequantized
-exactly), ``"int8-head"`` (only the vocabulary head int8) and ``"int8"`` (every
+exactly), ``"bf16"`` (the decoder's linear layers multiply bf16 weights by inputs
+rounded to bf16, summing in fp32 and rounding each output to bf16, on CPUs that do this
+natively (AVX512-BF16 or AMX);
+the vocabulary head, norms, attention and the residual stream stay fp32),
+``"int8-head"`` (only the vocabulary head int8) and ``"int8"`` (every
 linear layer int8 after SmoothQuant-style smoothing, ``smoothing.py``), both through
 ``torch.ao.quantization.quantize_dynamic`` with per-channel weight scales, and
 ``"int4"`` (weight-only: the GGUF's own 4-bit groups packed for torch's CPU int4
@@ -15,6 +19,9 @@ batched decode), and batch invariance (a reply never depends on what shares its 
 ``FIDELITY`` holds what ``python -m bench.fidelity`` measured for each form; the runs,
 and why the int8 forms miss the bar, are in docs/performance.md, "Fidelity". The
 chosen form and the reason are logged at start-up and shown on the status page.
+
+bf16 keeps the answers within the bar (docs/performance.md, "Fidelity") and reads half
+the bytes of fp32 in every decode step, so ``auto`` serves it where it runs.
 
 int4 keeps the answers (the same greedy tokens and facts as fp32) but is not in
 ``FASTEST_FIRST``: on a CPU without AVX-512, torch's int4 kernel is a scalar loop, and
@@ -31,12 +38,12 @@ from typing import Any
 
 import torch
 
-from . import int4, smoothing
+from . import int4, invariance, smoothing
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_MODES = ("auto", "fp32", "int4", "int8-head", "int8")
-FASTEST_FIRST = ("int8", "int8-head", "fp32")
+WEIGHT_MODES = ("auto", "fp32", "bf16", "int4", "int8-head", "int8")
+FASTEST_FIRST = ("int8", "int8-head", "bf16", "fp32")
 MAX_MEAN_KL = 0.006
 MIN_TOP1 = 0.97
 
@@ -62,6 +69,8 @@ FIDELITY = {  # bench.fidelity --quick, 2026-11-30, 2-core AVX2 EPYC (docs/perfo
     "int8-head": Fidelity(top1=0.912, mean_kl=0.020, batch_invariant=False),
     "int8": Fidelity(top1=0.855, mean_kl=0.112, batch_invariant=False),
     "int4": Fidelity(top1=1.0, mean_kl=0.0, batch_invariant=True),
+    # bench.fidelity (66 chats x 32 tokens), 2026-12-01, 2-core EPYC with AVX512-BF16
+    "bf16": Fidelity(top1=0.990, mean_kl=0.00023, batch_invariant=True),
 }
 
 
@@ -75,6 +84,11 @@ def cannot_run(form: str, model: Any) -> str | None:
     on_cpu = next(model.parameters()).device.type == "cpu"
     if form.startswith("int8") and not (on_cpu and int8_supported()):
         return "int8 weights need a CPU with the x86/fbgemm quantized engine"
+    if form == "bf16":
+        if on_cpu and not (invariance.onednn_available() and invariance.native_bf16()):
+            return "bf16 weights need a CPU that multiplies bf16 natively (AVX512-BF16 or AMX) and oneDNN"
+        if not on_cpu and not torch.cuda.is_bf16_supported():
+            return "bf16 weights need a GPU with bf16 support"
     if form == "int4" and not (on_cpu and int4.kernel_available()):
         return "int4 weights need torch's CPU int4 kernels (_weight_int4pack_mm_for_cpu) and a model on the CPU"
     return None

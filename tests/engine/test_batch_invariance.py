@@ -3,10 +3,13 @@ batch of 16, greedy or seeded."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from inference.engine.fidelity import teacher_forced_logprobs
+from inference.engine.loading import load_model
 from inference.engine.types import GenerationRequest, SamplingParams
+from inference.engine.weights import cannot_run
 
 from .conftest import submit
 
@@ -17,8 +20,33 @@ def encoded(engine) -> list[list[int]]:
     return [list(engine.tokenizer.encode(p)) for p in PROMPTS]
 
 
-def test_a_rows_logits_are_the_same_bits_alone_and_in_any_batch(make_engine):
-    engine = make_engine()
+def bf16_or_skip(tiny_model_dir) -> None:
+    problem = cannot_run("bf16", load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model)
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.mark.parametrize(
+    ("weights", "attention", "parallel_rows"),
+    [
+        ("fp32", "spans", None),
+        ("fp32", "per row", None),
+        ("fp32", "spans", 1),
+        ("fp32", "spans", 8),
+        ("bf16", "spans", None),
+        ("bf16", "per row", 8),
+    ],
+)
+def test_a_rows_logits_are_the_same_bits_alone_and_in_any_batch(
+    make_engine, tiny_model_dir, monkeypatch, weights, attention, parallel_rows
+):
+    if weights == "bf16":
+        bf16_or_skip(tiny_model_dir)
+    if attention == "per row":
+        monkeypatch.setattr("inference.engine.invariance.spans_are_invariant", lambda *args: False)
+    engine = make_engine(weights=weights, parallel_rows=parallel_rows)
+    assert ("whole-tile spans" in engine.invariance) == (attention == "spans"), engine.invariance
+    assert engine.invariance.startswith(f"oneDNN {weights}") or weights == "fp32"
     prompts = encoded(engine)
     continuations = [[(7 * i + k) % 200 + 3 for k in range(12)] for i in range(len(prompts))]
     together = teacher_forced_logprobs(engine, prompts, continuations)
@@ -35,8 +63,11 @@ def replies(engine, prompts, params, *, together: bool) -> list[tuple[int, ...]]
     return [submit(engine, GenerationRequest(f"a{i}", p, params)).wait().completion_ids for i, p in enumerate(prompts)]
 
 
-def test_greedy_and_seeded_replies_are_the_same_alone_and_among_sixteen(make_engine):
-    engine = make_engine()
+@pytest.mark.parametrize("weights", ["fp32", "bf16"])
+def test_greedy_and_seeded_replies_are_the_same_alone_and_among_sixteen(make_engine, tiny_model_dir, weights):
+    if weights == "bf16":
+        bf16_or_skip(tiny_model_dir)
+    engine = make_engine(weights=weights)
     prompts = encoded(engine)
     for params in (
         SamplingParams(max_new_tokens=24, temperature=0, ignore_eos=True),
@@ -78,5 +109,22 @@ def test_adapter_rows_are_the_same_bits_alone_and_among_other_adapters(make_engi
     adapters = ["a" if i % 3 else None for i in range(len(prompts))]
     together = teacher_forced_logprobs(engine, prompts, continuations, adapters)
     for row in (0, 1, 2, 7):
-        alone = teacher_forced_logprobs(engine, prompts[row : row + 1], continuations[row : row + 1], adapters[row : row + 1])
+        alone = teacher_forced_logprobs(
+            engine, prompts[row : row + 1], continuations[row : row + 1], adapters[row : row + 1]
+        )
         assert torch.equal(alone[0], together[row]), f"row {row} ({adapters[row]}) changed with its neighbours"
+
+
+def test_attention_over_spans_computes_what_each_row_over_its_own_keys_does(make_engine, monkeypatch):
+    """The batched form reads masked keys past each row's end; it must still give each
+    row its own attention (equal up to the order of the sums)."""
+    spans = make_engine()
+    prompts = encoded(spans)
+    continuations = [[(11 * i + k) % 200 + 3 for k in range(10)] for i in range(len(prompts))]
+    batched = teacher_forced_logprobs(spans, prompts, continuations)
+    monkeypatch.setattr("inference.engine.invariance.spans_are_invariant", lambda *args: False)
+    per_row = make_engine()
+    assert "per-row attention" in per_row.invariance
+    separate = teacher_forced_logprobs(per_row, prompts, continuations)
+    for row in range(len(prompts)):
+        assert torch.allclose(batched[row], separate[row], atol=1e-4, rtol=0), f"row {row}"

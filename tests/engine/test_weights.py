@@ -11,22 +11,33 @@ from inference.engine.fidelity import compare, teacher_forced_logprobs
 from inference.engine.loading import load_model
 from inference.engine.scheduler import Engine, generate_text
 from inference.engine.types import GenerationRequest, SamplingParams
-from inference.engine.weights import FIDELITY, MAX_MEAN_KL, MIN_TOP1, choose_weights, int8_supported
+from inference.engine.weights import FIDELITY, MAX_MEAN_KL, MIN_TOP1, cannot_run, choose_weights, int8_supported
 
 from .conftest import BUNDLED_CACHE, submit
 
 
-def test_auto_serves_the_fastest_form_that_keeps_the_answers_and_says_why(tiny_model_dir):
+def test_auto_serves_the_fastest_form_that_keeps_the_answers_and_says_why(tiny_model_dir, monkeypatch):
     model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
     form, why = choose_weights("auto", model)
     assert FIDELITY[form].meets_bar()
-    assert form == "fp32", "no faster form met the bar when last measured"
-    assert why.startswith("auto chose fp32:") and "int8 changes the answers" in why and "KL" in why
+    expected = "bf16" if cannot_run("bf16", model) is None else "fp32"
+    assert form == expected, "bf16 where this CPU multiplies bf16 natively, else fp32"
+    assert why.startswith(f"auto chose {form}:") and "int8 changes the answers" in why and "KL" in why
+    monkeypatch.setattr("inference.engine.invariance.native_bf16", lambda: False)
+    form, why = choose_weights("auto", model)
+    assert form == "fp32"
+    assert "bf16 cannot run here (bf16 weights need a CPU that multiplies bf16 natively" in why
 
 
 def test_an_explicit_form_is_served_as_asked_or_refused_with_the_reason(tiny_model_dir, monkeypatch):
     model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
-    with pytest.raises(ValueError, match="weights must be one of"):
+    with pytest.raises(ValueError, match="weights must be one of auto, fp32, bf16, int4, int8-head, int8, not 'fp16'"):
+        choose_weights("fp16", model)
+    monkeypatch.setattr("inference.engine.invariance.native_bf16", lambda: False)
+    with pytest.raises(
+        ValueError,
+        match="INFERENCE_WEIGHTS=bf16 cannot run here: bf16 weights need a CPU that multiplies bf16 natively",
+    ):
         choose_weights("bf16", model)
     if int8_supported():
         assert choose_weights("int8", model)[0] == "int8"
