@@ -2,9 +2,9 @@
 
 Forms: ``"fp32"`` (the reference: the bundled GGUF's 4-bit weights dequantized
 exactly), ``"bf16"`` (the decoder's linear layers multiply bf16 weights by inputs
-rounded to bf16, summing in fp32 and rounding each output to bf16, on CPUs that do this
-natively (AVX512-BF16 or AMX);
-the vocabulary head, norms, attention and the residual stream stay fp32),
+rounded to bf16, summing in fp32 and rounding each output to bf16, on CPUs that do
+this natively: AVX512-BF16 or AMX; the vocabulary head, norms, attention and the
+residual stream stay fp32),
 ``"int8-head"`` (only the vocabulary head int8) and ``"int8"`` (every
 linear layer int8 after SmoothQuant-style smoothing, ``smoothing.py``), both through
 ``torch.ao.quantization.quantize_dynamic`` with per-channel weight scales, and
