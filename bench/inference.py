@@ -478,16 +478,19 @@ def main(argv: list[str] | None = None) -> None:
         baseline_generate, loaded.model, tokenizer, [history_prompt], 2, "generate, long follow-up"
     )
     # The fidelity of the engine's form, measured on the same weights (bench.fidelity
-    # measures it in full): fp32 targets from this copy, before it is freed.
+    # measures it in full): fp32 targets from this copy, before it is freed. On a thread
+    # of its own too: an OpenMP team left on this thread slowed the engine's steps on
+    # two threads (one row: 27.7 ms instead of 22.8).
     from bench.fidelity import Reference, quick_fidelity, quick_targets
 
-    targets = quick_targets(Reference(16, loaded))
+    targets = in_own_thread(lambda: quick_targets(Reference(16, loaded)))
     del loaded
     gc.collect()
 
     # 2. The engine.
     engine = Engine(load_model("bundled", cache_dir=CACHE_DIR, device=args.device), weights=args.weights)
     engine.start()
+    print(f"engine: {engine.weights} ({engine.weights_reason}); {engine.invariance}; one row, ms: {engine.row_timing_ms}")
     rows: list[tuple[Run, Run | None]] = [(baseline_one, None), (baseline_batch, None), (baseline_history, None)]
     runs = {}
     for streams in (1, 4, 8, 16):
