@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     # two threads (one row: 27.7 ms instead of 22.8).
     from bench.fidelity import Reference, quick_fidelity, quick_targets
 
-    targets = in_own_thread(lambda: quick_targets(Reference(16, loaded)))
+    targets = in_own_thread(lambda copy: quick_targets(Reference(16, copy)), loaded)
     del loaded
     gc.collect()
 

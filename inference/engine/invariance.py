@@ -383,17 +383,15 @@ def ragged_attention(
 def span_attention(
     module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any
 ) -> tuple[torch.Tensor, None]:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if not _decode_rows(query, attention_mask, {**kwargs, "kv_heads": key.shape[1]}):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # type: ignore[no-any-return]
+    # The cache hands over its buffers cut to the longest row; they are allocated in
+    # whole SPANs, so the view widens to the rounded span without a copy. Anything else
+    # (prefill, other buffers) goes the per-row way, which hands prefill to SDPA.
+    span = _round_up(key.shape[2])
+    widens = key.stride(-1) == 1 and key.stride(2) == key.shape[-1] and key.stride(1) >= span * key.shape[-1]
+    if not (widens and _decode_rows(query, attention_mask, {**kwargs, "kv_heads": key.shape[1]})):
+        return ragged_attention(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
     lengths = (attention_mask[:, 0, 0, :] == 0).sum(-1)
-    # The cache hands over its buffers cut to the longest row; they are allocated in
-    # whole SPANs, so the view widens to the rounded span without a copy.
-    span = _round_up(key.shape[2])
-    if key.stride(-1) != 1 or key.stride(2) != key.shape[-1] or key.stride(1) < span * key.shape[-1]:
-        return ragged_attention(module, query, key, value, attention_mask, **kwargs)
     wide = (key.shape[0], key.shape[1], span, key.shape[3])
     key = key.as_strided(wide, key.stride(), key.storage_offset())
     value = value.as_strided(wide, value.stride(), value.storage_offset())
