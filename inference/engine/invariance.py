@@ -87,20 +87,6 @@ def plan_for(safe: dict[int, set[int]], max_rows: int, threads_for: Callable[[in
     return plan
 
 
-def probe(
-    shapes: set[tuple[int, int]],
-    max_rows: int,
-    threads_for: Callable[[int], int],
-    reference_threads: int,
-    make: Callable[[torch.Tensor], Linear] = default_linear,
-) -> dict[int, int] | None:
-    """Map each decode row count 1..max_rows to the count to pad it to (a padded step
-    keeps the threads its real rows chose, ``threads_for``), or None when this
-    machine's kernels give no common result."""
-    teams = {threads_for(count) for count in range(1, max_rows + 1)}
-    return plan_for(safe_counts(shapes, max_rows, teams, reference_threads, make), max_rows, threads_for)
-
-
 def needs_padding(plan: dict[int, int]) -> bool:
     return any(target != rows for rows, target in plan.items())
 
