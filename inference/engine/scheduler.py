@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import torch
 
 from . import invariance
+from .blocks import BlockLinear
 from .detokenize import IncrementalDetokenizer, StopFilter, TokenPieces
 from .kvcache import PrefixCache, RaggedKVCache
 from .lora import LoraAdapters
@@ -608,8 +609,12 @@ class Engine:
         spans = invariance.spans_are_invariant(kv_heads, groups, head_dim, self.max_batch_size, teams)
         invariance.install_ragged_attention(self.model, spans=spans)
         attention = "attention over whole-tile spans" if spans else "per-row attention"
+        in_blocks = _block_layers(self.model)
         if not shapes:
-            return f"{attention} (no float linear layers)"
+            if not in_blocks:
+                return f"{attention} (no float linear layers)"
+            self._choose_parallel_rows(None, None)
+            return f"{_blocks_text(in_blocks)}, {attention}, decode steps of {self.parallel_rows}+ rows on {self.threads} threads"
         refused = "bf16 weights need oneDNN kernels that give a row the same result in any batch on this CPU."
         head_make = None
         if invariance.onednn_available():
@@ -640,6 +645,8 @@ class Engine:
         if invariance.needs_padding(plan) or make is invariance.default_linear:
             self.row_padding = plan
             kernels += f", small steps padded ({_padding_text(plan)})"
+        if in_blocks:
+            kernels = f"{_blocks_text(in_blocks)}; other layers: {kernels}"
         return f"{kernels}, {attention}, decode steps of {self.parallel_rows}+ rows on {self.threads} threads"
 
     def _safe_counts(self, teams: set[int], make: Any, head_make: Any) -> dict[int, set[int]]:
@@ -654,15 +661,16 @@ class Engine:
             safe[team] &= counts
         return safe
 
-    def _choose_parallel_rows(self, safe: dict[int, set[int]], plan: dict[int, int]) -> None:
+    def _choose_parallel_rows(self, safe: dict[int, set[int]] | None, plan: dict[int, int] | None) -> None:
         """Unless the caller chose, time one row through every linear layer on one thread
         and on all of them, and run small decode steps on all threads where that is
         clearly faster (it is on some CPUs and not on others). ``plan`` is changed in
         place to the padding those threads need; the rows stay invariant either way,
-        since ``safe`` covers both."""
+        since ``safe`` covers both. Without float linear layers (``safe`` None) only the
+        block kernels run, which are the same on any number of threads."""
         if self._parallel_rows_fixed or self.threads == 1:
             return
-        layers = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        layers = [m for m in self.model.modules() if isinstance(m, (torch.nn.Linear, BlockLinear))]
         inputs = {layer.in_features: torch.randn(1, layer.in_features) for layer in layers}
         seconds = {}
         previous = torch.get_num_threads()
@@ -681,6 +689,9 @@ class Engine:
             torch.set_num_threads(previous)
         self.row_timing_ms = {team: round(value * 1000, 1) for team, value in seconds.items()}
         if seconds[self.threads] < 0.9 * seconds[1]:
+            if safe is None or plan is None:
+                self.parallel_rows = 1
+                return
             wider = invariance.plan_for(safe, self.max_batch_size, lambda rows: self.threads)
             if wider is not None:
                 self.parallel_rows = 1
@@ -742,6 +753,15 @@ def _elapsed(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:
         return None
     return max(0.0, end - start)
+
+
+def _block_layers(model: Any) -> list[BlockLinear]:
+    return [module for module in model.modules() if isinstance(module, BlockLinear)]
+
+
+def _blocks_text(layers: list[BlockLinear]) -> str:
+    kinds = Counter(layer.kind.upper() for layer in layers)
+    return "Parley's AVX2 block kernels (" + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + ")"
 
 
 def _padding_text(plan: dict[int, int]) -> str:

@@ -8,9 +8,11 @@ residual stream stay fp32),
 ``"int8-head"`` (only the vocabulary head int8) and ``"int8"`` (every
 linear layer int8 after SmoothQuant-style smoothing, ``smoothing.py``), both through
 ``torch.ao.quantization.quantize_dynamic`` with per-channel weight scales, and
-``"int4"`` (weight-only: the GGUF's own 4-bit groups packed for torch's CPU int4
-kernel, activations fp32, ``int4.py``), which gives the fp32 weights back bit for bit
-and differs from fp32 only in the order of the sums.
+``"int4"`` (weight-only: the GGUF's own blocks, Q4_1 in the decoder and Q8_0 in the
+vocabulary head, multiplied by Parley's AVX2 kernels, ``blocks.py``; where those cannot
+run, the 4-bit groups go to torch's CPU int4 kernel, ``int4.py``, and the head stays
+fp32), which gives the fp32 weights back bit for bit and differs from fp32 only in the
+order of the sums.
 
 Fast is worth nothing if the replies change, so ``auto`` serves the fastest form this
 machine can run *that keeps the model's answers*: mean KL divergence from fp32 at most
@@ -23,10 +25,11 @@ chosen form and the reason are logged at start-up and shown on the status page.
 bf16 keeps the answers within the bar (docs/performance.md, "Fidelity") and reads half
 the bytes of fp32 in every decode step, so ``auto`` serves it where it runs.
 
-int4 keeps the answers (the same greedy tokens and facts as fp32) but is not in
-``FASTEST_FIRST``: on a CPU without AVX-512, torch's int4 kernel is a scalar loop, and
-a decode step is 2.3x (1 row) to 8x (16 rows) slower than fp32's (docs/performance.md,
-"Fidelity"), so it is served only when asked for.
+int4 keeps the answers (the same weights as fp32) and reads about 6 bits a weight where
+fp32 reads 32 and bf16 16, so ``auto`` tries it before those; but only with Parley's
+kernels: torch's int4 kernel is a scalar loop on CPUs without AVX-512, and a decode
+step on it is 2.3x (1 row) to 8x (16 rows) slower than fp32's (docs/performance.md,
+"Fidelity"), so that one is served only when asked for.
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ from typing import Any
 
 import torch
 
-from . import int4, invariance, smoothing
+from . import blocks, int4, invariance, smoothing
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_MODES = ("auto", "fp32", "bf16", "int4", "int8-head", "int8")
-FASTEST_FIRST = ("int8", "int8-head", "bf16", "fp32")
+FASTEST_FIRST = ("int8", "int8-head", "int4", "bf16", "fp32")
 MAX_MEAN_KL = 0.006
 MIN_TOP1 = 0.97
 
@@ -89,8 +92,17 @@ def cannot_run(form: str, model: Any) -> str | None:
             return "bf16 weights need a CPU that multiplies bf16 natively (AVX512-BF16 or AMX) and oneDNN"
         if not on_cpu and not torch.cuda.is_bf16_supported():
             return "bf16 weights need a GPU with bf16 support"
-    if form == "int4" and not (on_cpu and int4.kernel_available()):
-        return "int4 weights need torch's CPU int4 kernels (_weight_int4pack_mm_for_cpu) and a model on the CPU"
+    if form == "int4" and not on_cpu:
+        return "int4 weights run on the CPU only"
+    if form == "int4" and not (blocks.available() or int4.kernel_available()):
+        return f"int4 weights need Parley's AVX2 kernels ({blocks.unavailable_reason()}) or torch's CPU int4 kernels"
+    return None
+
+
+def too_slow(form: str) -> str | None:
+    """Why ``auto`` passes over a form that runs here but slower than fp32, or None."""
+    if form == "int4" and not blocks.available():
+        return f"only torch's scalar int4 kernel runs here, slower than fp32 (Parley's AVX2 kernels: {blocks.unavailable_reason()})"
     return None
 
 
@@ -110,6 +122,8 @@ def choose_weights(mode: str, model: Any) -> tuple[str, str]:
             passed_over.append(f"{form} changes the answers ({fidelity.describe()})")
         elif problem := cannot_run(form, model):
             passed_over.append(f"{form} cannot run here ({problem})")
+        elif slow := too_slow(form):
+            passed_over.append(f"{form} is not worth it here ({slow})")
         else:
             because = "; ".join(passed_over) if passed_over else "the fastest form that keeps the answers"
             return form, f"auto chose {form}: {because}"
@@ -138,7 +152,8 @@ def prepare_weights(
     """
     applied = None
     if chosen == "int4":
-        logger.info("int4 weights: %s", int4.convert(model, max_rows).describe())
+        conversion = blocks.convert(model) if blocks.available() else int4.convert(model, max_rows)
+        logger.info("int4 weights: %s", conversion.describe())
         return model, None
     if chosen == "int8" and tokenizer is not None and smoothing.supports(model):
         applied = smoothing.smooth(model, smoothing.calibration_ids(tokenizer))

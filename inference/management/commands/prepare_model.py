@@ -1,4 +1,5 @@
-"""Convert the configured model to its local safetensors cache, once, before serving."""
+"""Convert the configured model to its local safetensors cache, and build Parley's CPU
+kernels, once, before serving."""
 
 from __future__ import annotations
 
@@ -23,3 +24,15 @@ class Command(BaseCommand):
             except ModelLoadError as exc:
                 raise CommandError(str(exc)) from exc
             self.stdout.write(f"Model {source}: ready at {resolved} ({time.perf_counter() - started:.1f} s)")
+        if settings.INFERENCE_BACKEND == "synthetic" or settings.INFERENCE_WEIGHTS not in ("auto", "int4"):
+            return
+        from inference.engine import blocks
+
+        started = time.perf_counter()
+        self.stdout.write("Building Parley's int4 CPU kernels (once; about 45 s)")
+        problem = blocks.build()
+        elapsed = time.perf_counter() - started
+        if problem:
+            self.stdout.write(f"Parley's int4 kernels are unavailable here: {problem} ({elapsed:.1f} s)")
+        else:
+            self.stdout.write(f"Parley's int4 kernels: ready ({elapsed:.1f} s)")
