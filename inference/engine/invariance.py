@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from . import kernels
+
 logger = logging.getLogger(__name__)
 
 
@@ -279,6 +281,7 @@ def _padded(linear: Linear, plan: dict[int, int] | None) -> Linear:
 #   products a step at 16 rows and 30 layers; the fallback where the check fails.
 PER_ROW_ATTENTION = "parley_ragged"
 SPAN_ATTENTION = "parley_spans"
+KERNEL_ATTENTION = "parley_kernel"
 SPAN = 64
 
 
@@ -384,17 +387,39 @@ def span_attention(
     return span_attention_rows(query, key, value, lengths, scale), None
 
 
-def install_ragged_attention(model: Any, spans: bool = False) -> bool:
-    """Route the model's decode attention through ``span_attention`` (``spans``) or
-    ``ragged_attention`` where it uses SDPA."""
+def kernel_attention(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any
+) -> tuple[torch.Tensor, None]:
+    """Decode rows through Parley's attention kernel (``kernels.py``), which reads each
+    row's own keys straight from the cache; anything else goes the per-row way."""
+    fits = (
+        query.device.type == "cpu"
+        and query.dtype == key.dtype == value.dtype == torch.float32
+        and key.stride(-1) == 1
+        and value.stride(-1) == 1
+    )
+    if not (fits and _decode_rows(query, attention_mask, {**kwargs, "kv_heads": key.shape[1]})):
+        return ragged_attention(module, query, key, value, attention_mask, **kwargs)
+    scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
+    lengths = (attention_mask[:, 0, 0, :] == 0).sum(-1)
+    rows, heads, _, dim = query.shape
+    out = kernels.module().decode_attention(query.reshape(rows, heads, dim).contiguous(), key, value, lengths, scale)
+    return out.reshape(rows, 1, heads, dim), None
+
+
+def install_ragged_attention(model: Any, spans: bool = False, kernel: bool = False) -> bool:
+    """Route the model's decode attention through Parley's kernel (``kernel``),
+    ``span_attention`` (``spans``) or ``ragged_attention`` where it uses SDPA."""
     from transformers import AttentionInterface
 
     config = model.config
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", PER_ROW_ATTENTION, SPAN_ATTENTION):
+    ours = (PER_ROW_ATTENTION, SPAN_ATTENTION, KERNEL_ATTENTION)
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", *ours):
         return False
-    name = SPAN_ATTENTION if spans else PER_ROW_ATTENTION
+    name = KERNEL_ATTENTION if kernel else SPAN_ATTENTION if spans else PER_ROW_ATTENTION
     AttentionInterface.register(PER_ROW_ATTENTION, ragged_attention)
     AttentionInterface.register(SPAN_ATTENTION, span_attention)
+    AttentionInterface.register(KERNEL_ATTENTION, kernel_attention)
     config._attn_implementation = name
     for sub in model.modules():  # layers that copied the name when they were built
         sub_config = getattr(sub, "config", None)

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import invariance
+from . import invariance, kernels
 from .blocks import BlockLinear
 from .detokenize import IncrementalDetokenizer, StopFilter, TokenPieces
 from .kvcache import PrefixCache, RaggedKVCache
@@ -591,11 +591,13 @@ class Engine:
 
     def _make_batch_invariant(self) -> str:
         """Pick decode attention and linear kernels whose rows come out the same whatever
-        else is in the step. Attention: one batched product over spans of whole tiles
-        where that proves so on this machine, else each row over its own keys. Linear
-        layers: oneDNN's with prepacked weights (in bf16 when that is the form served),
-        with small steps padded to row counts that prove so, else the default kernels
-        padded the same way. Returns how, for the log and stats."""
+        else is in the step. Attention: Parley's kernel (kernels.py) where it runs, else
+        one batched product over spans of whole tiles where that proves so on this
+        machine, else each row over its own keys. Linear layers held in GGUF blocks
+        (int4) run on Parley's kernels; the others on oneDNN's with prepacked weights
+        (in bf16 when that is the form served), with small steps padded to row counts
+        that prove so, else the default kernels padded the same way. Returns how, for
+        the log and stats."""
         shapes = invariance.served_shapes(self.model)
         low = torch.bfloat16 if self.weights == "bf16" else None
         if next(self.model.parameters()).device.type != "cpu":
@@ -603,12 +605,16 @@ class Engine:
             if low is not None:
                 invariance.install_linears(self.model, invariance.cast_maker(low))
             return "per-row attention only (not checked on this device)"
-        _, kv_heads, head_dim, _ = _cache_shape(self.model)
+        _, kv_heads, head_dim, dtype = _cache_shape(self.model)
         teams = {1, self.threads}
         groups = _attention_heads(self.model) // kv_heads
-        spans = invariance.spans_are_invariant(kv_heads, groups, head_dim, self.max_batch_size, teams)
-        invariance.install_ragged_attention(self.model, spans=spans)
-        attention = "attention over whole-tile spans" if spans else "per-row attention"
+        if dtype == torch.float32 and head_dim % 8 == 0 and head_dim <= 256 and kernels.available():
+            invariance.install_ragged_attention(self.model, kernel=True)
+            attention = "Parley's decode attention kernel"
+        else:
+            spans = invariance.spans_are_invariant(kv_heads, groups, head_dim, self.max_batch_size, teams)
+            invariance.install_ragged_attention(self.model, spans=spans)
+            attention = "attention over whole-tile spans" if spans else "per-row attention"
         in_blocks = _block_layers(self.model)
         if not shapes:
             if not in_blocks:
@@ -619,22 +625,22 @@ class Engine:
         head_make = None
         if invariance.onednn_available():
             make = invariance.onednn_maker(self.max_batch_size, low or torch.float32)
-            kernels = "oneDNN fp32 linears with prepacked weights"
+            linears = "oneDNN fp32 linears with prepacked weights"
             if low is not None:
                 # The vocabulary head stays fp32: rounding the logits to bf16 flips near
                 # ties (docs/performance.md, "bf16").
                 head_make = invariance.onednn_maker(self.max_batch_size, torch.float32)
-                kernels = "oneDNN bf16 linears (fp32 vocabulary head) with prepacked weights"
+                linears = "oneDNN bf16 linears (fp32 vocabulary head) with prepacked weights"
         elif low is not None:
             raise ValueError(refused)
         else:
-            make, kernels = invariance.default_linear, "default linears"
+            make, linears = invariance.default_linear, "default linears"
         safe = self._safe_counts(teams, make, head_make)
         plan = invariance.plan_for(safe, self.max_batch_size, self._threads_for)
         if plan is None and make is not invariance.default_linear:
             if low is not None:
                 raise ValueError(refused)
-            make, kernels = invariance.default_linear, "default linears"
+            make, linears = invariance.default_linear, "default linears"
             safe = self._safe_counts(teams, make, None)
             plan = invariance.plan_for(safe, self.max_batch_size, self._threads_for)
         if plan is None:
@@ -644,10 +650,10 @@ class Engine:
         self._choose_parallel_rows(safe, plan)
         if invariance.needs_padding(plan) or make is invariance.default_linear:
             self.row_padding = plan
-            kernels += f", small steps padded ({_padding_text(plan)})"
+            linears += f", small steps padded ({_padding_text(plan)})"
         if in_blocks:
-            kernels = f"{_blocks_text(in_blocks)}; other layers: {kernels}"
-        return f"{kernels}, {attention}, decode steps of {self.parallel_rows}+ rows on {self.threads} threads"
+            linears = f"{_blocks_text(in_blocks)}; other layers: {linears}"
+        return f"{linears}, {attention}, decode steps of {self.parallel_rows}+ rows on {self.threads} threads"
 
     def _safe_counts(self, teams: set[int], make: Any, head_make: Any) -> dict[int, set[int]]:
         """Row counts safe on each thread count for every layer as it will be served."""

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from . import blocks, int4, invariance, smoothing
+from . import blocks, int4, invariance, kernels, smoothing
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +94,15 @@ def cannot_run(form: str, model: Any) -> str | None:
             return "bf16 weights need a GPU with bf16 support"
     if form == "int4" and not on_cpu:
         return "int4 weights run on the CPU only"
-    if form == "int4" and not (blocks.available() or int4.kernel_available()):
-        return f"int4 weights need Parley's AVX2 kernels ({blocks.unavailable_reason()}) or torch's CPU int4 kernels"
+    if form == "int4" and not (kernels.available() or int4.kernel_available()):
+        return f"int4 weights need Parley's AVX2 kernels ({kernels.unavailable_reason()}) or torch's CPU int4 kernels"
     return None
 
 
 def too_slow(form: str) -> str | None:
     """Why ``auto`` passes over a form that runs here but slower than fp32, or None."""
-    if form == "int4" and not blocks.available():
-        return f"only torch's scalar int4 kernel runs here, slower than fp32 (Parley's AVX2 kernels: {blocks.unavailable_reason()})"
+    if form == "int4" and not kernels.available():
+        return f"only torch's scalar int4 kernel runs here, slower than fp32 (Parley's AVX2 kernels: {kernels.unavailable_reason()})"
     return None
 
 
@@ -152,7 +152,7 @@ def prepare_weights(
     """
     applied = None
     if chosen == "int4":
-        conversion = blocks.convert(model) if blocks.available() else int4.convert(model, max_rows)
+        conversion = blocks.convert(model) if kernels.available() else int4.convert(model, max_rows)
         logger.info("int4 weights: %s", conversion.describe())
         return model, None
     if chosen == "int8" and tokenizer is not None and smoothing.supports(model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inference.engine import kernels
 from inference.engine.fidelity import teacher_forced_logprobs
 from inference.engine.loading import load_model
 from inference.engine.types import GenerationRequest, SamplingParams
@@ -26,9 +27,30 @@ def bf16_or_skip(tiny_model_dir) -> None:
         pytest.skip(problem)
 
 
+ATTENTION_TEXT = {
+    "kernel": "Parley's decode attention kernel",
+    "spans": "attention over whole-tile spans",
+    "per row": "per-row attention",
+}
+
+
+def use_attention(monkeypatch, attention: str) -> None:
+    """Make the engine pick ``attention``: Parley's kernel where it runs (the default),
+    else spans, else per row."""
+    if attention == "kernel":
+        if not kernels.available():
+            pytest.skip(f"Parley's kernels are unavailable: {kernels.unavailable_reason()}")
+        return
+    monkeypatch.setattr("inference.engine.kernels.available", lambda: False)
+    if attention == "per row":
+        monkeypatch.setattr("inference.engine.invariance.spans_are_invariant", lambda *args: False)
+
+
 @pytest.mark.parametrize(
     ("weights", "attention", "parallel_rows"),
     [
+        ("fp32", "kernel", None),
+        ("fp32", "kernel", 1),
         ("fp32", "spans", None),
         ("fp32", "per row", None),
         ("fp32", "spans", 1),
@@ -42,10 +64,9 @@ def test_a_rows_logits_are_the_same_bits_alone_and_in_any_batch(
 ):
     if weights == "bf16":
         bf16_or_skip(tiny_model_dir)
-    if attention == "per row":
-        monkeypatch.setattr("inference.engine.invariance.spans_are_invariant", lambda *args: False)
+    use_attention(monkeypatch, attention)
     engine = make_engine(weights=weights, parallel_rows=parallel_rows)
-    assert ("whole-tile spans" in engine.invariance) == (attention == "spans"), engine.invariance
+    assert ATTENTION_TEXT[attention] in engine.invariance, engine.invariance
     assert engine.invariance.startswith(f"oneDNN {weights}") or weights == "fp32"
     prompts = encoded(engine)
     continuations = [[(7 * i + k) % 200 + 3 for k in range(12)] for i in range(len(prompts))]
@@ -115,14 +136,19 @@ def test_adapter_rows_are_the_same_bits_alone_and_among_other_adapters(make_engi
         assert torch.equal(alone[0], together[row]), f"row {row} ({adapters[row]}) changed with its neighbours"
 
 
-def test_attention_over_spans_computes_what_each_row_over_its_own_keys_does(make_engine, monkeypatch):
-    """The batched form reads masked keys past each row's end; it must still give each
-    row its own attention (equal up to the order of the sums)."""
-    spans = make_engine()
-    prompts = encoded(spans)
+@pytest.mark.parametrize("attention", ["kernel", "spans"])
+def test_each_attention_computes_what_each_row_over_its_own_keys_does(make_engine, monkeypatch, attention):
+    """The span form reads masked keys past each row's end, the kernel its own exp and
+    sums; each must still give each row its own attention (equal up to the order of
+    the sums) as SDPA does over the row's keys alone."""
+    with monkeypatch.context() as patch:
+        use_attention(patch, attention)
+        fast = make_engine()
+    assert ATTENTION_TEXT[attention] in fast.invariance
+    prompts = encoded(fast)
     continuations = [[(11 * i + k) % 200 + 3 for k in range(10)] for i in range(len(prompts))]
-    batched = teacher_forced_logprobs(spans, prompts, continuations)
-    monkeypatch.setattr("inference.engine.invariance.spans_are_invariant", lambda *args: False)
+    batched = teacher_forced_logprobs(fast, prompts, continuations)
+    use_attention(monkeypatch, "per row")
     per_row = make_engine()
     assert "per-row attention" in per_row.invariance
     separate = teacher_forced_logprobs(per_row, prompts, continuations)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.engine import blocks, int4
+from inference.engine import blocks, int4, kernels
 from inference.engine.loading import load_model
 from inference.engine.scheduler import generate_text
 from inference.engine.types import GenerationRequest, SamplingParams
@@ -21,7 +21,7 @@ from .test_int4 import q4_1_weight, quantize_like_the_gguf
 
 # The kernels build wherever the CPU has AVX2 and FMA and a C++ compiler is installed
 # (make test's machines do): there a build that fails is a failure, not a skip.
-CAN_BUILD = {"avx2", "fma"} <= blocks._cpu_flags() and shutil.which("c++") is not None
+CAN_BUILD = {"avx2", "fma"} <= kernels.cpu_flags() and shutil.which("c++") is not None
 pytestmark = pytest.mark.skipif(not CAN_BUILD, reason="no AVX2 + FMA CPU or no C++ compiler here")
 
 
@@ -36,8 +36,8 @@ def q8_0_weight(rows: int, columns: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_the_kernels_build_and_pass_their_start_up_check():
-    assert blocks.build() is None
-    assert blocks.available()
+    assert kernels.build() is None
+    assert kernels.available()
 
 
 def test_q4_1_and_q8_0_blocks_come_back_bit_for_bit():

@@ -46,8 +46,8 @@ def quantize_like_the_gguf(model: Any) -> None:
 
 @pytest.fixture
 def without_block_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("inference.engine.blocks.available", lambda: False)
-    monkeypatch.setattr("inference.engine.blocks.unavailable_reason", lambda: "switched off by the test")
+    monkeypatch.setattr("inference.engine.kernels.available", lambda: False)
+    monkeypatch.setattr("inference.engine.kernels.unavailable_reason", lambda: "switched off by the test")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from bench.fidelity import Reference
 from bench.fidelity_set import CHATS
 from bench.inference import chat_ids
-from inference.engine import blocks
+from inference.engine import kernels
 from inference.engine.fidelity import compare, teacher_forced_logprobs
 from inference.engine.loading import load_model
 from inference.engine.scheduler import Engine, generate_text
@@ -21,11 +21,11 @@ def test_auto_serves_the_fastest_form_that_keeps_the_answers_and_says_why(tiny_m
     model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
     form, why = choose_weights("auto", model)
     assert FIDELITY[form].meets_bar()
-    expected = "int4" if blocks.available() else "bf16" if cannot_run("bf16", model) is None else "fp32"
+    expected = "int4" if kernels.available() else "bf16" if cannot_run("bf16", model) is None else "fp32"
     assert form == expected, "int4 where Parley's kernels run, else bf16 where this CPU multiplies bf16 natively, else fp32"
     assert why.startswith(f"auto chose {form}:") and "int8 changes the answers" in why and "KL" in why
-    monkeypatch.setattr("inference.engine.blocks.available", lambda: False)
-    monkeypatch.setattr("inference.engine.blocks.unavailable_reason", lambda: "the CPU lacks avx2")
+    monkeypatch.setattr("inference.engine.kernels.available", lambda: False)
+    monkeypatch.setattr("inference.engine.kernels.unavailable_reason", lambda: "the CPU lacks avx2")
     monkeypatch.setattr("inference.engine.invariance.native_bf16", lambda: False)
     form, why = choose_weights("auto", model)
     assert form == "fp32"

@@ -1,5 +1,5 @@
 // Matrix products with weights held in the GGUF's own blocks of 32, for CPUs with AVX2
-// and FMA (inference/engine/blocks.py builds and loads this file).
+// and FMA (inference/engine/kernels.py builds and loads this file with attention.cpp).
 //
 // Q4_1 (the bundled model's decoder): per group of 32 weights, 16 bytes of 4-bit codes
 // (byte i holds code i in its low nibble and code i + 16 in its high one) and two fp32
@@ -194,9 +194,13 @@ torch::Tensor q8_0_unpack(const torch::Tensor& codes, const torch::Tensor& scale
 
 }  // namespace
 
+torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+                               const torch::Tensor& lengths, double scale);  // attention.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("q4_1_mm", &q4_1_mm, "x [M, K] times Q4_1 weights [N, K], transposed: [M, N]");
   module.def("q8_0_mm", &q8_0_mm, "x [M, K] times Q8_0 weights [N, K], transposed: [M, N]");
   module.def("q4_1_unpack", &q4_1_unpack, "Q4_1 weights as fp32 [N, K]");
   module.def("q8_0_unpack", &q8_0_unpack, "Q8_0 weights as fp32 [N, K]");
+  module.def("decode_attention", &decode_attention, "one query per head and row over each row's own keys");
 }

@@ -26,11 +26,11 @@ class Command(BaseCommand):
             self.stdout.write(f"Model {source}: ready at {resolved} ({time.perf_counter() - started:.1f} s)")
         if settings.INFERENCE_BACKEND == "synthetic" or settings.INFERENCE_WEIGHTS not in ("auto", "int4"):
             return
-        from inference.engine import blocks
+        from inference.engine import kernels
 
         started = time.perf_counter()
         self.stdout.write("Building Parley's int4 CPU kernels (once; about 45 s)")
-        problem = blocks.build()
+        problem = kernels.build()
         elapsed = time.perf_counter() - started
         if problem:
             self.stdout.write(f"Parley's int4 kernels are unavailable here: {problem} ({elapsed:.1f} s)")
