@@ -107,14 +107,19 @@ def test_a_q8_0_head_is_held_in_blocks_and_leaves_the_tied_embedding_alone(tiny_
     assert torch.equal(model.get_input_embeddings().weight, embedding)
 
 
-def test_the_engine_serves_int4_on_the_kernels_and_a_reply_never_depends_on_its_neighbours(make_engine, tiny_model_dir):
+def q4_1_copy(tiny_model_dir: Path) -> Path:
+    """The tiny model with its decoder's weights made Q4_1, saved once next to it."""
     copy = tiny_model_dir.parent / "q4_1-tiny"
     if not copy.exists():
         loaded = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent)
         quantize_like_the_gguf(loaded.model)
         loaded.model.save_pretrained(copy)
         loaded.tokenizer.save_pretrained(copy)
-    engine = make_engine(Path(copy), weights="int4")
+    return copy
+
+
+def test_the_engine_serves_int4_on_the_kernels_and_a_reply_never_depends_on_its_neighbours(make_engine, tiny_model_dir):
+    engine = make_engine(q4_1_copy(tiny_model_dir), weights="int4")
     assert engine.weights == "int4"
     assert isinstance(engine.model.model.layers[0].mlp.down_proj, blocks.BlockLinear)
     layers = 7 * engine.model.config.num_hidden_layers
@@ -127,3 +132,25 @@ def test_the_engine_serves_int4_on_the_kernels_and_a_reply_never_depends_on_its_
         ]
         together = [submit(engine, GenerationRequest(f"t{i}", p, params)) for i, p in enumerate(prompts)]
         assert [c.wait(60).completion_ids for c in together][:6] == alone
+
+
+def test_an_adapter_applies_on_top_of_block_layers_and_its_rows_stay_invariant(make_engine, tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from inference.engine.fidelity import teacher_forced_logprobs
+
+    torch.manual_seed(6)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config).save_pretrained(tmp_path / "a")
+    engine = make_engine(q4_1_copy(tiny_model_dir), weights="int4")
+    engine.add_adapter("a", tmp_path / "a")
+    prompts = encoded(engine)
+    continuations = [[(5 * i + k) % 200 + 3 for k in range(8)] for i in range(len(prompts))]
+    adapters = ["a" if i % 3 else None for i in range(len(prompts))]
+    together = teacher_forced_logprobs(engine, prompts, continuations, adapters)
+    base = teacher_forced_logprobs(engine, prompts[1:2], continuations[1:2], [None])
+    assert not torch.equal(base[0], together[1]), "the adapter changed nothing"
+    for row in (0, 1, 5):
+        alone = teacher_forced_logprobs(engine, prompts[row : row + 1], continuations[row : row + 1], adapters[row : row + 1])
+        assert torch.equal(alone[0], together[row]), f"row {row} ({adapters[row]}) changed with its neighbours"
