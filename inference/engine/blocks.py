@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from . import int4, kernels
+from .invariance import SIBLINGS
 
 GROUP = kernels.GROUP
 
@@ -91,6 +92,7 @@ class BlockLinear(torch.nn.Module):
         self.register_buffer("codes", codes)
         self.register_buffer("scales", scales)
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self._multiply: Any = None
 
     @classmethod
     def q4_1(
@@ -112,16 +114,81 @@ class BlockLinear(torch.nn.Module):
         return unpack(self.codes, self.scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).float().contiguous()
-        ops = kernels.module()
-        multiply = ops.q4_1_mm if self.kind == "q4_1" else ops.q8_0_mm
-        out = multiply(rows, self.codes, self.scales)
+        # A decode step calls ~120 of these: every torch call saved here counts.
+        rows = x.reshape(-1, self.in_features)
+        if rows.dtype != torch.float32 or not rows.is_contiguous():
+            rows = rows.float().contiguous()
+        if self._multiply is None:
+            self._multiply = getattr(kernels.module(), f"{self.kind}_mm")
+        out = self._multiply(rows, self.codes, self.scales)
         if self.bias is not None:
             out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.kind}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class _Shared:
+    """Sibling layers (q/k/v, gate/up) held as one ``BlockLinear``: the first sibling's
+    call computes every part, the others take theirs when called on the same input (as
+    the model's forward does, in order), or compute it again if not. Each output is its
+    own sum, so a part is the same bits as its layer alone would give."""
+
+    def __init__(self, layer: BlockLinear, sizes: list[int]) -> None:
+        self.layer = layer
+        self.sizes = sizes
+        self.input: torch.Tensor | None = None
+        self.parts: tuple[torch.Tensor, ...] = ()
+
+    def part(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index == 0 or self.input is not x:
+            self.parts = torch.split(self.layer(x), self.sizes, dim=-1)
+            self.input = x
+        part = self.parts[index]
+        if index == len(self.sizes) - 1:
+            self.input, self.parts = None, ()
+        return part
+
+
+class BlockPart(torch.nn.Module):
+    """One sibling of a joined ``BlockLinear`` (it keeps the sibling's name, sizes and
+    place in the model, so LoRA hooks find it). The first part owns the joined layer."""
+
+    def __init__(self, shared: _Shared, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.in_features = shared.layer.in_features
+        self.out_features = shared.sizes[index]
+        self.kind = shared.layer.kind
+        if index == 0:
+            self.joined = shared.layer
+        self._shared = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._shared.part(self.index, x)
+
+
+def join_siblings(model: Any) -> int:
+    """Hold each group of sibling block layers (same kind and input, no bias) as one
+    ``BlockLinear``; returns how many groups were joined."""
+    joined = 0
+    for module in list(model.modules()):
+        for names in SIBLINGS:
+            group = [getattr(module, name, None) for name in names]
+            if not all(isinstance(layer, BlockLinear) and layer.bias is None for layer in group):
+                continue
+            layers: list[BlockLinear] = group  # type: ignore[assignment]
+            if len({(layer.kind, layer.in_features) for layer in layers}) != 1:
+                continue
+            codes = torch.cat([layer.codes for layer in layers]).contiguous()
+            scales = torch.cat([layer.scales for layer in layers]).contiguous()
+            sizes = [layer.out_features for layer in layers]
+            shared = _Shared(BlockLinear(layers[0].kind, codes, scales, layers[0].in_features, sum(sizes)), sizes)
+            for index, name in enumerate(names):
+                setattr(module, name, BlockPart(shared, index))
+            joined += 1
+    return joined
 
 
 @dataclass(frozen=True)
@@ -164,4 +231,5 @@ def convert(model: Any) -> Conversion:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, replacement)
+    join_siblings(model)
     return Conversion(q4_1, q8_0, kept)

@@ -78,7 +78,7 @@ def test_a_row_is_the_same_bits_alone_in_any_batch_and_on_any_threads(kind, outp
     assert layer(x[:16].view(2, 8, 160)).shape == (2, 8, outputs)
 
 
-def test_convert_holds_every_block_layer_and_keeps_the_rest_fp32(tiny_model_dir):
+def test_convert_holds_every_block_layer_joins_siblings_and_keeps_the_rest_fp32(tiny_model_dir):
     model = load_model(str(tiny_model_dir), cache_dir=tiny_model_dir.parent).model
     quantize_like_the_gguf(model)
     embedding = model.get_input_embeddings().weight
@@ -92,6 +92,11 @@ def test_convert_holds_every_block_layer_and_keeps_the_rest_fp32(tiny_model_dir)
     with torch.inference_mode():
         after = model(ids).logits
     assert torch.allclose(before, after, atol=1e-4)
+    attention = model.model.layers[0].self_attn
+    assert [type(attention.q_proj), type(attention.v_proj)] == [blocks.BlockPart, blocks.BlockPart]
+    assert attention.q_proj.joined.out_features == sum(
+        getattr(attention, name).out_features for name in ("q_proj", "k_proj", "v_proj")
+    )
     assert conversion.describe().startswith(f"{len(conversion.q4_1)} linear layers Q4_1, 0 Q8_0")
 
 
@@ -122,8 +127,10 @@ def test_the_engine_serves_int4_on_the_kernels_and_a_reply_never_depends_on_its_
     engine = make_engine(q4_1_copy(tiny_model_dir), weights="int4")
     assert engine.weights == "int4"
     assert isinstance(engine.model.model.layers[0].mlp.down_proj, blocks.BlockLinear)
-    layers = 7 * engine.model.config.num_hidden_layers
-    assert engine.invariance.startswith(f"Parley's AVX2 block kernels ({layers} Q4_1); other layers: "), engine.invariance
+    # q/k/v and gate/up are joined: four products a layer for seven projections.
+    products = 4 * engine.model.config.num_hidden_layers
+    assert engine.invariance.startswith(f"Parley's AVX2 block kernels ({products} Q4_1); other layers: "), engine.invariance
+    assert isinstance(engine.model.model.layers[0].self_attn.k_proj, blocks.BlockPart)
     prompts = encoded(engine)
     for params in (SamplingParams(max_new_tokens=10, temperature=0), SamplingParams(max_new_tokens=10, seed=7)):
         alone = [
