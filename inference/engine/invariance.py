@@ -22,6 +22,7 @@ Decode attention is the other place where rows meet; see the note before
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -387,6 +388,20 @@ def span_attention(
     return span_attention_rows(query, key, value, lengths, scale), None
 
 
+# Every layer of a step gets the same mask: its row lengths are counted once per step,
+# per thread (each engine's model thread has its own).
+_last_lengths = threading.local()
+
+
+def _row_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
+    """How many keys each decode row holds (the additive mask allows exactly those)."""
+    last = getattr(_last_lengths, "pair", None)
+    if last is None or last[0] is not attention_mask:
+        last = (attention_mask, (attention_mask[:, 0, 0, :] == 0).sum(-1))
+        _last_lengths.pair = last
+    return last[1]  # type: ignore[no-any-return]
+
+
 def kernel_attention(
     module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, **kwargs: Any
 ) -> tuple[torch.Tensor, None]:
@@ -401,7 +416,7 @@ def kernel_attention(
     if not (fits and _decode_rows(query, attention_mask, {**kwargs, "kv_heads": key.shape[1]})):
         return ragged_attention(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
-    lengths = (attention_mask[:, 0, 0, :] == 0).sum(-1)
+    lengths = _row_lengths(attention_mask)
     rows, heads, _, dim = query.shape
     out = kernels.module().decode_attention(query.reshape(rows, heads, dim).contiguous(), key, value, lengths, scale)
     return out.reshape(rows, 1, heads, dim), None

@@ -1,6 +1,7 @@
 """Parley's own CPU kernels (``csrc/``), for CPUs with AVX2 and FMA: products with the
 GGUF's blocks of weights (``blocks.cpp``, served by ``blocks.py``) and decode attention
-over each row's own keys (``attention.cpp``, used by ``invariance.span_attention``).
+over each row's own keys (``attention.cpp``, used by ``invariance.kernel_attention``),
+and RMSNorm in one pass (``norm.cpp``, ``install_norms``).
 
 They exist because the library kernels either read 32-bit weights that the model stores
 in 4 or 8 bits, or spend most of a decode step's attention on batched products of tiny
@@ -29,7 +30,7 @@ import torch
 from . import int4
 
 GROUP = 32
-SOURCES = [Path(__file__).with_name("csrc") / name for name in ("blocks.cpp", "attention.cpp")]
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("blocks.cpp", "attention.cpp", "norm.cpp")]
 DEFAULT_BUILD_DIR = Path(__file__).resolve().parents[2] / ".cache" / "kernels"
 # Row counts the start-up check tries (a decode step's, up to the engine's batch size).
 CHECKED_ROWS = 16
@@ -78,7 +79,7 @@ def _build_and_check() -> tuple[Any, str | None]:
     except (OSError, RuntimeError, ImportError, ValueError) as error:
         text = str(error).strip()
         return None, f"the kernels did not build ({text.splitlines()[0] if text else type(error).__name__})"
-    problem = _check_blocks(module) or _check_attention(module)
+    problem = _check_blocks(module) or _check_attention(module) or _check_norm(module)
     if problem:
         return None, problem
     return module, None
@@ -139,6 +140,16 @@ def _check_attention(module: Any) -> str | None:
     )
 
 
+def _check_norm(module: Any) -> str | None:
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(CHECKED_ROWS, 96, generator=generator) * 3
+    weight = torch.randn(96, generator=generator)
+    expected = weight.double() * x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-5)
+    if not torch.allclose(module.rms_norm(x, weight, 1e-5).double(), expected, atol=1e-5, rtol=1e-5):
+        return "the RMSNorm kernel's results differ from the formula's"
+    return _same_alone_and_together(lambda a, b: module.rms_norm(x[a:b].contiguous(), weight, 1e-5), CHECKED_ROWS)
+
+
 def available() -> bool:
     return _load()[0] is not None
 
@@ -153,6 +164,36 @@ def module() -> Any:
     if found is None:
         raise RuntimeError(f"Parley's CPU kernels are unavailable: {problem}")
     return found
+
+
+# Norm classes that compute exactly LlamaRMSNorm's ``weight * x / sqrt(mean(x^2) + eps)``
+# in fp32 (others, such as Gemma's ``(1 + weight)``, keep their own forward).
+SAME_AS_LLAMA_NORM = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"})
+
+
+def _norm_forward(norm: Any, original: Any, x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu":
+        return original(x)  # type: ignore[no-any-return]
+    return module().rms_norm(x, norm.weight, norm.variance_epsilon)  # type: ignore[no-any-return]
+
+
+def install_norms(model: Any) -> int:
+    """Serve the model's RMSNorms (fp32 on the CPU) from ``rms_norm``: one call where
+    transformers makes six. Returns how many; only call where ``available()``."""
+    count = 0
+    for norm in model.modules():
+        weight = getattr(norm, "weight", None)
+        if (
+            type(norm).__name__ in SAME_AS_LLAMA_NORM
+            and weight is not None
+            and weight.dtype == torch.float32
+            and weight.device.type == "cpu"
+            and weight.dim() == 1
+            and weight.numel() % 8 == 0
+        ):
+            norm.forward = functools.partial(_norm_forward, norm, norm.forward)
+            count += 1
+    return count
 
 
 def build() -> str | None:

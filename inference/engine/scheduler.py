@@ -611,6 +611,8 @@ class Engine:
         if dtype == torch.float32 and head_dim % 8 == 0 and head_dim <= 256 and kernels.available():
             invariance.install_ragged_attention(self.model, kernel=True)
             attention = "Parley's decode attention kernel"
+            if kernels.install_norms(self.model):
+                attention += " and RMSNorm kernel"
         else:
             spans = invariance.spans_are_invariant(kv_heads, groups, head_dim, self.max_batch_size, teams)
             invariance.install_ragged_attention(self.model, spans=spans)

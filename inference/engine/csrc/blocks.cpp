@@ -196,6 +196,7 @@ torch::Tensor q8_0_unpack(const torch::Tensor& codes, const torch::Tensor& scale
 
 torch::Tensor decode_attention(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
                                const torch::Tensor& lengths, double scale);  // attention.cpp
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);  // norm.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("q4_1_mm", &q4_1_mm, "x [M, K] times Q4_1 weights [N, K], transposed: [M, N]");
@@ -203,4 +204,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("q4_1_unpack", &q4_1_unpack, "Q4_1 weights as fp32 [N, K]");
   module.def("q8_0_unpack", &q8_0_unpack, "Q8_0 weights as fp32 [N, K]");
   module.def("decode_attention", &decode_attention, "one query per head and row over each row's own keys");
+  module.def("rms_norm", &rms_norm, "weight * x / sqrt(mean(x^2) + eps), row by row");
 }
