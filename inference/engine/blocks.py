@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from . import int4, kernels
-from .invariance import SIBLINGS
+from .invariance import SIBLINGS, _Joined
 
 GROUP = kernels.GROUP
 
@@ -129,40 +129,20 @@ class BlockLinear(torch.nn.Module):
         return f"{self.kind}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class _Shared:
-    """Sibling layers (q/k/v, gate/up) held as one ``BlockLinear``: the first sibling's
-    call computes every part, the others take theirs when called on the same input (as
-    the model's forward does, in order), or compute it again if not. Each output is its
-    own sum, so a part is the same bits as its layer alone would give."""
-
-    def __init__(self, layer: BlockLinear, sizes: list[int]) -> None:
-        self.layer = layer
-        self.sizes = sizes
-        self.input: torch.Tensor | None = None
-        self.parts: tuple[torch.Tensor, ...] = ()
-
-    def part(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        if index == 0 or self.input is not x:
-            self.parts = torch.split(self.layer(x), self.sizes, dim=-1)
-            self.input = x
-        part = self.parts[index]
-        if index == len(self.sizes) - 1:
-            self.input, self.parts = None, ()
-        return part
-
-
 class BlockPart(torch.nn.Module):
     """One sibling of a joined ``BlockLinear`` (it keeps the sibling's name, sizes and
-    place in the model, so LoRA hooks find it). The first part owns the joined layer."""
+    place in the model, so LoRA hooks find it). The first part owns the joined layer;
+    ``invariance._Joined`` computes it once for all the siblings. Each output is its
+    own sum, so a part is the same bits as its layer alone would give."""
 
-    def __init__(self, shared: _Shared, index: int) -> None:
+    def __init__(self, shared: _Joined, layer: BlockLinear, index: int) -> None:
         super().__init__()
         self.index = index
-        self.in_features = shared.layer.in_features
+        self.in_features = layer.in_features
         self.out_features = shared.sizes[index]
-        self.kind = shared.layer.kind
+        self.kind = layer.kind
         if index == 0:
-            self.joined = shared.layer
+            self.joined = layer
         self._shared = shared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,9 +164,10 @@ def join_siblings(model: Any) -> int:
             codes = torch.cat([layer.codes for layer in layers]).contiguous()
             scales = torch.cat([layer.scales for layer in layers]).contiguous()
             sizes = [layer.out_features for layer in layers]
-            shared = _Shared(BlockLinear(layers[0].kind, codes, scales, layers[0].in_features, sum(sizes)), sizes)
+            joined_layer = BlockLinear(layers[0].kind, codes, scales, layers[0].in_features, sum(sizes))
+            shared = _Joined(joined_layer, layers)  # type: ignore[arg-type]
             for index, name in enumerate(names):
-                setattr(module, name, BlockPart(shared, index))
+                setattr(module, name, BlockPart(shared, joined_layer, index))
             joined += 1
     return joined
 
