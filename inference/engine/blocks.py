@@ -10,7 +10,7 @@ from fp32's only by the order of the sums. A decode step reads about 6 bits a we
 instead of 32, which is what a step of one row waits for on a CPU.
 
 Each output of the kernel is one sum in a fixed order whatever the number of rows or
-threads, so a row's logits never depend on what shares its step; ``available`` checks
+threads, so a row's logits never depend on what shares its step; ``kernels.available`` checks
 that on this machine before anything is served with it.
 
 ``kernels.py`` builds and checks the kernel; where it cannot, int4 falls back to torch's
