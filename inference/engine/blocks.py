@@ -55,20 +55,6 @@ def q8_0_is_exact(weight: torch.Tensor, q: torch.Tensor, d: torch.Tensor) -> boo
     return torch.equal(d.half().float(), d) and torch.equal(q8_0_rebuild(q, d), weight.detach().float())
 
 
-def pack_q4_1(q: torch.Tensor) -> torch.Tensor:
-    """Codes 0..15 ``[N, K]`` as the GGUF lays them out: per group of 32, byte ``i``
-    holds code ``i`` (low nibble) and code ``i + 16`` (high nibble)."""
-    rows, columns = q.shape
-    groups = q.reshape(rows, columns // GROUP, GROUP).to(torch.uint8)
-    return (groups[..., :16] | (groups[..., 16:] << 4)).reshape(rows, columns // 2).contiguous()
-
-
-def unpack_q4_1(codes: torch.Tensor) -> torch.Tensor:
-    rows, half = codes.shape
-    groups = codes.reshape(rows, half // 16, 16)
-    return torch.cat([groups & 15, groups >> 4], dim=-1).reshape(rows, half * 2).to(torch.int32)
-
-
 class BlockLinear(torch.nn.Module):
     """An ``nn.Linear`` whose weight is held in GGUF blocks (``kind`` ``"q4_1"`` or
     ``"q8_0"``); input and output fp32, bias kept."""
@@ -100,7 +86,7 @@ class BlockLinear(torch.nn.Module):
     ) -> BlockLinear:
         out_features, in_features = q.shape
         scales = torch.stack([d, m], dim=-1).contiguous()
-        return cls("q4_1", pack_q4_1(q), scales, in_features, out_features, bias)
+        return cls("q4_1", kernels.pack_q4_1(q), scales, in_features, out_features, bias)
 
     @classmethod
     def q8_0(cls, q: torch.Tensor, d: torch.Tensor, bias: torch.Tensor | None = None) -> BlockLinear:

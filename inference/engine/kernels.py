@@ -85,6 +85,14 @@ def _build_and_check() -> tuple[Any, str | None]:
     return module, None
 
 
+def pack_q4_1(q: torch.Tensor) -> torch.Tensor:
+    """Codes 0..15 ``[N, K]`` as ``q4_1_mm`` reads them, the GGUF's layout: per group of
+    32, byte ``i`` holds code ``i`` (low nibble) and code ``i + 16`` (high nibble)."""
+    rows, columns = q.shape
+    groups = q.reshape(rows, columns // GROUP, GROUP).to(torch.uint8)
+    return (groups[..., :16] | (groups[..., 16:] << 4)).reshape(rows, columns // 2).contiguous()
+
+
 def _same_alone_and_together(compute: Any, rows: int) -> str | None:
     """``compute(start, stop)`` for rows ``start:stop``: the same bits for each row alone,
     in every batch of up to ``rows``, on one thread and on all of them."""
@@ -107,8 +115,7 @@ def _check_blocks(module: Any) -> str | None:
     q = torch.randint(0, 16, (7, 3 * GROUP), generator=generator, dtype=torch.int32)
     d = (torch.rand(7, 3, generator=generator) * 0.02).half().float()
     m = (-torch.rand(7, 3, generator=generator) * 0.1).half().float()
-    groups = q.reshape(7, 3, GROUP).to(torch.uint8)
-    codes = (groups[..., :16] | (groups[..., 16:] << 4)).reshape(7, 3 * GROUP // 2).contiguous()
+    codes = pack_q4_1(q)
     scales = torch.stack([d, m], dim=-1).contiguous()
     if not torch.equal(module.q4_1_unpack(codes, scales), int4.rebuild(q, d, m)):
         return "the kernel's Q4_1 weights differ from the GGUF reader's"

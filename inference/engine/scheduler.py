@@ -607,13 +607,13 @@ class Engine:
             return "per-row attention only (not checked on this device)"
         _, kv_heads, head_dim, dtype = _cache_shape(self.model)
         teams = {1, self.threads}
-        groups = _attention_heads(self.model) // kv_heads
         if dtype == torch.float32 and head_dim % 8 == 0 and head_dim <= 256 and kernels.available():
             invariance.install_ragged_attention(self.model, kernel=True)
             attention = "Parley's decode attention kernel"
             if kernels.install_norms(self.model):
                 attention += " and RMSNorm kernel"
         else:
+            groups = _attention_heads(self.model) // kv_heads
             spans = invariance.spans_are_invariant(kv_heads, groups, head_dim, self.max_batch_size, teams)
             invariance.install_ragged_attention(self.model, spans=spans)
             attention = "attention over whole-tile spans" if spans else "per-row attention"
